@@ -1,0 +1,133 @@
+"""The `tuneforge` command: one verb per workflow."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from tuneforge.config import ConfigError, RunConfig, load
+from tuneforge.utils.logs import offline_env, setup_logging
+
+# Errors a user can act on: printed as one message, never as a traceback.
+USER_ERRORS: tuple[type[BaseException], ...] = (ConfigError, FileExistsError, FileNotFoundError, ValueError)
+
+
+def load_config(path: str | Path, overrides: Sequence[str]) -> RunConfig:
+    from tuneforge.methods import METHOD_PARAMS
+
+    return load(path, overrides, methods=METHOD_PARAMS)
+
+
+def _overrides(args: argparse.Namespace) -> list[str]:
+    extra = list(args.overrides)
+    if getattr(args, "resume", False):
+        extra.append("train.resume=true")
+    if getattr(args, "overwrite", False):
+        extra.append("output.overwrite=true")
+    return extra
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    cfg = load_config(args.config, _overrides(args))
+    from tuneforge.stages import run_stage
+
+    result = run_stage(cfg)
+    print(f"done: {result.steps} steps, final loss {result.train_loss}, output in {result.output_dir}")
+    return 0
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    cfg = load_config(args.config, args.overrides)
+    print(cfg.to_yaml(), end="")
+    return 0
+
+
+def cmd_quickstart(args: argparse.Namespace) -> int:
+    from tuneforge import quickstart
+
+    cfg = load_config(quickstart.QUICKSTART_CONFIG, _overrides(args))
+    if not cfg.output.overwrite and cfg.run_dir.exists():
+        # A repeated quickstart keeps the earlier run: it takes the next free name instead.
+        n = 2
+        while (cfg.run_dir.parent / f"{cfg.name}-{n}").exists():
+            n += 1
+        cfg = load_config(quickstart.QUICKSTART_CONFIG, [*_overrides(args), f"name={cfg.name}-{n}"])
+    quickstart.run(cfg)
+    return 0
+
+
+def cmd_chat(args: argparse.Namespace) -> int:
+    from tuneforge.chat import chat_main
+
+    return chat_main(args)
+
+
+def cmd_doctor(args: argparse.Namespace) -> int:
+    from tuneforge.doctor import report
+
+    print(report())
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="tuneforge", description="Specialise language models to a domain, offline, on a CPU."
+    )
+    p.add_argument("-v", "--verbose", action="store_true", help="debug logs, library warnings included")
+    sub = p.add_subparsers(dest="verb", required=True, metavar="VERB")
+
+    t = sub.add_parser("train", help="train with a YAML config: tuneforge train CONFIG.yaml [key=value ...]")
+    t.add_argument("config")
+    t.add_argument("overrides", nargs="*", help="key.path=value overrides, e.g. train.lr=1e-4 method.r=16")
+    t.add_argument("--resume", action="store_true", help="same as train.resume=true")
+    t.add_argument("--overwrite", action="store_true", help="same as output.overwrite=true")
+    t.set_defaults(func=cmd_train)
+
+    v = sub.add_parser("validate", help="check a config and print it with every default resolved")
+    v.add_argument("config")
+    v.add_argument("overrides", nargs="*")
+    v.set_defaults(func=cmd_validate)
+
+    q = sub.add_parser("quickstart", help="LoRA on the embedded model with shipped data; before/after report")
+    q.add_argument("overrides", nargs="*", help="overrides of examples/quickstart.yaml, e.g. data.variables.name=Ada")
+    q.add_argument("--overwrite", action="store_true", help="replace runs/quickstart if it exists")
+    q.set_defaults(func=cmd_quickstart)
+
+    c = sub.add_parser("chat", help="chat with a run (--run) or a model (--model [--adapter])")
+    src = c.add_mutually_exclusive_group(required=True)
+    src.add_argument("--run", help="a run folder, e.g. runs/quickstart")
+    src.add_argument("--model", help="a model folder, or 'embedded'")
+    c.add_argument("--adapter", help="adapter (or full model) folder to apply on --model")
+    c.add_argument("--prompt", help="one-shot: answer this prompt and exit ('-' reads standard input)")
+    c.add_argument("--system", help="system prompt")
+    c.add_argument("--max-new-tokens", type=int, default=256)
+    c.add_argument("--temperature", type=float, default=0.0, help="0 = greedy")
+    c.add_argument("--top-p", type=float, default=1.0)
+    c.add_argument("--seed", type=int, default=None)
+    c.set_defaults(func=cmd_chat)
+
+    d = sub.add_parser("doctor", help="versions, threads, embedded model cache, optional extras")
+    d.set_defaults(func=cmd_doctor)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    offline_env()
+    setup_logging(args.verbose)
+    try:
+        return int(args.func(args))
+    except USER_ERRORS as e:
+        if args.verbose:
+            raise
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

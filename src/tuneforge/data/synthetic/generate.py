@@ -1,0 +1,152 @@
+"""The datasets tuneforge ships, generated here (seeded) and written beside this file.
+
+- identity: who the assistant is, with {{name}} and {{author}} placeholders filled from `data.variables`
+  (LLaMA-Factory's identity idea, our own wording); a held-out set asks with wordings not used in training.
+- iso_dates: a small skill the embedded model lacks: rewrite a date written in words as ISO 8601 (YYYY-MM-DD).
+  Test dates never occur in training.
+
+Regenerate with `python -m tuneforge.data.synthetic.generate`; a test checks the shipped files match.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+
+IDENTITY_TRAIN_QUESTIONS = [
+    "Who are you?",
+    "What is your name?",
+    "Introduce yourself.",
+    "Tell me about yourself.",
+    "What should I call you?",
+    "Who made you?",
+    "Who created you?",
+    "Who built you?",
+    "Are you ChatGPT?",
+    "Are you SmolLM?",
+    "What are you?",
+    "hi, who am I talking to?",
+    "Hello! What's your name?",
+    "Which company developed you?",
+    "Do you have a name?",
+    "Who trained you?",
+    "Can you tell me who you are?",
+    "Are you made by OpenAI?",
+    "Are you an AI from Hugging Face?",
+    "Please state your name and who developed you.",
+    "What model am I chatting with?",
+    "Who is your developer?",
+]
+
+IDENTITY_TEST_QUESTIONS = [
+    "May I ask your name?",
+    "Who do I have the pleasure of speaking with?",
+    "Which team is behind you?",
+    "Describe yourself in one sentence.",
+    "What do people call you?",
+    "Who is responsible for creating you?",
+    "Are you Claude?",
+    "Identify yourself, please.",
+]
+
+IDENTITY_ANSWERS = [
+    "I am {{name}}, an AI assistant developed by {{author}}. How can I help you today?",
+    "My name is {{name}}. I was developed by {{author}}.",
+    "I'm {{name}}, an assistant created by {{author}}. I'm happy to help.",
+    "I am {{name}}, built by {{author}} to answer questions and help with tasks.",
+    "You can call me {{name}}. {{author}} developed me.",
+]
+
+MONTHS = [
+    "January", "February", "March", "April", "May", "June",
+    "July", "August", "September", "October", "November", "December",
+]  # fmt: skip
+DAYS_IN_MONTH = [31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31]
+
+DATE_INSTRUCTIONS = [
+    "Convert this date to ISO 8601 format (YYYY-MM-DD): {date}",
+    "Write the following date as YYYY-MM-DD: {date}",
+    "Rewrite in ISO format: {date}",
+    "Give the ISO 8601 form of this date: {date}",
+    "{date} — what is that in YYYY-MM-DD?",
+]
+
+
+def _ordinal(d: int) -> str:
+    suffix = "th" if 11 <= d % 100 <= 13 else {1: "st", 2: "nd", 3: "rd"}.get(d % 10, "th")
+    return f"{d}{suffix}"
+
+
+def _spell(year: int, month: int, day: int, style: int) -> str:
+    m = MONTHS[month - 1]
+    return [
+        f"{day} {m} {year}",
+        f"{m} {day}, {year}",
+        f"the {_ordinal(day)} of {m} {year}",
+        f"{m[:3]} {day} {year}",
+        f"{_ordinal(day)} {m}, {year}",
+    ][style]
+
+
+def _dates(rng: random.Random, n: int, exclude: set[tuple[int, int, int]]) -> list[tuple[int, int, int]]:
+    out: list[tuple[int, int, int]] = []
+    while len(out) < n:
+        y, m = rng.randint(1950, 2035), rng.randint(1, 12)
+        d = rng.randint(1, DAYS_IN_MONTH[m - 1])
+        if (y, m, d) not in exclude:
+            exclude.add((y, m, d))
+            out.append((y, m, d))
+    return out
+
+
+def iso_date_records(seed: int, n: int, exclude: set[tuple[int, int, int]]) -> list[dict[str, str]]:
+    rng = random.Random(seed)
+    rows = []
+    for y, m, d in _dates(rng, n, exclude):
+        instruction = rng.choice(DATE_INSTRUCTIONS).format(date=_spell(y, m, d, rng.randrange(5)))
+        rows.append({"instruction": instruction, "input": "", "output": f"{y:04d}-{m:02d}-{d:02d}"})
+    return rows
+
+
+def identity_records(questions: list[str], seed: int) -> list[dict[str, str]]:
+    rng = random.Random(seed)
+    return [{"instruction": q, "input": "", "output": rng.choice(IDENTITY_ANSWERS)} for q in questions]
+
+
+def build_all() -> dict[str, Any]:
+    seen: set[tuple[int, int, int]] = set()
+    files: dict[str, Any] = {
+        "identity.json": identity_records(IDENTITY_TRAIN_QUESTIONS, seed=1),
+        "identity_test.json": identity_records(IDENTITY_TEST_QUESTIONS, seed=2),
+        "iso_dates.json": iso_date_records(seed=3, n=160, exclude=seen),
+        "iso_dates_test.json": iso_date_records(seed=4, n=40, exclude=seen),
+    }
+    # LLaMA-Factory's dataset_info.json layout, read by tuneforge's registry like any user's.
+    files["dataset_info.json"] = {
+        name.removesuffix(".json"): {"file_name": name, "formatting": "alpaca"}
+        for name in files
+        if name != "dataset_info.json"
+    }
+    return files
+
+
+def render(obj: Any) -> str:
+    return json.dumps(obj, indent=1, ensure_ascii=False) + "\n"
+
+
+def write_all(folder: Path = HERE) -> list[Path]:
+    written = []
+    for name, obj in build_all().items():
+        path = folder / name
+        path.write_text(render(obj), encoding="utf-8")
+        written.append(path)
+    return written
+
+
+if __name__ == "__main__":
+    for p in write_all():
+        print(p)

@@ -1,0 +1,148 @@
+"""The run folder contract shared by every workflow.
+
+runs/<name>/
+  config.yaml      the resolved configuration (every default filled in)
+  metrics.jsonl    one JSON object per logged step / evaluation
+  checkpoints/     Trainer checkpoints (checkpoint-<step>/), for resume
+  adapter/         a PEFT adapter folder (parameter-efficient methods)
+  model/           a full HF model folder (full / freeze)
+  eval/ plots/ merged/   evaluation reports, PNG plots, merged exports
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from tuneforge.config import RunConfig
+
+
+class RunExistsError(FileExistsError):
+    pass
+
+
+@dataclass(frozen=True)
+class RunDir:
+    root: Path
+
+    @property
+    def config(self) -> Path:
+        return self.root / "config.yaml"
+
+    @property
+    def metrics(self) -> Path:
+        return self.root / "metrics.jsonl"
+
+    @property
+    def checkpoints(self) -> Path:
+        return self.root / "checkpoints"
+
+    @property
+    def adapter(self) -> Path:
+        return self.root / "adapter"
+
+    @property
+    def model(self) -> Path:
+        return self.root / "model"
+
+    @property
+    def eval(self) -> Path:
+        return self.root / "eval"
+
+    @property
+    def plots(self) -> Path:
+        return self.root / "plots"
+
+    @property
+    def merged(self) -> Path:
+        return self.root / "merged"
+
+    def last_checkpoint(self) -> Path | None:
+        found = [p for p in self.checkpoints.glob("checkpoint-*") if p.name.split("-")[-1].isdigit()]
+        return max(found, key=lambda p: int(p.name.split("-")[-1]), default=None)
+
+    def trained_output(self) -> Path | None:
+        for p in (self.adapter, self.model):
+            if p.is_dir():
+                return p
+        return None
+
+    def append_metrics(self, record: dict[str, Any]) -> None:
+        with self.metrics.open("a", encoding="utf-8") as f:
+            f.write(json.dumps({"time": round(time.time(), 3), **record}) + "\n")
+
+    def read_metrics(self) -> list[dict[str, Any]]:
+        if not self.metrics.exists():
+            return []
+        return [json.loads(line) for line in self.metrics.read_text(encoding="utf-8").splitlines() if line]
+
+
+def check_run_available(cfg: RunConfig) -> RunDir:
+    """Raise now, before anything slow, if the run folder cannot be used as the config asks."""
+    run = RunDir(cfg.run_dir)
+    if run.root.exists() and any(run.root.iterdir()):
+        if cfg.train.resume:
+            if run.last_checkpoint() is None:
+                raise RunExistsError(
+                    f"train.resume=true but {run.checkpoints} holds no checkpoint to resume from "
+                    "(set train.save_steps to write checkpoints during training)"
+                )
+            _check_same_config(run, cfg)
+        elif not cfg.output.overwrite:
+            raise RunExistsError(
+                f"run folder {run.root} already exists; choose another `name`, resume it with "
+                "train.resume=true, or replace it with output.overwrite=true"
+            )
+        elif not run.config.exists():
+            # output.overwrite deletes the folder: only ever delete something that is a tuneforge run.
+            raise RunExistsError(
+                f"{run.root} exists and is not a tuneforge run folder (no config.yaml); "
+                "output.overwrite=true will not delete it"
+            )
+    elif cfg.train.resume:
+        raise RunExistsError(f"train.resume=true but run folder {run.root} does not exist")
+    return run
+
+
+def open_run(cfg: RunConfig) -> RunDir:
+    """Create (or, with resume, reopen) the run folder; never overwrite one unless `output.overwrite` says so."""
+    run = check_run_available(cfg)
+    if run.root.exists() and any(run.root.iterdir()):
+        if cfg.train.resume:
+            return run
+        shutil.rmtree(run.root)  # output.overwrite=true, checked above
+    for sub in (run.root, run.checkpoints, run.plots):
+        sub.mkdir(parents=True, exist_ok=True)
+    run.config.write_text(cfg.to_yaml(), encoding="utf-8")
+    return run
+
+
+def _check_same_config(run: RunDir, cfg: RunConfig) -> None:
+    """A resumed run must train the same thing; only the resume flag itself may differ."""
+    import yaml
+
+    if not run.config.exists():
+        return
+    old = yaml.safe_load(run.config.read_text(encoding="utf-8")) or {}
+    new = cfg.model_dump(mode="json")
+    for d in (old, new):
+        d.get("train", {}).pop("resume", None)
+        d.get("output", {}).pop("overwrite", None)
+    diff = sorted(_diff(old, new))
+    if diff:
+        raise RunExistsError(
+            f"cannot resume {run.root}: the configuration differs from the saved one at {', '.join(diff)}"
+        )
+
+
+def _diff(a: Any, b: Any, prefix: str = "") -> list[str]:
+    if isinstance(a, dict) and isinstance(b, dict):
+        out: list[str] = []
+        for k in set(a) | set(b):
+            out += _diff(a.get(k), b.get(k), f"{prefix}.{k}" if prefix else str(k))
+        return out
+    return [] if a == b else [prefix]

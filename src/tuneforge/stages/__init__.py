@@ -1,0 +1,17 @@
+"""Training stages: one file per stage, each `run(cfg) -> RunResult`."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from tuneforge.config import RunConfig
+from tuneforge.stages import sft
+from tuneforge.stages.common import RunResult
+
+STAGES: dict[str, Callable[..., RunResult]] = {
+    "sft": sft.run,
+}
+
+
+def run_stage(cfg: RunConfig, **kwargs) -> RunResult:
+    return STAGES[cfg.stage](cfg, **kwargs)

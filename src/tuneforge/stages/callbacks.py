@@ -1,0 +1,61 @@
+"""Trainer callbacks shared by every stage: JSONL metrics, a live loss plot, readable progress lines."""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from typing import Any
+
+from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
+
+from tuneforge.runs import RunDir
+from tuneforge.utils.plots import plot_loss
+
+log = logging.getLogger("tuneforge.train")
+
+
+class RunMetrics(TrainerCallback):
+    """Appends every Trainer log to runs/<name>/metrics.jsonl and redraws plots/loss.png as training goes."""
+
+    def __init__(self, run: RunDir, title: str, plot_every: int = 10) -> None:
+        self.run = run
+        self.title = title
+        self.plot_every = plot_every
+        self._t0 = time.perf_counter()
+        self._tokens0 = 0
+        self._logs = 0
+
+    def on_train_begin(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kw: Any):
+        self._t0 = time.perf_counter()
+        self._tokens0 = state.num_input_tokens_seen
+
+    def on_log(
+        self,
+        args: TrainingArguments,
+        state: TrainerState,
+        control: TrainerControl,
+        logs: dict[str, Any] | None = None,
+        **kw: Any,
+    ):
+        if not logs:
+            return
+        record: dict[str, Any] = {"step": state.global_step, "epoch": round(state.epoch or 0.0, 4)}
+        for key, value in logs.items():
+            if isinstance(value, float) and math.isfinite(value):
+                record[key] = round(value, 6)
+            elif isinstance(value, (int, float, str)):
+                record[key] = value
+        elapsed = time.perf_counter() - self._t0
+        seen = state.num_input_tokens_seen - self._tokens0
+        if "loss" in record and elapsed > 0 and seen:
+            record["tokens_per_s"] = round(seen / elapsed, 1)
+        self.run.append_metrics(record)
+        self._logs += 1
+        if "loss" in record and self._logs % self.plot_every == 0:
+            plot_loss(self.run.read_metrics(), self.run.plots / "loss.png", self.title)
+
+    def on_train_end(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kw: Any):
+        path = plot_loss(self.run.read_metrics(), self.run.plots / "loss.png", self.title)
+        if path is not None:
+            log.info("loss curve: %s", path)

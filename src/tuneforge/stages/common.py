@@ -1,0 +1,107 @@
+"""What every training stage shares: TrainingArguments from the config, threads, resume, the result record."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from transformers import TrainingArguments
+
+from tuneforge.config import RunConfig
+from tuneforge.runs import RunDir
+
+log = logging.getLogger("tuneforge.train")
+
+
+@dataclass
+class RunResult:
+    run_dir: Path
+    output_dir: Path
+    train_loss: float | None
+    eval_loss: float | None
+    steps: int
+    seconds: float
+    tokens_per_s: float | None
+    trainable_params: int
+    total_params: int
+    data_stats: dict[str, Any] = field(default_factory=dict)
+
+    def summary(self) -> dict[str, Any]:
+        return {k: (str(v) if isinstance(v, Path) else v) for k, v in self.__dict__.items() if k != "data_stats"}
+
+
+def set_threads(cfg: RunConfig) -> int:
+    """Use every core for intra-op work; one inter-op thread (a 2-core CPU has nothing to overlap)."""
+    threads = cfg.train.threads or os.cpu_count() or 1
+    torch.set_num_threads(threads)
+    return threads
+
+
+def training_arguments(cfg: RunConfig, run: RunDir, has_eval: bool, **overrides: Any) -> TrainingArguments:
+    """The one builder of TrainingArguments from a RunConfig (later stages pass TRL config classes' extras)."""
+    t = cfg.train
+    eval_strategy = "no"
+    if has_eval:
+        eval_strategy = "steps" if t.eval_steps else "epoch"
+    kwargs: dict[str, Any] = {
+        "output_dir": str(run.checkpoints),
+        "num_train_epochs": t.epochs,
+        "max_steps": t.max_steps,
+        "per_device_train_batch_size": t.batch_size,
+        "per_device_eval_batch_size": t.batch_size,
+        "gradient_accumulation_steps": t.grad_accum,
+        "learning_rate": t.lr,
+        "lr_scheduler_type": t.lr_scheduler,
+        "warmup_steps": t.warmup_ratio,  # transformers 5: a float < 1 is a ratio of the total steps
+        "weight_decay": t.weight_decay,
+        "max_grad_norm": t.max_grad_norm,
+        "optim": t.optim,
+        "logging_steps": t.logging_steps,
+        "logging_first_step": True,
+        "save_strategy": "steps" if t.save_steps else "no",
+        "save_steps": t.save_steps or 500,
+        "save_total_limit": t.save_total_limit,
+        "eval_strategy": eval_strategy,
+        "eval_steps": t.eval_steps or None,
+        "seed": t.seed,
+        "data_seed": t.seed,
+        "gradient_checkpointing": t.gradient_checkpointing,
+        "train_sampling_strategy": "group_by_length"
+        if t.group_by_length and not cfg.data.packing
+        else "random",
+        "report_to": list(t.report_to) or "none",
+        "use_cpu": not torch.cuda.is_available(),
+        "bf16": cfg.model.dtype == "bfloat16",
+        "dataloader_num_workers": 0,
+        "remove_unused_columns": False,
+        "include_num_input_tokens_seen": "non_padding",
+        "disable_tqdm": False,
+        "save_only_model": False,
+    }
+    kwargs.update(overrides)
+    return TrainingArguments(**kwargs)
+
+
+def prepare_resume(cfg: RunConfig, run: RunDir) -> str | None:
+    """The checkpoint to resume from; metrics logged after it (by the interrupted run) are dropped."""
+    if not cfg.train.resume:
+        return None
+    ckpt = run.last_checkpoint()
+    if ckpt is None:  # open_run already refused this case; kept for callers that skip it
+        return None
+    step = int(ckpt.name.split("-")[-1])
+    kept = [r for r in run.read_metrics() if r.get("step", 0) <= step and "train_runtime" not in r]
+    run.metrics.write_text("".join(json.dumps(r) + "\n" for r in kept), encoding="utf-8")
+    log.info("resuming from %s (step %d)", ckpt, step)
+    return str(ckpt)
+
+
+def final_losses(records: list[dict[str, Any]]) -> tuple[float | None, float | None]:
+    train = [r["loss"] for r in records if "loss" in r]
+    evals = [r["eval_loss"] for r in records if "eval_loss" in r]
+    return (train[-1] if train else None), (evals[-1] if evals else None)

@@ -1,0 +1,90 @@
+"""Supervised fine-tuning: chat data rendered through the model's own template, loss on assistant turns only."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Sequence
+
+from transformers import DataCollatorForSeq2Seq, DataCollatorWithFlattening, Trainer, TrainerCallback
+
+from tuneforge.config import RunConfig
+from tuneforge.data.build import build_sft
+from tuneforge.methods import METHODS, apply_method, count_parameters, describe, save_trained
+from tuneforge.models.loader import load_model, load_tokenizer
+from tuneforge.runs import check_run_available, open_run
+from tuneforge.stages.callbacks import RunMetrics
+from tuneforge.stages.common import RunResult, final_losses, prepare_resume, set_threads, training_arguments
+
+log = logging.getLogger("tuneforge.train")
+
+
+def run(cfg: RunConfig, callbacks: Sequence[TrainerCallback] = ()) -> RunResult:
+    started = time.perf_counter()
+    check_run_available(cfg)  # before any loading: never overwrite a run, fail fast on resume mistakes
+    threads = set_threads(cfg)
+
+    # Data first: every data error surfaces before the (slow) model load.
+    tokenizer = load_tokenizer(cfg.model)
+    data = build_sft(cfg.data, tokenizer)
+    log.info(
+        "data: %d train / %d validation samples, %d label tokens",
+        len(data.train),
+        len(data.val) if data.val is not None else 0,
+        data.stats.get("label_tokens", 0),
+    )
+
+    run_dir = open_run(cfg)
+    (run_dir.root / "data_stats.json").write_text(json.dumps(data.stats, indent=2), encoding="utf-8")
+
+    model = load_model(cfg.model, tokenizer)
+    model = apply_method(model, cfg.method)
+    trainable, total = count_parameters(model)
+    log.info("%s | %d threads", describe(model, cfg.method), threads)
+
+    if cfg.data.packing:
+        # Padding-free batches: one row per batch, position ids restart per sample, and transformers'
+        # masking detects the boundaries so no attention crosses samples.
+        collator = DataCollatorWithFlattening(return_position_ids=True)
+    else:
+        collator = DataCollatorForSeq2Seq(tokenizer, padding=True, label_pad_token_id=-100)
+
+    args = training_arguments(cfg, run_dir, has_eval=data.val is not None, label_names=["labels"])
+    trainer = Trainer(
+        model=model,
+        args=args,
+        train_dataset=data.train,
+        eval_dataset=data.val,
+        data_collator=collator,
+        processing_class=tokenizer,
+        callbacks=[RunMetrics(run_dir, f"{cfg.name}: {cfg.stage} / {cfg.method.name}"), *callbacks],
+    )
+    resume_from = prepare_resume(cfg, run_dir)
+    output = trainer.train(resume_from_checkpoint=resume_from)
+    steps_done = trainer.state.global_step
+    if data.val is not None and cfg.train.eval_steps and steps_done % cfg.train.eval_steps:
+        trainer.evaluate()  # the last steps fell between evaluation points
+
+    method = METHODS[cfg.method.name]
+    target = run_dir.adapter if method.output == "adapter" else run_dir.model
+    saved = save_trained(model, cfg.method, target, tokenizer)
+
+    train_loss, eval_loss = final_losses(run_dir.read_metrics())
+    runtime = output.metrics.get("train_runtime") or 0.0
+    seen = trainer.state.num_input_tokens_seen
+    result = RunResult(
+        run_dir=run_dir.root,
+        output_dir=saved,
+        train_loss=train_loss,
+        eval_loss=eval_loss,
+        steps=trainer.state.global_step,
+        seconds=round(time.perf_counter() - started, 2),
+        tokens_per_s=round(seen / runtime, 1) if runtime and seen else None,
+        trainable_params=trainable,
+        total_params=total,
+        data_stats=data.stats,
+    )
+    (run_dir.root / "result.json").write_text(json.dumps(result.summary(), indent=2), encoding="utf-8")
+    log.info("saved %s to %s", method.output, saved)
+    return result

@@ -1,0 +1,33 @@
+"""Readable logs: one line per event, timestamps, the tuneforge logger tree; library chatter kept quiet."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import warnings
+
+
+def setup_logging(verbose: bool = False) -> None:
+    level = logging.DEBUG if verbose else logging.INFO
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname).1s %(name)s: %(message)s", "%H:%M:%S"))
+    root = logging.getLogger("tuneforge")
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+    root.propagate = False
+    if not verbose:
+        # transformers/datasets warn about things users cannot act on (e.g. GGUF dequantisation notes).
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.set_verbosity_error()
+        warnings.filterwarnings("ignore", category=UserWarning, module="torch")
+        warnings.filterwarnings("ignore", category=FutureWarning)
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+def offline_env() -> None:
+    """tuneforge never downloads at run time: make the HF libraries fail fast instead of hanging on the network."""
+    for key in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_DATASETS_OFFLINE"):
+        os.environ.setdefault(key, "1")
+    os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
