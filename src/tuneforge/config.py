@@ -207,9 +207,8 @@ def _normalise_method(raw: dict[str, Any], methods: MethodTable | None, origin: 
     if not isinstance(spec, dict):
         raise ConfigError(f"{origin}: `method` must be a method name or a mapping with `name`, got {spec!r}")
     spec = {"name": "lora", **spec}
-    if methods is None:
-        raw = {**raw, "method": MethodSection.model_construct(**spec)}
-        return raw
+    if methods is None:  # no table given: only the name is checked (callers that train pass the table)
+        methods = {str(spec["name"]): MethodSection}
     name = spec["name"]
     if name not in methods:
         raise ConfigError(
@@ -234,7 +233,8 @@ def format_errors(err: ValidationError, origin: str, root: type[BaseModel], pref
         else:
             value = e.get("input")
             shown = "" if isinstance(value, dict) else f" = {value!r}"
-            lines.append(f"  - {key}{shown}: {e['msg']}")
+            msg = e["msg"].removeprefix("Value error, ")
+            lines.append(f"  - {key}{shown}: {msg}")
     return "\n".join(lines)
 
 
@@ -262,7 +262,33 @@ def _section_type(annotation: Any) -> type[BaseModel] | None:
     return None
 
 
+# Names users bring from LLaMA-Factory / HF TrainingArguments / PEFT, suggested (never silently accepted).
+FAMILIAR_NAMES = {
+    "rank": "r",
+    "lora_rank": "r",
+    "lora_r": "r",
+    "lora_alpha": "alpha",
+    "lora_dropout": "dropout",
+    "lora_target": "target_modules",
+    "learning_rate": "lr",
+    "num_train_epochs": "epochs",
+    "per_device_train_batch_size": "batch_size",
+    "gradient_accumulation_steps": "grad_accum",
+    "lr_scheduler_type": "lr_scheduler",
+    "finetuning_type": "name",
+    "model_name_or_path": "path",
+    "template": "chat_template",
+    "dataset": "datasets",
+    "output_dir": "dir",
+    "overwrite_output_dir": "overwrite",
+    "resume_from_checkpoint": "resume",
+}
+
+
 def _suggest(word: str, known: Sequence[str]) -> str:
+    familiar = FAMILIAR_NAMES.get(word)
+    if familiar in known:
+        return f" (did you mean {familiar!r}?)"
     close = difflib.get_close_matches(word, list(known), n=1, cutoff=0.5)
     return f" (did you mean {close[0]!r}?)" if close else ""
 
