@@ -23,8 +23,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def write_alpaca(path: Path, n: int = 24) -> Path:
     rows = [
-        {"instruction": f"What is {i} plus {i}?", "input": "", "output": f"{i} plus {i} is {2 * i}."}
-        for i in range(n)
+        {"instruction": f"What is {i} plus {i}?", "input": "", "output": f"{i} plus {i} is {2 * i}."} for i in range(n)
     ]
     path.write_text("\n".join(json.dumps(r) for r in rows) + "\n", encoding="utf-8")
     return path

@@ -38,7 +38,8 @@ class ModelConfig(Section):
     dtype: Literal["float32", "bfloat16", "float16"] = "float32"
     trust_remote_code: bool = False
     chat_template: str | None = Field(
-        None, description="A Jinja chat template (inline, or a path to a .jinja file) replacing the tokenizer's."
+        None,
+        description="A Jinja chat template (inline, or a path to a .jinja file) replacing the tokenizer's.",
     )
 
 
@@ -142,6 +143,7 @@ class RunConfig(Section):
 
 # name -> params model (a MethodSection subclass); supplied by tuneforge.methods.
 MethodTable = Mapping[str, type[MethodSection]]
+
 
 def load(
     source: str | Path | Mapping[str, Any],

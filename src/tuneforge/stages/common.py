@@ -71,9 +71,7 @@ def training_arguments(cfg: RunConfig, run: RunDir, has_eval: bool, **overrides:
         "seed": t.seed,
         "data_seed": t.seed,
         "gradient_checkpointing": t.gradient_checkpointing,
-        "train_sampling_strategy": "group_by_length"
-        if t.group_by_length and not cfg.data.packing
-        else "random",
+        "train_sampling_strategy": "group_by_length" if t.group_by_length and not cfg.data.packing else "random",
         "report_to": list(t.report_to) or "none",
         "use_cpu": not torch.cuda.is_available(),
         "bf16": cfg.model.dtype == "bfloat16",
