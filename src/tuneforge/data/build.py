@@ -1,0 +1,278 @@
+"""DataConfig -> tokenized train/validation sets: resolve, read, format, fill placeholders, mix, split, render.
+
+Every step is seeded from `data.seed`, so the same config gives identical datasets. Mixing works on sample
+keys (dataset, row) rather than copies, which lets the validation split hold out every copy of a sample that
+a small, repeated dataset contributes: no validation sample is ever trained on.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import random
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from datasets import Dataset
+
+from tuneforge.config import DataConfig, DatasetSpec
+from tuneforge.data.formats import FormatSpec, format_record
+from tuneforge.data.registry import ResolvedDataset, resolve
+from tuneforge.data.render import Rendered, render_conversation, render_text
+from tuneforge.data.schema import Conversation, DataError, Message, Sample, Text
+from tuneforge.data.sources import read_records
+
+log = logging.getLogger("tuneforge.data")
+
+# `{{name}}` exactly, no inner spaces: LLaMA-Factory's identity convention, and unlike Jinja/Handlebars code
+# (`{{ x }}`) that chat data about programming often contains.
+PLACEHOLDER = re.compile(r"\{\{([A-Za-z_][A-Za-z0-9_]*)\}\}")
+TRUNCATED_AWAY = "no_assistant_tokens_after_truncation"
+
+Key = tuple[int, int]  # (dataset index, row index): one sample, however often mixing repeats it
+
+
+@dataclass(frozen=True)
+class SFTData:
+    train: Dataset
+    val: Dataset | None
+    stats: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class TextData(SFTData):
+    """Pre-training data: the same columns, every token labelled."""
+
+
+@dataclass
+class _Loaded:
+    name: str
+    spec: DatasetSpec
+    resolved: ResolvedDataset
+    samples: list[Sample]
+    read: int
+
+
+def build_sft(cfg: DataConfig, tokenizer: Any) -> SFTData:
+    """Chat datasets rendered through the tokenizer's chat template, loss on assistant turns."""
+
+    def render(sample: Sample) -> Rendered | None:
+        assert isinstance(sample, Conversation)  # _load made every sample of an "sft" build a Conversation
+        return render_conversation(tokenizer, sample, cfg.cutoff_len, cfg.train_on_prompt)
+
+    train, val, stats = _build(cfg, "sft", render)
+    return SFTData(train, val, stats)
+
+
+def build_text(cfg: DataConfig, tokenizer: Any) -> TextData:
+    """Plain-text datasets for pre-training: each text + EOS, truncated to cutoff_len, all tokens labelled."""
+
+    def render(sample: Sample) -> Rendered | None:
+        assert isinstance(sample, Text)
+        return render_text(tokenizer, sample, cfg.cutoff_len)
+
+    train, val, stats = _build(cfg, "text", render)
+    return TextData(train, val, stats)
+
+
+def _build(
+    cfg: DataConfig, kind: str, render: Callable[[Sample], Rendered | None]
+) -> tuple[Dataset, Dataset | None, dict[str, Any]]:
+    if not cfg.datasets:
+        raise DataError("data.datasets is empty: list at least one dataset (a `name` or a `path`)")
+    loaded = [_load(spec, cfg, kind, i) for i, spec in enumerate(cfg.datasets)]
+    counts = mix_counts([len(d.samples) for d in loaded], [d.spec.ratio for d in loaded], cfg.mix_size)
+    pool: list[Key] = []
+    for i, (d, count) in enumerate(zip(loaded, counts, strict=True)):
+        pool += [(i, row) for row in resample(len(d.samples), count, random.Random(f"{cfg.seed}/mix/{i}"))]
+    random.Random(cfg.seed).shuffle(pool)
+    train_keys, val_keys = split(pool, cfg.val_size)
+    cache: dict[Key, Rendered | None] = {}
+    stats: dict[str, Any] = {"datasets": {}}
+    for i, d in enumerate(loaded):
+        stats["datasets"][d.name] = {
+            "format": d.resolved.format,
+            "read": d.read,
+            "selected": len(d.samples),
+            "mixed": counts[i],
+            "used": 0,
+            "skipped": {},
+            "truncated": 0,
+            "train": 0,
+            "val": 0,
+            "total_tokens": 0,
+            "label_tokens": 0,
+        }
+    train = _render_split(train_keys, "train", loaded, render, cache, stats)
+    val = _render_split(val_keys, "val", loaded, render, cache, stats) if val_keys else None
+    _report_skips(loaded, cache, stats, cfg.cutoff_len)
+    if not train:
+        raise DataError("no training samples are left after the validation split and skipping")
+    stats.update(
+        train=len(train),
+        val=len(val) if val is not None else 0,
+        total_tokens=sum(len(r.input_ids) for r in train),
+        label_tokens=sum(r.label_tokens for r in train),
+    )
+    return _to_dataset(train), (_to_dataset(val) if val else None), stats
+
+
+def _load(spec: DatasetSpec, cfg: DataConfig, kind: str, index: int) -> _Loaded:
+    resolved = resolve(spec, cfg.dataset_dir)
+    fmt, fspec = _format_for(resolved, kind)
+    samples: list[Sample] = []
+    for file in resolved.files:
+        for source, record in read_records(file):
+            samples.append(substitute(format_record(fmt, record, fspec, source), cfg.variables))
+    if not samples:
+        raise DataError(f"dataset {resolved.name!r} has no records (files: {', '.join(map(str, resolved.files))})")
+    read = len(samples)
+    if resolved.num_samples is not None:  # LLaMA-Factory's num_samples: resampled before max_samples
+        rng = random.Random(f"{cfg.seed}/num_samples/{index}")
+        samples = [samples[i] for i in resample(read, resolved.num_samples, rng)]
+    if spec.max_samples is not None:
+        samples = samples[: spec.max_samples]
+    earlier = [s.name or s.path for s in cfg.datasets[:index]]
+    name = f"{resolved.name}#{index}" if resolved.name in earlier else resolved.name  # stats keys stay distinct
+    return _Loaded(name, spec, resolved, samples, read)
+
+
+def _format_for(d: ResolvedDataset, kind: str) -> tuple[str, FormatSpec]:
+    """The format to read `d` with for this kind of build, or a DataError saying where it belongs."""
+    what = f"dataset {d.name!r}"
+    if d.ranking or d.kto:
+        raise DataError(f"{what} is a {'KTO' if d.kto else 'preference'} dataset; it needs a preference stage")
+    if kind == "text":
+        if d.format == "text":
+            return "text", d.format_spec
+        if d.format == "alpaca" and d.format_spec.columns.get("prompt"):
+            # LLaMA-Factory keeps pre-training text in the alpaca prompt column: {"columns": {"prompt": "text"}}
+            return "text", FormatSpec({"text": d.format_spec.columns["prompt"]})
+        raise DataError(f"{what} is {d.format} chat data; pre-training needs format text")
+    if d.format == "text":
+        raise DataError(f"{what} is plain text (format text); it is pre-training data, not chat data")
+    if d.format == "alpaca" and not d.format_spec.columns.get("response"):
+        raise DataError(f"{what} has no response column: it is pre-training text, not chat data")
+    return d.format, d.format_spec
+
+
+def substitute(sample: Sample, variables: dict[str, str]) -> Sample:
+    """Fill `{{name}}` placeholders from data.variables; one without a value is an error, never left in."""
+
+    def fill(text: str) -> str:
+        for m in PLACEHOLDER.finditer(text):
+            if m.group(1) not in variables:
+                raise DataError(
+                    f"{sample.source}: placeholder {m.group(0)} has no value; define it in data.variables "
+                    f"(e.g. data.variables.{m.group(1)}=...); defined: {', '.join(variables) or 'none'}"
+                )
+        return PLACEHOLDER.sub(lambda m: variables[m.group(1)], text)
+
+    if isinstance(sample, Text):
+        return replace(sample, text=fill(sample.text))
+    return replace(sample, messages=tuple(Message(m.role, fill(m.content)) for m in sample.messages))
+
+
+def mix_counts(sizes: Sequence[int], ratios: Sequence[float | None], target: int | None) -> list[int]:
+    """How many samples each dataset contributes.
+
+    Without any ratio, datasets keep their sizes (scaled to `target` if given). With ratios, they are
+    relative weights (a dataset without one weighs 1.0) of `target`, or of the total size. Rounding by
+    largest remainder, so the counts add up to the target exactly.
+    """
+    total = target if target is not None else sum(sizes)
+    if all(r is None for r in ratios):
+        weights = [float(s) for s in sizes]
+    else:
+        weights = [1.0 if r is None else float(r) for r in ratios]
+    quotas = [total * w / sum(weights) for w in weights]
+    counts = [math.floor(q) for q in quotas]
+    by_remainder = sorted(range(len(quotas)), key=lambda i: (counts[i] - quotas[i], i))
+    for i in by_remainder[: total - sum(counts)]:
+        counts[i] += 1
+    return counts
+
+
+def resample(n: int, count: int, rng: random.Random) -> list[int]:
+    """`count` row indices out of `n`: whole copies of every row first, then a seeded random subset."""
+    return list(range(n)) * (count // n) + sorted(rng.sample(range(n), count % n))
+
+
+def split(pool: Sequence[Key], val_size: float) -> tuple[list[Key], list[Key]]:
+    """(train, val): val takes distinct samples from the front of the shuffled pool; train drops all their
+    copies. `val_size` is a fraction (<1, rounded up) or a count (>=1)."""
+    if val_size <= 0:
+        return list(pool), []
+    distinct = len(set(pool))
+    want = math.ceil(val_size * len(pool)) if val_size < 1 else int(val_size)
+    if want >= distinct:
+        raise DataError(
+            f"data.val_size={val_size} asks for {want} validation samples, but there are only {distinct} "
+            "distinct samples: nothing would be left to train on"
+        )
+    val: list[Key] = list(dict.fromkeys(pool))[:want]
+    held = set(val)
+    return [k for k in pool if k not in held], val
+
+
+def _render_split(
+    keys: list[Key],
+    split_name: str,
+    loaded: list[_Loaded],
+    render: Callable[[Sample], Rendered | None],
+    cache: dict[Key, Rendered | None],
+    stats: dict[str, Any],
+) -> list[Rendered]:
+    out = []
+    for key in keys:
+        if key not in cache:
+            cache[key] = render(loaded[key[0]].samples[key[1]])
+        rendered = cache[key]
+        ds = stats["datasets"][loaded[key[0]].name]
+        if rendered is None:
+            ds["skipped"][TRUNCATED_AWAY] = ds["skipped"].get(TRUNCATED_AWAY, 0) + 1
+            continue
+        out.append(rendered)
+        ds["used"] += 1
+        ds[split_name] += 1
+        ds["truncated"] += rendered.truncated
+        ds["total_tokens"] += len(rendered.input_ids)
+        ds["label_tokens"] += rendered.label_tokens
+    return out
+
+
+def _report_skips(loaded: list[_Loaded], cache: dict[Key, Rendered | None], stats: dict[str, Any], cutoff: int) -> None:
+    for i, d in enumerate(loaded):
+        ds = stats["datasets"][d.name]
+        skipped = ds["skipped"].get(TRUNCATED_AWAY, 0)
+        if not skipped:
+            continue
+        example = next(d.samples[k[1]].source for k, r in cache.items() if k[0] == i and r is None)
+        if ds["used"] == 0:
+            raise DataError(
+                f"dataset {d.name!r}: every sample lost all its assistant tokens to data.cutoff_len={cutoff} "
+                f"(e.g. {example}); raise data.cutoff_len"
+            )
+        log.warning(
+            "dataset %r: skipped %d of %d samples: their assistant turns lie beyond data.cutoff_len=%d (e.g. %s)",
+            d.name,
+            skipped,
+            skipped + ds["used"],
+            cutoff,
+            example,
+        )
+
+
+def _to_dataset(rows: list[Rendered]) -> Dataset:
+    return Dataset.from_dict(
+        {
+            "input_ids": [r.input_ids for r in rows],
+            "labels": [r.labels for r in rows],
+            "attention_mask": [r.attention_mask for r in rows],
+        }
+    )
+
+
+__all__ = ["SFTData", "TextData", "build_sft", "build_text", "mix_counts", "resample", "split", "substitute"]
