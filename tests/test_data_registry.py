@@ -221,6 +221,9 @@ def test_path_spec_reads_with_its_format(tmp_path: Path) -> None:
     r = resolve(DatasetSpec(path=str(p), format="openai"), None)
     assert (r.name, r.files, r.format, r.defined_in) == (str(p), [p], "openai", "path")
     assert resolve(DatasetSpec(path=str(p)), None).format == "alpaca"  # LLaMA-Factory's default
+    txt = tmp_path / "wiki.txt"
+    txt.write_text("a document\n", encoding="utf-8")
+    assert resolve(DatasetSpec(path=str(txt)), None).format == "text"
 
 
 # ---- the real LLaMA-Factory data folder, when its sdist has been unpacked locally -----------------------

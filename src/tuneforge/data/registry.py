@@ -1,6 +1,6 @@
 """Turn a DatasetSpec into files, a format and a FormatSpec, reading LLaMA-Factory's dataset_info.json as is.
 
-A spec names either a path (its files are read with `spec.format`, default alpaca) or a registered dataset,
+A spec names either a path (read with `spec.format`; default alpaca, or text for .txt) or a registered dataset,
 looked up first in the user's `data.dataset_dir/dataset_info.json`, then in the registry shipped with
 tuneforge (`data/synthetic/dataset_info.json`). Entry keys keep LLaMA-Factory's meaning, including one
 quirk users rely on: an entry that gives `columns` (or `tags`) switches off every column (tag) it does not
@@ -44,9 +44,11 @@ class ResolvedDataset:
 
 def resolve(spec: DatasetSpec, dataset_dir: str | None) -> ResolvedDataset:
     if spec.path is not None:
-        fmt = spec.format or "alpaca"
+        files = data_files(Path(spec.path).expanduser())
+        # .txt holds only text; anything else defaults to alpaca, as in LLaMA-Factory
+        fmt = spec.format or ("text" if all(f.suffix.lower() == ".txt" for f in files) else "alpaca")
         fs = make_format_spec(fmt, spec.columns, spec.tags, spec.system)
-        return ResolvedDataset(spec.path, data_files(Path(spec.path).expanduser()), fmt, fs, defined_in="path")
+        return ResolvedDataset(spec.path, files, fmt, fs, defined_in="path")
     info_path, entry = find_entry(str(spec.name), dataset_dir)  # DatasetSpec guarantees name or path
     return _from_entry(spec, info_path, entry)
 
