@@ -160,6 +160,7 @@ def test_max_samples_takes_the_first_rows(tmp_path: Path, chatml_tokenizer: Any)
     path = jsonl(tmp_path / "a.jsonl", alpaca_rows("A", 10))
     data = build_sft(cfg(datasets=[{"path": path, "max_samples": 3}]), chatml_tokenizer)
     assert sorted(answers(data.train, chatml_tokenizer)) == ["A0", "A1", "A2"]
+    assert data.stats["datasets"][path]["read"] == 3  # the rest of the file is not even read
 
 
 def test_registry_num_samples_resamples(tmp_path: Path, chatml_tokenizer: Any) -> None:

@@ -7,11 +7,12 @@ a small, repeated dataset contributes: no validation sample is ever trained on.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import math
 import random
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -22,7 +23,7 @@ from tuneforge.data.formats import FormatSpec, format_record
 from tuneforge.data.registry import ResolvedDataset, resolve
 from tuneforge.data.render import Rendered, render_conversation, render_text
 from tuneforge.data.schema import Conversation, DataError, Message, Sample, Text
-from tuneforge.data.sources import read_records
+from tuneforge.data.sources import Record, read_records
 
 log = logging.getLogger("tuneforge.data")
 
@@ -51,8 +52,8 @@ class _Loaded:
     name: str
     spec: DatasetSpec
     resolved: ResolvedDataset
-    samples: list[Sample]
-    read: int
+    samples: list[Sample]  # as read, one per record
+    rows: list[int]  # the rows selected by num_samples / max_samples, repeats allowed
 
 
 def build_sft(cfg: DataConfig, tokenizer: Any) -> SFTData:
@@ -83,10 +84,11 @@ def _build(
     if not cfg.datasets:
         raise DataError("data.datasets is empty: list at least one dataset (a `name` or a `path`)")
     loaded = [_load(spec, cfg, kind, i) for i, spec in enumerate(cfg.datasets)]
-    counts = mix_counts([len(d.samples) for d in loaded], [d.spec.ratio for d in loaded], cfg.mix_size)
+    counts = mix_counts([len(d.rows) for d in loaded], [d.spec.ratio for d in loaded], cfg.mix_size)
     pool: list[Key] = []
     for i, (d, count) in enumerate(zip(loaded, counts, strict=True)):
-        pool += [(i, row) for row in resample(len(d.samples), count, random.Random(f"{cfg.seed}/mix/{i}"))]
+        picks = resample(len(d.rows), count, random.Random(f"{cfg.seed}/mix/{i}"))
+        pool += [(i, d.rows[j]) for j in picks]  # keys name the record, so copies stay one sample
     random.Random(cfg.seed).shuffle(pool)
     train_keys, val_keys = split(pool, cfg.val_size)
     cache: dict[Key, Rendered | None] = {}
@@ -94,8 +96,8 @@ def _build(
     for i, d in enumerate(loaded):
         stats["datasets"][d.name] = {
             "format": d.resolved.format,
-            "read": d.read,
-            "selected": len(d.samples),
+            "read": len(d.samples),
+            "selected": len(d.rows),
             "mixed": counts[i],
             "used": 0,
             "skipped": {},
@@ -122,21 +124,20 @@ def _build(
 def _load(spec: DatasetSpec, cfg: DataConfig, kind: str, index: int) -> _Loaded:
     resolved = resolve(spec, cfg.dataset_dir)
     fmt, fspec = _format_for(resolved, kind)
-    samples: list[Sample] = []
-    for file in resolved.files:
-        for source, record in read_records(file):
-            samples.append(substitute(format_record(fmt, record, fspec, source), cfg.variables))
+    records: Iterable[tuple[str, Record]] = (pair for file in resolved.files for pair in read_records(file))
+    if resolved.num_samples is None and spec.max_samples is not None:
+        records = itertools.islice(records, spec.max_samples)  # max_samples keeps the first rows: read no more
+    samples = [substitute(format_record(fmt, rec, fspec, src), cfg.variables) for src, rec in records]
     if not samples:
         raise DataError(f"dataset {resolved.name!r} has no records (files: {', '.join(map(str, resolved.files))})")
-    read = len(samples)
+    rows = list(range(len(samples)))
     if resolved.num_samples is not None:  # LLaMA-Factory's num_samples: resampled before max_samples
-        rng = random.Random(f"{cfg.seed}/num_samples/{index}")
-        samples = [samples[i] for i in resample(read, resolved.num_samples, rng)]
+        rows = resample(len(samples), resolved.num_samples, random.Random(f"{cfg.seed}/num_samples/{index}"))
     if spec.max_samples is not None:
-        samples = samples[: spec.max_samples]
+        rows = rows[: spec.max_samples]
     earlier = [s.name or s.path for s in cfg.datasets[:index]]
     name = f"{resolved.name}#{index}" if resolved.name in earlier else resolved.name  # stats keys stay distinct
-    return _Loaded(name, spec, resolved, samples, read)
+    return _Loaded(name, spec, resolved, samples, rows)
 
 
 def _format_for(d: ResolvedDataset, kind: str) -> tuple[str, FormatSpec]:

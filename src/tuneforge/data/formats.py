@@ -177,7 +177,7 @@ def alpaca(record: dict[str, Any], spec: FormatSpec) -> Conversation:
     system = _optional(record, c["system"])
     return Conversation(
         _with_system(messages, system, spec, f"column {c['system']!r}"),
-        _tools(record.get(c["tools"] or ""), c["tools"]),
+        _tools(_optional(record, c["tools"]), c["tools"]),
     )
 
 
@@ -231,9 +231,12 @@ def openai(record: dict[str, Any], spec: FormatSpec) -> Conversation:
                 f"{c['messages']}[{i}] has unknown {role_key} {tag!r}; allowed: {', '.join(map(str, roles))}"
             )
         role = roles[tag]
-        if role == "assistant" and turn.get("tool_calls"):
+        calls = turn.get("tool_calls")
+        if role == "assistant" and calls:
+            if not (isinstance(calls, list) and all(isinstance(call, dict) for call in calls)):
+                raise DataError(f"{c['messages']}[{i}].tool_calls must be a list of objects, got {calls!r:.80}")
             # As LLaMA-Factory does: the calls' `function` objects, as JSON text, are what the model says.
-            content = json.dumps([call.get("function", call) for call in turn["tool_calls"]], ensure_ascii=False)
+            content = json.dumps([call.get("function", call) for call in calls], ensure_ascii=False)
         else:
             content = _parts(_content(turn, content_key, c["messages"], i, raw=True), f"{c['messages']}[{i}]")
         messages.append(Message(role, content))  # type: ignore[arg-type]
