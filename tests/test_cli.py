@@ -17,7 +17,12 @@ def test_train_then_chat_one_shot(tmp_path: Path, tiny_model_dir: Path, capsys: 
     args = ["chat", "--run", str(run), "--prompt", "What is 2 plus 2?", "--max-new-tokens", "5"]
     assert main(args) == 0
     out = capsys.readouterr().out
-    assert out.strip()  # a random tiny model answers something
+    from tuneforge.data.schema import Message
+    from tuneforge.serve.engine import GenerationParams, LocalEngine, model_config_of_run
+
+    engine = LocalEngine(*model_config_of_run(run))
+    expected = engine.generate([Message("user", "What is 2 plus 2?")], GenerationParams(max_new_tokens=5))
+    assert out == expected + "\n"
     args = ["chat", "--model", str(tiny_model_dir), "--adapter", str(run / "adapter"), "--prompt", "hi"]
     assert main([*args, "--max-new-tokens", "3"]) == 0
 

@@ -40,7 +40,8 @@ def make_cfg(tmp_path: Path, model_dir: Path, **sections: Any) -> dict[str, Any]
         "output": {"dir": str(tmp_path / "runs")},
     }
     for key, value in sections.items():
-        raw[key] = {**raw.get(key, {}), **value} if isinstance(value, dict) else value
+        merge = isinstance(value, dict) and key != "method"
+        raw[key] = {**raw.get(key, {}), **value} if merge else value
     return raw
 
 

@@ -70,7 +70,7 @@ def training_arguments(cfg: RunConfig, run: RunDir, has_eval: bool, **overrides:
         "eval_steps": t.eval_steps or None,
         "seed": t.seed,
         "data_seed": t.seed,
-        "gradient_checkpointing": t.gradient_checkpointing,
+        "activation_checkpointing": t.gradient_checkpointing,
         "train_sampling_strategy": "group_by_length" if t.group_by_length and not cfg.data.packing else "random",
         "report_to": list(t.report_to) or "none",
         "use_cpu": not torch.cuda.is_available(),
@@ -93,7 +93,7 @@ def prepare_resume(cfg: RunConfig, run: RunDir) -> str | None:
     if ckpt is None:  # open_run already refused this case; kept for callers that skip it
         return None
     step = int(ckpt.name.split("-")[-1])
-    kept = [r for r in run.read_metrics() if r.get("step", 0) <= step and "train_runtime" not in r]
+    kept = [r for r in run.read_metrics() if r.get("step", 0) <= step and "train_loss" not in r]
     run.metrics.write_text("".join(json.dumps(r) + "\n" for r in kept), encoding="utf-8")
     log.info("resuming from %s (step %d)", ckpt, step)
     return str(ckpt)

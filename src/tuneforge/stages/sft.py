@@ -7,7 +7,7 @@ import logging
 import time
 from collections.abc import Sequence
 
-from transformers import DataCollatorForSeq2Seq, DataCollatorWithFlattening, Trainer, TrainerCallback
+from transformers import DataCollatorForSeq2Seq, DataCollatorWithFlattening, Trainer, TrainerCallback, set_seed
 
 from tuneforge.config import RunConfig
 from tuneforge.data.build import build_sft
@@ -38,6 +38,7 @@ def run(cfg: RunConfig, callbacks: Sequence[TrainerCallback] = ()) -> RunResult:
     run_dir = open_run(cfg)
     (run_dir.root / "data_stats.json").write_text(json.dumps(data.stats, indent=2), encoding="utf-8")
 
+    set_seed(cfg.train.seed)  # adapter initialisation (e.g. LoRA A) must not depend on what ran before
     model = load_model(cfg.model, tokenizer)
     model = apply_method(model, cfg.method)
     trainable, total = count_parameters(model)
