@@ -17,7 +17,7 @@ import torch
 import yaml
 
 from tuneforge.config import ModelConfig
-from tuneforge.data.render import render_prompt
+from tuneforge.data.render import end_of_turn_ids, render_prompt
 from tuneforge.data.schema import Message
 from tuneforge.models.loader import load_model, load_tokenizer
 
@@ -41,23 +41,13 @@ class GenerationParams:
             "max_new_tokens": self.max_new_tokens,
             "do_sample": sample,
             "pad_token_id": tokenizer.pad_token_id,
-            "eos_token_id": _stop_ids(tokenizer),
+            "eos_token_id": sorted(end_of_turn_ids(tokenizer)),
         }
         if sample:
             out.update(temperature=self.temperature, top_p=self.top_p)
         else:  # silence "temperature is set but do_sample=False" from generation configs of chat models
             out.update(temperature=None, top_p=None, top_k=None)
         return out
-
-
-def _stop_ids(tokenizer: Any) -> list[int]:
-    """End-of-turn tokens: the tokenizer's EOS plus the ones chat templates close turns with."""
-    ids = {tokenizer.eos_token_id}
-    for tok in ("<|im_end|>", "<|eot_id|>", "<|end_of_text|>", "<|endoftext|>", "<end_of_turn>"):
-        tid = tokenizer.convert_tokens_to_ids(tok)
-        if isinstance(tid, int) and tid != tokenizer.unk_token_id:
-            ids.add(tid)
-    return sorted(i for i in ids if i is not None)
 
 
 def model_config_of_run(run_dir: Path) -> tuple[ModelConfig, Path]:
