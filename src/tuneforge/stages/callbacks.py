@@ -8,6 +8,7 @@ import time
 from typing import Any
 
 from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
+from transformers.trainer_callback import ProgressCallback
 
 from tuneforge.runs import RunDir
 from tuneforge.utils.plots import plot_loss
@@ -59,3 +60,26 @@ class RunMetrics(TrainerCallback):
         path = plot_loss(self.run.read_metrics(), self.run.plots / "loss.png", self.title)
         if path is not None:
             log.info("loss curve: %s", path)
+
+
+# Trainer log keys -> short labels for the progress line; anything else is left out of the line (it is in
+# metrics.jsonl in full).
+_SHOWN = {"loss": "loss", "eval_loss": "eval_loss", "grad_norm": "grad", "learning_rate": "lr"}
+
+
+class ReadableProgress(ProgressCallback):
+    """The Trainer's progress bar, with one short line per log instead of a raw dict."""
+
+    def on_log(self, args, state, control, logs=None, **kwargs):  # type: ignore[no-untyped-def]
+        if not (state.is_world_process_zero and self.training_bar is not None and logs):
+            return
+        parts = [f"step {state.global_step}/{state.max_steps}"]
+        parts += [f"{label} {logs[key]:.4g}" for key, label in _SHOWN.items() if isinstance(logs.get(key), float)]
+        if "train_tokens_per_second" in logs and "loss" in logs:
+            parts.append(f"{float(logs['train_tokens_per_second']):.0f} tok/s")
+        if "train_loss" in logs:
+            parts = [
+                f"finished {state.global_step} steps in {logs.get('train_runtime', 0):.0f} s",
+                f"mean loss {logs['train_loss']:.4g}",
+            ]
+        self.training_bar.write(" | ".join(parts))

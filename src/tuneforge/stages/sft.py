@@ -8,13 +8,14 @@ import time
 from collections.abc import Sequence
 
 from transformers import DataCollatorForSeq2Seq, DataCollatorWithFlattening, Trainer, TrainerCallback, set_seed
+from transformers.trainer_callback import ProgressCallback
 
 from tuneforge.config import RunConfig
 from tuneforge.data.build import build_sft
 from tuneforge.methods import METHODS, apply_method, count_parameters, describe, save_trained
 from tuneforge.models.loader import load_model, load_tokenizer
 from tuneforge.runs import check_run_available, open_run
-from tuneforge.stages.callbacks import RunMetrics
+from tuneforge.stages.callbacks import ReadableProgress, RunMetrics
 from tuneforge.stages.common import RunResult, final_losses, prepare_resume, set_threads, training_arguments
 
 log = logging.getLogger("tuneforge.train")
@@ -61,6 +62,8 @@ def run(cfg: RunConfig, callbacks: Sequence[TrainerCallback] = ()) -> RunResult:
         processing_class=tokenizer,
         callbacks=[RunMetrics(run_dir, f"{cfg.name}: {cfg.stage} / {cfg.method.name}"), *callbacks],
     )
+    trainer.remove_callback(ProgressCallback)
+    trainer.add_callback(ReadableProgress)
     resume_from = prepare_resume(cfg, run_dir)
     output = trainer.train(resume_from_checkpoint=resume_from)
     steps_done = trainer.state.global_step
