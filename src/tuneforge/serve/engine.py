@@ -80,7 +80,7 @@ class LocalEngine:
         if adapter is not None and not is_full_model:
             from peft import PeftModel
 
-            model = PeftModel.from_pretrained(model, str(adapter))
+            model = PeftModel.from_pretrained(model, str(adapter))  # type: ignore[assignment]
         self.model = model.eval()
         self.name = str(adapter or model_cfg.path)
         self._lock = threading.Lock()
@@ -97,7 +97,7 @@ class LocalEngine:
             out = self.model.generate(
                 input_ids=ids, attention_mask=torch.ones_like(ids), **params.kwargs(self.tokenizer)
             )
-        return self.tokenizer.decode(out[0, ids.shape[1] :], skip_special_tokens=True).strip()
+        return str(self.tokenizer.decode(out[0, ids.shape[1] :], skip_special_tokens=True)).strip()
 
     @torch.inference_mode()
     def generate_batch(
@@ -115,7 +115,7 @@ class LocalEngine:
             if params.seed is not None:
                 torch.manual_seed(params.seed)
             out = self.model.generate(input_ids=ids, attention_mask=mask, **params.kwargs(self.tokenizer))
-        return [self.tokenizer.decode(row[width:], skip_special_tokens=True).strip() for row in out]
+        return [str(self.tokenizer.decode(row[width:], skip_special_tokens=True)).strip() for row in out]
 
     def stream(self, messages: Sequence[Message], params: GenerationParams = GenerationParams()) -> Iterator[str]:
         """Yield text pieces as they are generated (for the terminal chat and SSE streaming)."""

@@ -45,6 +45,7 @@ def run(cfg: RunConfig, callbacks: Sequence[TrainerCallback] = ()) -> RunResult:
     trainable, total = count_parameters(model)
     log.info("%s | %d threads", describe(model, cfg.method), threads)
 
+    collator: DataCollatorWithFlattening | DataCollatorForSeq2Seq
     if cfg.data.packing:
         # Padding-free batches: one row per batch, position ids restart per sample, and transformers'
         # masking detects the boundaries so no attention crosses samples.
