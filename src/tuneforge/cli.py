@@ -38,6 +38,16 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_eval(args: argparse.Namespace) -> int:
+    extra = [*args.overrides, *([f"eval.output_dir={args.output}"] if args.output else [])]
+    cfg = load_config(args.config, extra)
+    from tuneforge.eval import evaluate
+    from tuneforge.eval.report import markdown
+
+    print(markdown(evaluate(cfg, runs=args.run or ())), end="")
+    return 0
+
+
 def cmd_validate(args: argparse.Namespace) -> int:
     cfg = load_config(args.config, args.overrides)
     print(cfg.to_yaml(), end="")
@@ -84,6 +94,13 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--resume", action="store_true", help="same as train.resume=true")
     t.add_argument("--overwrite", action="store_true", help="same as output.overwrite=true")
     t.set_defaults(func=cmd_train)
+
+    e = sub.add_parser("eval", help="evaluate the base model and/or runs: tuneforge eval CONFIG.yaml [key=value ...]")
+    e.add_argument("config")
+    e.add_argument("overrides", nargs="*", help="key.path=value overrides, e.g. eval.limit=50 eval.base=false")
+    e.add_argument("--run", action="append", help="a run folder to evaluate (repeatable); adds to eval.runs")
+    e.add_argument("--output", help="report folder; same as eval.output_dir")
+    e.set_defaults(func=cmd_eval)
 
     v = sub.add_parser("validate", help="check a config and print it with every default resolved")
     v.add_argument("config")

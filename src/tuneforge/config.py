@@ -124,6 +124,60 @@ class OutputConfig(Section):
     overwrite: bool = Field(False, description="Replace an existing run folder of the same name.")
 
 
+# The names of tuneforge.eval's TASK_TYPES and READERS tables (a test keeps them equal): config.py sits below
+# the eval layer, so it names them here to reject a typo before anything loads.
+TaskType = Literal["perplexity", "multiple_choice", "generation", "classification", "math", "tool_call"]
+TaskFormat = Literal["mmlu", "ceval", "cmmlu", "llm_adapters", "csqa", "tsv", "alpaca", "gsm8k", "bfcl", "text"]
+GenerationMetric = Literal["exact_match", "f1", "bleu", "rouge1", "rouge2", "rougeL"]
+
+
+class TaskSpec(Section):
+    """One evaluation task: a task type (how it is scored) on local data in one of the reader layouts.
+
+    Settings that do not apply to the task's type are rejected by `tuneforge.eval` before any model loads.
+    """
+
+    type: TaskType
+    format: TaskFormat
+    path: str = Field(description="A local file, folder or zip in the `format` layout (no hub downloads).")
+    name: str | None = Field(None, description="Label in the report (default: from the path).")
+    split: str = Field("test", description="Split inside `path` when it holds several (zip, folder).")
+    subjects: list[str] = Field(default_factory=list, description="mmlu/ceval/cmmlu subjects (default: all).")
+    fewshot: int = Field(0, ge=0, description="Solved examples shown before each question (k-shot).")
+    fewshot_split: str | None = Field(None, description="Split the shots come from (default: dev or train).")
+    limit: int | None = Field(None, gt=0, description="Items evaluated, a seeded sample (default: eval.limit).")
+    instruction: str | None = Field(None, description="Text put before each question.")
+    system: str | None = Field(None, description="System prompt (default: the chat template's own).")
+    mc_style: Literal["cloze", "letter"] = Field(
+        "cloze", description="multiple_choice: score each choice's text, or list the choices and score letters."
+    )
+    mode: Literal["loglikelihood", "generate"] = Field(
+        "loglikelihood", description="classification: pick the likeliest label, or generate and match a label."
+    )
+    labels: list[str] = Field(
+        default_factory=list, description="classification: label words; integer labels in the data index them."
+    )
+    positive: str | None = Field(None, description="classification: the label whose probability gives AUC.")
+    metrics: list[GenerationMetric] = Field(default_factory=list, description="generation (default: all).")
+    language: Literal["en", "zh"] = Field("en", description="Tokenisation for generation metrics (zh: jieba).")
+    max_new_tokens: int | None = Field(None, gt=0, description="Generation length (default: by task type).")
+    max_length: int | None = Field(None, gt=8, description="perplexity: tokens per window (default: 1024).")
+
+
+class EvalConfig(Section):
+    tasks: list[TaskSpec] = Field(default_factory=list)
+    runs: list[str] = Field(
+        default_factory=list,
+        description="Run folders whose adapter or model is evaluated (default: this config's run, if trained).",
+    )
+    base: bool = Field(True, description="Also evaluate the base model, the reference of every comparison.")
+    limit: int | None = Field(None, gt=0, description="Items per task, a seeded sample (default: all).")
+    seed: int = 42
+    batch_size: int = Field(8, gt=0, description="Sequences per forward pass.")
+    bootstrap: int = Field(1000, ge=0, description="Paired bootstrap resamples for the 95% intervals.")
+    output_dir: str | None = Field(None, description="Report folder (default: <run>/eval/<name>).")
+
+
 class RunConfig(Section):
     name: str = Field("run", pattern=r"^[A-Za-z0-9_.\-]+$")
     stage: Literal["sft"] = "sft"
@@ -132,6 +186,7 @@ class RunConfig(Section):
     method: SerializeAsAny[MethodSection] = Field(default_factory=MethodSection)
     train: TrainConfig = Field(default_factory=TrainConfig)
     output: OutputConfig = Field(default_factory=OutputConfig)
+    eval: EvalConfig = Field(default_factory=EvalConfig)
 
     @property
     def run_dir(self) -> Path:
@@ -304,12 +359,14 @@ __all__ = [
     "ConfigError",
     "DataConfig",
     "DatasetSpec",
+    "EvalConfig",
     "MethodSection",
     "MethodTable",
     "ModelConfig",
     "OutputConfig",
     "RunConfig",
     "Section",
+    "TaskSpec",
     "TrainConfig",
     "load",
 ]

@@ -1,0 +1,309 @@
+"""Readers for the public benchmark layouts, as they are published; each turns a file into `Example`s.
+
+READERS maps a `format` name to a reader. A reader gets the resolved file (or zip/folder) and the split
+name and returns examples in file order. Users point a task at their own files in any of these layouts.
+
+  mmlu / ceval / cmmlu  zip (read in place) or its unpacked folder: <split>/<subject>[_<split>].csv
+  llm_adapters          LLM-Adapters JSON (instruction/input/output/answer): ARC, OpenBookQA (choices parsed
+                        from "Answer1: ..."), BoolQ (true/false), math sets (numeric `answer`)
+  csqa                  CommonsenseQA JSONL (question, choices.label/text, answerKey)
+  tsv                   SST-2 (header `sentence<TAB>label`) and AG News (no header, text<TAB>label)
+  alpaca                instruction/input/output JSON or JSONL (TALLRec, generation sets)
+  gsm8k                 GSM8K JSONL (question, answer ending in `#### N`)
+  bfcl                  BFCL JSON lines; answers from possible_answer/<same file name> beside it
+  text                  .txt (one document per line) or JSON/JSONL with a `text` field
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import re
+import zipfile
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from tuneforge.data.sources import read_records
+
+
+class EvalError(ValueError):
+    """An evaluation that cannot run; the message names the setting or file at fault."""
+
+
+@dataclass(frozen=True)
+class Example:
+    """One evaluation item in the shape every task type reads.
+
+    `target` is the gold answer as text (label, number, reference, letter); `gold` the index of the right
+    choice for multiple choice; `calls` the expected tool calls ([] = no call is right).
+    """
+
+    id: str
+    question: str
+    target: str = ""
+    choices: tuple[str, ...] = ()
+    gold: int | None = None
+    instruction: str | None = None
+    reference: str | None = None  # a worked answer, shown in few-shot examples
+    messages: tuple[dict[str, str], ...] = ()
+    tools: str | None = None
+    calls: tuple[dict[str, Any], ...] | None = None
+    subject: str | None = None
+
+
+Reader = Callable[[Path, str], list[Example]]
+LETTERS = "ABCDEFGHIJ"
+SPLIT_FILE_TYPES = (".json", ".jsonl", ".tsv", ".csv", ".txt")
+
+
+def split_file(folder: Path, split: str) -> Path:
+    """The file for `split` in a folder of split files: <split>.<ext>, else <split>_*.<ext> (CSQA names)."""
+    files = [p for p in sorted(folder.iterdir()) if p.suffix in SPLIT_FILE_TYPES]
+    for match in (lambda p: p.stem == split, lambda p: p.stem.startswith(f"{split}_")):
+        found = [p for p in files if match(p)]
+        if found:
+            return found[0]
+    names = ", ".join(p.name for p in files) or "none"
+    raise EvalError(f"{folder} holds no file for split {split!r} (files: {names})")
+
+
+def _records(path: Path) -> Iterator[tuple[str, dict[str, Any]]]:
+    return read_records(path)
+
+
+def _json_lines(path: Path) -> Iterator[tuple[str, dict[str, Any]]]:
+    """BFCL's .json files are JSON lines, also when they hold a single line (which parses as one object)."""
+    with path.open(encoding="utf-8-sig") as f:
+        for n, line in enumerate(f, start=1):
+            if line.strip():
+                try:
+                    record = json.loads(line)
+                except json.JSONDecodeError as e:
+                    raise EvalError(f"{path}:{n}: not valid JSON ({e.msg} at column {e.colno})") from None
+                if not isinstance(record, dict):
+                    raise EvalError(f"{path}:{n}: expected one JSON object per line, got {type(record).__name__}")
+                yield f"{path}:{n}", record
+
+
+def _field(record: dict[str, Any], key: str, source: str) -> Any:
+    if key not in record:
+        raise EvalError(f"{source}: missing field {key!r} (fields: {', '.join(map(str, record))})")
+    return record[key]
+
+
+# --- MMLU / C-Eval / CMMLU ---------------------------------------------------------------------------
+
+
+def _subject_csvs(path: Path, split: str) -> Iterator[tuple[str, str, str]]:
+    """(subject, source, csv text) for every <split>/<subject>[_<split>].csv in a zip or folder."""
+
+    def subject_of(name: str) -> str:
+        stem = name.rsplit("/", 1)[-1][: -len(".csv")]
+        return stem[: -len(f"_{split}")] if stem.endswith(f"_{split}") else stem
+
+    if path.is_dir():
+        for f in sorted(path.rglob("*.csv")):
+            if f.parent.name == split:
+                yield subject_of(f.name), str(f), f.read_text(encoding="utf-8-sig")
+        return
+    with zipfile.ZipFile(path) as z:
+        for name in sorted(z.namelist()):
+            parts = name.split("/")
+            if name.endswith(".csv") and len(parts) >= 2 and parts[-2] == split:
+                yield subject_of(name), f"{path}:{name}", z.read(name).decode("utf-8-sig")
+
+
+def _exam_reader(header: bool, name: str) -> Reader:
+    def read(path: Path, split: str) -> list[Example]:
+        out: list[Example] = []
+        for subject, source, text in _subject_csvs(path, split):
+            rows = list(csv.reader(io.StringIO(text)))
+            if header:
+                cols = {c.strip().lower(): i for i, c in enumerate(rows[0])}
+                rows = rows[1:]
+                if "answer" not in cols:
+                    raise EvalError(f"{source}: {name} split {split!r} has no answer column; use another split")
+                q, a, ans = cols["question"], cols["a"], cols["answer"]
+            else:
+                q, a, ans = 0, 1, 5
+            for i, row in enumerate(rows):
+                gold = LETTERS.find(row[ans].strip())
+                if gold < 0:
+                    raise EvalError(f"{source}: row {i + 1}: answer {row[ans]!r} is not a letter A-D")
+                choices = tuple(row[a : a + 4])
+                out.append(Example(f"{subject}/{i}", row[q], LETTERS[gold], choices, gold, subject=subject))
+        if not out:
+            raise EvalError(f"{path} holds no {name} CSV files for split {split!r} (<split>/<subject>.csv)")
+        return out
+
+    return read
+
+
+# --- LLM-Adapters JSON -------------------------------------------------------------------------------
+
+_CHOOSE = re.compile(
+    r"^Please choose the correct answer to the question:\s*(?P<q>.*?)\s*\n\n(?P<choices>Answer1:.*?)"
+    r"\s*\n\nAnswer format:",
+    re.DOTALL,
+)
+_TRUE_FALSE = re.compile(
+    r"^Please answer the following question with true or false, question:\s*(?P<q>.*?)\s*\n\nAnswer format:",
+    re.DOTALL,
+)
+_ANSWER_N = re.compile(r"\s*Answer\d+:\s*")
+
+
+def read_llm_adapters(path: Path, split: str) -> list[Example]:
+    out = []
+    for i, (source, r) in enumerate(_records(path)):
+        text, answer = str(_field(r, "instruction", source)), str(_field(r, "answer", source)).strip()
+        if m := _CHOOSE.match(text):
+            choices = tuple(c.strip() for c in _ANSWER_N.split(m["choices"]) if c.strip())
+            gold = int(answer.lower().removeprefix("answer")) - 1 if answer.lower().startswith("answer") else -1
+            if not 0 <= gold < len(choices):
+                raise EvalError(f"{source}: answer {answer!r} does not name one of {len(choices)} choices")
+            out.append(Example(str(i), m["q"], LETTERS[gold], choices, gold))
+        elif m := _TRUE_FALSE.match(text):
+            gold = ("true", "false").index(answer.lower()) if answer.lower() in ("true", "false") else -1
+            if gold < 0:
+                raise EvalError(f"{source}: answer {answer!r} is neither true nor false")
+            instruction = "Answer the question with true or false."
+            out.append(Example(str(i), m["q"], answer.lower(), ("true", "false"), gold, instruction))
+        else:
+            question = "\n\n".join(p for p in (text.strip(), str(r.get("input") or "").strip()) if p)
+            reference = str(r.get("output") or "").strip().removeprefix("A:").strip() or None
+            out.append(Example(str(i), question, answer, reference=reference))
+    return out
+
+
+# --- other layouts -----------------------------------------------------------------------------------
+
+
+def read_csqa(path: Path, split: str) -> list[Example]:
+    out: list[Example] = []
+    for source, r in _records(path):
+        q = _field(r, "question", source)
+        if isinstance(q, dict):  # the original CSQA nests {stem, choices} under "question"
+            r = {**r, "choices": q.get("choices"), "question": q.get("stem")}
+        choices = _field(r, "choices", source)
+        if isinstance(choices, list):
+            choices = {"label": [c["label"] for c in choices], "text": [c["text"] for c in choices]}
+        labels, texts = list(choices["label"]), list(choices["text"])
+        key = str(_field(r, "answerKey", source))
+        if key not in labels:
+            raise EvalError(f"{source}: answerKey {key!r} is not one of the labels {labels}")
+        gold = labels.index(key)
+        out.append(Example(str(r.get("id", len(out))), str(r["question"]), LETTERS[gold], tuple(texts), gold))
+    return out
+
+
+def read_tsv(path: Path, split: str) -> list[Example]:
+    with path.open(encoding="utf-8-sig", newline="") as f:
+        rows = [row for row in csv.reader(f, delimiter="\t", quoting=csv.QUOTE_NONE) if row]
+    if not rows:
+        raise EvalError(f"{path} is empty")
+    text_col, label_col = 0, len(rows[0]) - 1
+    if rows[0][-1].strip().lower() == "label":  # a header row (SST-2); AG News has none
+        names = [c.strip().lower() for c in rows[0]]
+        text_col = next((names.index(n) for n in ("sentence", "text") if n in names), 0)
+        rows = rows[1:]
+    out = []
+    for i, row in enumerate(rows):
+        if len(row) <= max(text_col, label_col):
+            raise EvalError(f"{path}:{i + 1}: expected {label_col + 1} tab-separated fields, got {len(row)}")
+        out.append(Example(str(i), row[text_col].strip(), row[label_col].strip()))
+    return out
+
+
+def read_alpaca(path: Path, split: str) -> list[Example]:
+    out = []
+    for i, (source, r) in enumerate(_records(path)):
+        instruction = str(_field(r, "instruction", source)).strip()
+        output = str(_field(r, "output", source)).strip()
+        target = str(r.get("answer", output)).strip()
+        question = str(r.get("input") or "").strip()
+        if not question:
+            instruction, question = "", instruction
+        out.append(Example(str(i), question, target, instruction=instruction or None, reference=output))
+    return out
+
+
+def gsm8k_number(answer: str) -> str:
+    return answer.rsplit("####", 1)[-1].strip().replace(",", "")
+
+
+def read_gsm8k(path: Path, split: str) -> list[Example]:
+    out = []
+    for i, (source, r) in enumerate(_records(path)):
+        answer = str(_field(r, "answer", source))
+        if "####" not in answer:
+            raise EvalError(f"{source}: the answer does not end in '#### <number>'")
+        number = gsm8k_number(answer)
+        worked = re.sub(r"<<.*?>>", "", answer.rsplit("####", 1)[0]).strip()  # drop calculator annotations
+        reference = f"{worked}\nThe answer is {number}."
+        out.append(Example(str(i), str(_field(r, "question", source)), number, reference=reference))
+    return out
+
+
+def read_bfcl(path: Path, split: str) -> list[Example]:
+    answers_file = path.parent / "possible_answer" / path.name
+    answers: dict[str, Any] = {}
+    if answers_file.is_file():
+        answers = {r["id"]: r["ground_truth"] for _, r in _json_lines(answers_file)}
+    out = []
+    for source, r in _json_lines(path):
+        item_id = str(_field(r, "id", source))
+        turns = _field(r, "question", source)
+        messages = tuple({"role": m["role"], "content": m["content"]} for m in turns[0])
+        if "irrelevance" in item_id:
+            calls: tuple[dict[str, Any], ...] = ()  # no function fits: making no call is the right answer
+        elif item_id in answers:
+            calls = tuple(answers[item_id])
+        else:
+            raise EvalError(f"{source}: no possible answer for {item_id!r} in {answers_file}")
+        user = next((m["content"] for m in reversed(messages) if m["role"] == "user"), "")
+        tools = json.dumps(_field(r, "function", source), ensure_ascii=False)
+        out.append(Example(item_id, user, json.dumps(calls), messages=messages, tools=tools, calls=calls))
+    return out
+
+
+def read_text(path: Path, split: str) -> list[Example]:
+    out: list[Example] = []
+    for i, (source, r) in enumerate(_records(path)):
+        text = _field(r, "text", source)
+        if str(text).strip():
+            out.append(Example(str(i), str(text)))
+    return out
+
+
+# format name -> reader; config.TaskFormat names the same keys.
+READERS: dict[str, Reader] = {
+    "mmlu": _exam_reader(header=False, name="MMLU"),
+    "ceval": _exam_reader(header=True, name="C-Eval"),
+    "cmmlu": _exam_reader(header=True, name="CMMLU"),
+    "llm_adapters": read_llm_adapters,
+    "csqa": read_csqa,
+    "tsv": read_tsv,
+    "alpaca": read_alpaca,
+    "gsm8k": read_gsm8k,
+    "bfcl": read_bfcl,
+    "text": read_text,
+}
+# Formats whose `path` is one archive or folder holding every split (the others take one file per split).
+SPLIT_ARCHIVES = frozenset({"mmlu", "ceval", "cmmlu"})
+
+
+def read_split(fmt: str, path: Path, split: str) -> list[Example]:
+    """Examples of `split` from `path`: a file as is, a folder of split files, or an exam zip/folder."""
+    if fmt not in SPLIT_ARCHIVES and path.is_dir():
+        path = split_file(path, split)
+    try:
+        return READERS[fmt](path, split)
+    except (KeyError, IndexError, TypeError, UnicodeDecodeError, zipfile.BadZipFile) as e:
+        raise EvalError(f"{path} is not in the {fmt!r} layout ({type(e).__name__}: {e})") from None
+
+
+__all__ = ["LETTERS", "READERS", "EvalError", "Example", "read_split", "split_file"]

@@ -1,0 +1,234 @@
+"""`tuneforge eval`: read every task's data, then evaluate each model on every task, then write the report.
+
+Everything that can fail on user input (paths, layouts, settings that do not apply, unknown subjects, run
+folders, model folders) fails before the first model loads. Models are evaluated one after the other, so
+only one is in memory at a time; items, few-shot examples and resamples are drawn once from `eval.seed`, so
+every model sees the same questions and the same seed gives the same numbers.
+"""
+
+from __future__ import annotations
+
+import difflib
+import gc
+import logging
+import random
+import re
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from tuneforge.config import ModelConfig, RunConfig, TaskSpec
+from tuneforge.eval.lm import LM
+from tuneforge.eval.prompts import Item
+from tuneforge.eval.readers import SPLIT_ARCHIVES, EvalError, Example, read_split
+from tuneforge.eval.report import EvalReport, TaskResult, build_report, write_report
+from tuneforge.eval.tasks import Request, Response, Task, build_task, check_spec
+from tuneforge.runs import RunDir
+
+log = logging.getLogger("tuneforge.eval")
+
+SPLIT_NAMES = ("test", "train", "dev", "val", "validation", "valid")
+FEWSHOT_SPLITS = ("dev", "train", "val", "validation", "valid")
+
+
+@dataclass(frozen=True)
+class LoadedTask:
+    name: str
+    task: Task
+    items: list[Item]
+
+
+@dataclass(frozen=True)
+class ModelRef:
+    label: str
+    model: ModelConfig
+    adapter: Path | None = None
+
+
+def _local_path(spec: TaskSpec, where: str) -> Path:
+    path = Path(spec.path).expanduser()
+    if path.exists():
+        return path
+    hub = bool(re.fullmatch(r"[\w.-]+/[\w.-]+", spec.path)) and not spec.path.startswith(".")
+    hint = (
+        " It looks like a Hugging Face hub id: tuneforge evaluates from local files only and does not download "
+        f"data sets (there may be no network). Download it once and set path to the local copy in the "
+        f"{spec.format!r} layout."
+        if hub
+        else ""
+    )
+    raise EvalError(f"{where}.path={spec.path!r}: no such file or folder.{hint}")
+
+
+def task_name(spec: TaskSpec) -> str:
+    if spec.name:
+        return spec.name
+    path = Path(spec.path)
+    stem = path.stem if path.suffix else path.name
+    if path.suffix and any(stem.lower() == s or stem.lower().startswith(f"{s}_") for s in SPLIT_NAMES):
+        stem = path.parent.name  # ARC-Easy/test.json -> ARC-Easy, csqa/dev_rand_split.jsonl -> csqa
+    return stem + (f"[{','.join(spec.subjects)}]" if spec.subjects else "")
+
+
+def _pick_subjects(examples: list[Example], spec: TaskSpec, where: str) -> list[Example]:
+    if not spec.subjects:
+        return examples
+    known = sorted({e.subject for e in examples if e.subject})
+    for s in spec.subjects:
+        if s not in known:
+            close = difflib.get_close_matches(s, known, n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else f"; known: {', '.join(known)}"
+            raise EvalError(f"{where}.subjects: {s!r} is not a subject of {spec.path}{hint}")
+    return [e for e in examples if e.subject in spec.subjects]
+
+
+def _shot_pool(spec: TaskSpec, path: Path, where: str) -> list[Example]:
+    if spec.format not in SPLIT_ARCHIVES and not path.is_dir():
+        raise EvalError(
+            f"{where}.fewshot={spec.fewshot} needs shots from another split, but path is one file; point path at "
+            "the folder holding the split files (e.g. test.json and train.json)"
+        )
+    names = [spec.fewshot_split] if spec.fewshot_split else [s for s in FEWSHOT_SPLITS if s != spec.split]
+    if spec.fewshot_split == spec.split:
+        raise EvalError(f"{where}.fewshot_split={spec.split!r} is the evaluated split; shots would leak answers")
+    for name in names:
+        try:
+            pool = read_split(spec.format, path, name)
+        except EvalError:
+            continue
+        if pool:
+            return pool
+    raise EvalError(f"{where}: no split {' or '.join(map(repr, names))} for few-shot examples in {path}")
+
+
+def _draw_shots(example: Example, pool: list[Example], k: int, seed: int) -> tuple[Example, ...]:
+    same = [e for e in pool if example.subject and e.subject == example.subject]  # MMLU: same-subject shots
+    candidates = same if len(same) >= k else pool
+    return tuple(random.Random(f"{seed}:{example.id}").sample(candidates, min(k, len(candidates))))
+
+
+def load_tasks(cfg: RunConfig) -> list[LoadedTask]:
+    """Read, filter, sample and check every task's data; nothing loads a model here."""
+    ev, out, names = cfg.eval, [], set()
+    if not ev.tasks:
+        raise EvalError("eval.tasks is empty: list at least one task (see examples/eval_*.yaml)")
+    for i, spec in enumerate(ev.tasks):
+        where = f"eval.tasks[{i}]"
+        name = task_name(spec)
+        if name in names:
+            raise EvalError(f"{where}: a second task is named {name!r}; give each task its own `name`")
+        names.add(name)
+        check_spec(spec, where)
+        path = _local_path(spec, where)
+        examples = _pick_subjects(read_split(spec.format, path, spec.split), spec, where)
+        if not examples:
+            raise EvalError(f"{where}: {spec.path} (split {spec.split!r}) holds no items")
+        task = build_task(spec, examples, where)  # all items: labels and checks must not depend on `limit`
+        limit = spec.limit or ev.limit
+        if limit and limit < len(examples):
+            keep = sorted(random.Random(ev.seed).sample(range(len(examples)), limit))
+            examples = [examples[k] for k in keep]
+        pool = _shot_pool(spec, path, where) if spec.fewshot else []
+        items = [Item(e, _draw_shots(e, pool, spec.fewshot, ev.seed) if pool else ()) for e in examples]
+        out.append(LoadedTask(name, task, items))
+        log.info("task %s: %d items (%s, %s)", name, len(items), spec.type, spec.format)
+    return out
+
+
+def resolve_models(cfg: RunConfig, runs: Sequence[str | Path] = ()) -> list[ModelRef]:
+    """Base model first (the reference of every comparison), then each run's trained output."""
+    from tuneforge.models.loader import resolve_model_path
+    from tuneforge.serve.engine import model_config_of_run
+
+    run_dirs = [Path(r) for r in (*cfg.eval.runs, *runs)]
+    if not run_dirs and RunDir(cfg.run_dir).trained_output() is not None:
+        run_dirs = [cfg.run_dir]  # the eval section of a training config, right after training
+    tuned = []
+    for run in run_dirs:
+        model_cfg, output = model_config_of_run(run)
+        tuned.append(ModelRef(run.name, model_cfg, output))
+    refs = []
+    if cfg.eval.base:
+        # An explicit `model:` section names the base; otherwise the base the (first) run was trained from.
+        base = cfg.model if "model" in cfg.model_fields_set or not tuned else tuned[0].model
+        refs.append(ModelRef("base", base))
+    refs += tuned
+    if not refs:
+        raise EvalError("nothing to evaluate: eval.base=false and no run given (eval.runs or --run)")
+    labels = [r.label for r in refs]
+    if len(set(labels)) < len(labels):
+        refs = [ModelRef(str(r.adapter.parent) if r.adapter else r.label, r.model, r.adapter) for r in refs]
+    for r in refs:
+        resolve_model_path(r.model)  # a missing model folder fails now, not after the first model's tasks
+    return refs
+
+
+def output_folder(cfg: RunConfig, models: Sequence[ModelRef]) -> Path:
+    if cfg.eval.output_dir:
+        return Path(cfg.eval.output_dir)
+    tuned = [m for m in models if m.adapter is not None]
+    if tuned and tuned[0].adapter is not None:
+        return RunDir(tuned[0].adapter.parent).eval / cfg.name
+    return RunDir(cfg.run_dir).eval
+
+
+def run_task(lm: LM, loaded: LoadedTask, label: str) -> TaskResult:
+    start = time.perf_counter()
+    task = loaded.task
+    requests: list[Request] = task.prepare(loaded.items, lm)
+    pairs = [p for r in requests for p in r.pairs]
+    scores = lm.loglikelihoods(pairs, f"{label} {loaded.name}") if pairs else []
+    prompts = [r.prompt for r in requests if r.prompt is not None]
+    texts = iter(lm.generate(prompts, task.max_new_tokens, f"{label} {loaded.name}") if prompts else [])
+    responses, at = [], 0
+    for r in requests:
+        responses.append(Response(tuple(scores[at : at + len(r.pairs)]), next(texts) if r.prompt else ""))
+        at += len(r.pairs)
+    scored = task.score(loaded.items, responses)
+    seconds = time.perf_counter() - start
+    return TaskResult(loaded.name, label, len(loaded.items), seconds, scored)
+
+
+def evaluate(
+    cfg: RunConfig,
+    runs: Sequence[str | Path] = (),
+    output_dir: str | Path | None = None,
+    progress: bool = True,
+) -> EvalReport:
+    """Evaluate the base model and/or runs on `cfg.eval.tasks`; write report.md/.json/.png; return the report."""
+    from tuneforge.serve.engine import LocalEngine
+
+    tasks = load_tasks(cfg)
+    models = resolve_models(cfg, runs)
+    out = Path(output_dir) if output_dir else output_folder(cfg, models)
+    results: list[TaskResult] = []
+    for ref in models:
+        log.info("evaluating %s (%s%s)", ref.label, ref.model.path, f" + {ref.adapter}" if ref.adapter else "")
+        engine = LocalEngine(ref.model, ref.adapter)
+        lm = LM(engine.model, engine.tokenizer, cfg.eval.batch_size, progress)
+        for loaded in tasks:
+            torch.manual_seed(cfg.eval.seed)
+            result = run_task(lm, loaded, ref.label)
+            main = result.scores.metrics[loaded.task.primary].value()
+            log.info(
+                "%s | %s: %s = %.4f (%d items, %.1f s)",
+                ref.label,
+                loaded.name,
+                loaded.task.primary,
+                main,
+                result.n,
+                result.seconds,
+            )
+            results.append(result)
+        del engine, lm
+        gc.collect()
+    report = build_report(cfg, [(t.name, t.task) for t in tasks], models, results)
+    write_report(report, out)
+    log.info("report written to %s", out)
+    return report
+
+
+__all__ = ["LoadedTask", "ModelRef", "evaluate", "load_tasks", "output_folder", "resolve_models", "run_task"]
