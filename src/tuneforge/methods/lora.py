@@ -16,12 +16,18 @@ import shutil
 import tempfile
 import weakref
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, Self
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, model_validator
 
 from tuneforge.config import MethodSection
-from tuneforge.methods.common import MethodError, coerce, short_names
+from tuneforge.methods.common import (
+    MethodError,
+    TargetedParams,
+    check_saved_modules,
+    check_targets,
+    coerce,
+)
 
 if TYPE_CHECKING:
     from peft import LoraConfig
@@ -34,16 +40,12 @@ BASE_MUTATING_INITS = ("pissa", "olora")
 INITIAL_ADAPTER_ATTR = "tuneforge_initial_adapter"
 
 
-class LoraParams(MethodSection):
-    name: Literal["lora"] = "lora"
+class LoraBase(TargetedParams):
+    """The settings of every LoRA-family entry; each entry is a subclass that fixes its `name`."""
+
     r: int = Field(8, gt=0, description="Rank of the low-rank update.")
     alpha: int = Field(16, gt=0, description="Update scale: alpha/r (alpha/sqrt(r) with use_rslora).")
     dropout: float = Field(0.0, ge=0, lt=1, description="Dropout applied to the adapter's input.")
-    target_modules: Literal["all-linear"] | list[str] = Field(
-        "all-linear",
-        description="Module names that get adapters, e.g. [q_proj, v_proj] (or 'q_proj,v_proj'); "
-        "all-linear: every linear layer except the output head.",
-    )
     use_dora: bool = Field(False, description="DoRA: learn a magnitude per output feature and a direction.")
     use_rslora: bool = Field(False, description="rsLoRA: scale by alpha/sqrt(r), steadier at high ranks.")
     init: str = Field(
@@ -57,19 +59,8 @@ class LoraParams(MethodSection):
     )
     bias: Literal["none", "all", "lora_only"] = Field("none", description="Which biases train.")
 
-    @field_validator("target_modules", mode="before")
-    @classmethod
-    def _split(cls, v: Any) -> Any:
-        if v == "all":  # LLaMA-Factory's spelling
-            return "all-linear"
-        if isinstance(v, str) and v != "all-linear":
-            return [part.strip() for part in v.split(",") if part.strip()]
-        return v
-
     @model_validator(mode="after")
-    def _combinations(self) -> LoraParams:
-        if isinstance(self.target_modules, list) and not self.target_modules:
-            raise ValueError("target_modules is empty; give module names or all-linear")
+    def _combinations(self) -> Self:
         if self.init == "orthogonal" and self.r % 2:
             raise ValueError(f"init=orthogonal needs an even r, got r={self.r}")
         if mutates_base(self.init):
@@ -81,11 +72,15 @@ class LoraParams(MethodSection):
         return self
 
 
+class LoraParams(LoraBase):
+    name: Literal["lora"] = "lora"
+
+
 def mutates_base(init: str) -> bool:
     return init.startswith(BASE_MUTATING_INITS)
 
 
-def build_lora_config(p: LoraParams) -> LoraConfig:
+def build_lora_config(p: LoraBase) -> LoraConfig:
     """The one place a peft LoraConfig is made from tuneforge's params."""
     from peft import LoraConfig, TaskType
 
@@ -108,10 +103,9 @@ def apply_lora(model: PreTrainedModel, params: MethodSection) -> PreTrainedModel
     import torch
     from peft import get_peft_model
 
-    p = coerce(params, LoraParams)
-    if isinstance(p.target_modules, list):
-        _check_targets(model, p.target_modules)
-    _check_saved_modules(model, p.modules_to_save)
+    p = params if isinstance(params, LoraBase) else coerce(params, LoraParams)
+    check_targets(model, p.target_modules)
+    check_saved_modules(model, p.modules_to_save)
     config = build_lora_config(p)
     if not mutates_base(p.init):
         return get_peft_model(model, config)  # type: ignore[return-value]
@@ -148,34 +142,57 @@ def save_adapter(model: Any, out_dir: Path) -> None:
         model.save_pretrained(str(out_dir), path_initial_model_for_weight_conversion=str(initial))
 
 
-def _suffix_match(names: list[str], target: str) -> bool:
-    # PEFT's own rule for a list of target names: the full name, or its dotted suffix.
-    return any(name == target or name.endswith("." + target) for name in names)
+# Named entries of the LoRA family. Each is `lora` with one setting fixed, so `method: dora` and
+# `method: {name: lora, use_dora: true}` build the same adapter; the setting keeps its one name (`use_dora`),
+# it shows in the resolved config, and any other value for it is refused. They exist so that a method
+# comparison can list them side by side by name.
+class DoraParams(LoraBase):
+    name: Literal["dora"] = "dora"
+    use_dora: Literal[True] = Field(True, description="Fixed: this entry is lora with use_dora=true.")
 
 
-def _check_targets(model: PreTrainedModel, targets: list[str]) -> None:
-    from torch import nn
-
-    names = [name for name, _ in model.named_modules() if name]
-    missing = [t for t in targets if not _suffix_match(names, t)]
-    if missing:
-        linear = [name.split(".")[-1] for name, m in model.named_modules() if isinstance(m, nn.Linear)]
-        raise MethodError(
-            f"method.target_modules: {', '.join(map(repr, missing))} not found in this model; "
-            f"linear modules: {short_names(linear)} (or all-linear)"
-        )
+class RsLoraParams(LoraBase):
+    name: Literal["rslora"] = "rslora"
+    use_rslora: Literal[True] = Field(True, description="Fixed: this entry is lora with use_rslora=true.")
 
 
-def _check_saved_modules(model: PreTrainedModel, wanted: list[str]) -> None:
-    names = [name for name, _ in model.named_modules() if name]
-    missing = [t for t in wanted if not _suffix_match(names, t)]
-    if missing:
-        holders = [n.split(".")[-1] for n, m in names_with_weights(model)]
-        raise MethodError(
-            f"method.modules_to_save: {', '.join(map(repr, missing))} not found in this model; "
-            f"modules with weights: {short_names(holders)}"
-        )
+class PissaParams(LoraBase):
+    name: Literal["pissa"] = "pissa"
+    init: str = Field(
+        "pissa",
+        pattern=r"^pissa(_niter_[0-9]+)?$",
+        description="pissa (exact SVD) | pissa_niter_<k> (fast SVD, k iterations); lora with this init.",
+    )
 
 
-def names_with_weights(model: PreTrainedModel) -> list[tuple[str, Any]]:
-    return [(n, m) for n, m in model.named_modules() if n and any(True for _ in m.parameters(recurse=False))]
+class OloraParams(LoraBase):
+    name: Literal["olora"] = "olora"
+    init: Literal["olora"] = Field("olora", description="Fixed: this entry is lora with init=olora.")
+
+
+class LoraPlusParams(LoraBase):
+    name: Literal["lora_plus"] = "lora_plus"
+    lr_ratio: float = Field(
+        16.0, ge=1, description="LoRA+: the B matrices learn at train.lr × lr_ratio (A at train.lr)."
+    )
+    lr_embedding: float = Field(1e-6, gt=0, description="Learning rate of LoRA adapters on embedding layers.")
+
+
+def loraplus_optimizer(model: Any, params: MethodSection, args: Any) -> Any:
+    """The trainer's optimiser class and settings (train.optim), with B matrices at lr × lr_ratio (peft's
+    create_loraplus_optimizer)."""
+    from peft.optimizers import create_loraplus_optimizer
+    from transformers import Trainer
+
+    p = coerce(params, LoraPlusParams)
+    optimizer_cls, kwargs = Trainer.get_optimizer_cls_and_kwargs(args, model)
+    kwargs = {k: v for k, v in kwargs.items() if k != "lr"}
+    return create_loraplus_optimizer(
+        model,
+        optimizer_cls,
+        lr=args.learning_rate,
+        loraplus_lr_ratio=p.lr_ratio,
+        loraplus_lr_embedding=p.lr_embedding,
+        loraplus_weight_decay=args.weight_decay,
+        **kwargs,
+    )

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING, Any, cast
 
 from tuneforge.config import ModelConfig
 from tuneforge.models import ModelError
@@ -66,8 +66,7 @@ def read_chat_template(value: str) -> str:
     path = Path(value).expanduser()
     if not path.is_file():
         raise ModelError(
-            f"model.chat_template={value!r} is neither a Jinja template (no '{{{{' or '{{%') "
-            "nor an existing file"
+            f"model.chat_template={value!r} is neither a Jinja template (no '{{{{' or '{{%') nor an existing file"
         )
     return path.read_text(encoding="utf-8")
 
@@ -100,10 +99,20 @@ def _torch_dtype(name: str) -> torch.dtype:
     return {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[name]
 
 
-def load_model(cfg: ModelConfig, tokenizer: PreTrainedTokenizerBase | None = None) -> PreTrainedModel:
-    """The causal LM of `cfg.path` in `cfg.dtype`; its embedding grows when the tokenizer has more tokens."""
+def load_model(
+    cfg: ModelConfig, tokenizer: PreTrainedTokenizerBase | None = None, **load_kwargs: Any
+) -> PreTrainedModel:
+    """The causal LM of `cfg.path` in `cfg.dtype`; its embedding grows when the tokenizer has more tokens.
+
+    `load_kwargs` go to `from_pretrained` as they are: what a method must set while the weights load, e.g.
+    QLoRA's `quantization_config` (see `tuneforge.methods.model_load_kwargs`). They cannot override the
+    settings that `cfg` owns (dtype, safetensors only, remote code).
+    """
     from transformers import AutoModelForCausalLM
 
+    owned = sorted(set(load_kwargs) & {"dtype", "torch_dtype", "use_safetensors", "trust_remote_code"})
+    if owned:
+        raise ModelError(f"load_model: {', '.join(owned)} come from the model config section, not load_kwargs")
     folder = resolve_model_path(cfg)
     if not any(folder.glob("*.safetensors")):
         raise ModelError(
@@ -117,6 +126,7 @@ def load_model(cfg: ModelConfig, tokenizer: PreTrainedTokenizerBase | None = Non
             dtype=_torch_dtype(cfg.dtype),
             use_safetensors=True,
             trust_remote_code=cfg.trust_remote_code,
+            **load_kwargs,
         )
     except (OSError, ValueError) as e:
         hint = "" if cfg.trust_remote_code else " (if it ships its own code: model.trust_remote_code=true)"
