@@ -12,7 +12,16 @@ from transformers.trainer_callback import ProgressCallback
 
 from tuneforge.config import RunConfig
 from tuneforge.data.build import build_sft
-from tuneforge.methods import METHODS, apply_method, count_parameters, describe, save_trained
+from tuneforge.methods import (
+    METHODS,
+    apply_method,
+    build_optimizer,
+    count_parameters,
+    describe,
+    method_callbacks,
+    model_load_kwargs,
+    save_trained,
+)
 from tuneforge.models.loader import load_model, load_tokenizer
 from tuneforge.runs import check_run_available, open_run
 from tuneforge.stages.callbacks import ReadableProgress, RunMetrics
@@ -40,7 +49,7 @@ def run(cfg: RunConfig, callbacks: Sequence[TrainerCallback] = ()) -> RunResult:
     (run_dir.root / "data_stats.json").write_text(json.dumps(data.stats, indent=2), encoding="utf-8")
 
     set_seed(cfg.train.seed)  # adapter initialisation (e.g. LoRA A) must not depend on what ran before
-    model = load_model(cfg.model, tokenizer)
+    model = load_model(cfg.model, tokenizer, **model_load_kwargs(cfg.method))
     model = apply_method(model, cfg.method)
     trainable, total = count_parameters(model)
     log.info("%s | %d threads", describe(model, cfg.method), threads)
@@ -61,7 +70,12 @@ def run(cfg: RunConfig, callbacks: Sequence[TrainerCallback] = ()) -> RunResult:
         eval_dataset=data.val,
         data_collator=collator,
         processing_class=tokenizer,
-        callbacks=[RunMetrics(run_dir, f"{cfg.name}: {cfg.stage} / {cfg.method.name}"), *callbacks],
+        callbacks=[
+            RunMetrics(run_dir, f"{cfg.name}: {cfg.stage} / {cfg.method.name}"),
+            *method_callbacks(model, cfg.method),
+            *callbacks,
+        ],
+        optimizers=(build_optimizer(model, cfg.method, args), None),  # None: the trainer's own default
     )
     trainer.remove_callback(ProgressCallback)
     trainer.add_callback(ReadableProgress)
