@@ -94,8 +94,15 @@ def test_batched_loglikelihood_equals_one_by_one(tiny_model_dir: Path) -> None:
     tok = load_tokenizer(cfg)
     model = load_model(cfg, tok)
     lm = LM(model, tok, batch_size=3, progress=False)
-    texts = [("What is the capital of France?", " Paris"), ("hello", " world and more"), ("a b c d e f", " yes")]
-    pairs = [(lm.encode(c), lm.encode(t)) for c, t in texts] * 2
+    texts = [
+        ("What is the capital of France?", " Paris"),
+        ("hello", " world and more"),
+        ("a b c d e f", " yes"),
+        ("What is the capital of France?", " Rome is not it"),
+        ("hello", "!"),
+        ("What is the capital of France?", "A"),
+    ]
+    pairs = [(lm.encode(c), lm.encode(t)) for c, t in texts] * 2  # shared contexts, 1-token and longer answers
     got = lm.loglikelihoods(pairs)
     for (ctx, cont), s in zip(pairs, got, strict=True):
         with torch.no_grad():

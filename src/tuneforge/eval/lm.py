@@ -3,9 +3,9 @@
 Both take token ids rendered by the tasks (through `render_prompt`, the function training uses), sort the
 work by length so a batch wastes little on padding, and return results in the input order.
 
-Log-likelihood batches are left-padded, so every continuation ends at the last position and the model only
-has to produce logits for the last few positions (`logits_to_keep`): a batch of 8 x 500 tokens would
-otherwise materialise 8 x 500 x 49k float logits. Explicit position ids keep left padding exact.
+Log-likelihood runs each distinct context once (left-padded, keeping only its last logits) and then the
+continuations that share it from its KV cache: the choices of a multiple-choice question cost one pass over
+the question. Explicit position ids keep left padding exact.
 """
 
 from __future__ import annotations
@@ -45,40 +45,68 @@ class LM:
 
     @torch.inference_mode()
     def loglikelihoods(self, pairs: Sequence[tuple[list[int], list[int]]], desc: str = "") -> list[Scored]:
-        """log P(continuation | context) for each (context ids, continuation ids) pair."""
-        seqs = []
-        for ctx, cont in pairs:
-            if not cont:
-                raise ValueError("an empty continuation has no likelihood to score")
-            full = (ctx + cont)[-(self.max_length + 1) :]  # keep the end: the continuation must fit
-            seqs.append((full, min(len(cont), len(full) - 1)))
-        out: list[Scored | None] = [None] * len(seqs)
-        order = sorted(range(len(seqs)), key=lambda i: -len(seqs[i][0]))
-        with self._bar(len(seqs), desc) as bar:
-            for start in range(0, len(order), self.batch_size):
-                chunk = order[start : start + self.batch_size]
-                for i, s in zip(chunk, self._score_batch([seqs[i] for i in chunk]), strict=True):
-                    out[i] = s
-                bar.update(len(chunk))
-        return [s for s in out if s is not None]
+        """log P(continuation | context) for each (context ids, continuation ids) pair.
 
-    def _score_batch(self, batch: list[tuple[list[int], int]]) -> list[Scored]:
-        inputs = [seq[:-1] for seq, _ in batch]  # the last token is only ever a target
-        width = max(len(x) for x in inputs)
-        ids = torch.tensor([[self.pad_id] * (width - len(x)) + x for x in inputs])
-        mask = torch.tensor([[0] * (width - len(x)) + [1] * len(x) for x in inputs])
-        positions = (mask.cumsum(-1) - 1).clamp(min=0)
-        keep = max(n for _, n in batch)
-        logits = self.model(input_ids=ids, attention_mask=mask, position_ids=positions, logits_to_keep=keep).logits[
-            :, -keep:, :
-        ]
-        logprobs = torch.log_softmax(logits.float(), dim=-1)
-        scores = []
-        for row, (seq, n) in enumerate(batch):
-            targets = torch.tensor(seq[-n:])
-            picked = logprobs[row, keep - n :, :].gather(-1, targets[:, None]).squeeze(-1)
-            scores.append(Scored(float(picked.sum()), n))
-        return scores
+        Pairs that share a context (the choices of one question) are grouped: the context runs once, and its
+        continuations are scored from its KV cache, so a 4-choice question costs one context, not four.
+        """
+        groups: dict[tuple[int, ...], list[int]] = {}
+        for i, (ctx, cont) in enumerate(pairs):
+            if not ctx or not cont:
+                raise ValueError("log-likelihood needs a non-empty context and continuation")
+            groups.setdefault(tuple(ctx), []).append(i)
+        out: list[Scored] = [Scored(0.0, 0)] * len(pairs)
+        order = sorted(groups, key=lambda c: -len(c))
+        with self._bar(len(pairs), desc) as bar:
+            for start in range(0, len(order), self.batch_size):
+                batch = [(list(c), [pairs[i][1] for i in groups[c]]) for c in order[start : start + self.batch_size]]
+                scores = self._score_groups(batch)
+                for i, s in zip(
+                    [i for c in order[start : start + self.batch_size] for i in groups[c]], scores, strict=True
+                ):
+                    out[i] = s
+                bar.update(len(scores))
+        return out
+
+    def _score_groups(self, groups: list[tuple[list[int], list[list[int]]]]) -> list[Scored]:
+        # 1) every context once, left-padded: the cache, and the logits that predict each first answer token
+        longest = [max(len(c) for c in conts) for _, conts in groups]
+        ctxs = [ctx[-max(1, self.max_length - n) :] for (ctx, _), n in zip(groups, longest, strict=True)]
+        width = max(len(c) for c in ctxs)
+        ids = torch.tensor([[self.pad_id] * (width - len(c)) + c for c in ctxs])
+        ctx_mask = torch.tensor([[0] * (width - len(c)) + [1] * len(c) for c in ctxs])
+        first = self.model(
+            input_ids=ids,
+            attention_mask=ctx_mask,
+            position_ids=(ctx_mask.cumsum(-1) - 1).clamp(min=0),
+            use_cache=True,
+            logits_to_keep=1,
+        )
+        first_logp = torch.log_softmax(first.logits[:, -1, :].float(), dim=-1)
+        rows = [(g, cont[: self.max_length]) for g, (_, conts) in enumerate(groups) for cont in conts]
+        scores = [float(first_logp[g, cont[0]]) for g, cont in rows]
+        # 2) the rest of every continuation, right-padded, on its context's cache
+        rest_width = max(len(cont) - 1 for _, cont in rows)
+        if rest_width > 0:
+            index = torch.tensor([g for g, _ in rows])
+            cache = first.past_key_values
+            cache.batch_select_indices(index)
+            rest = [cont[:-1] + [self.pad_id] * (rest_width - len(cont) + 1) for _, cont in rows]
+            rest_mask = torch.tensor([[1] * (len(cont) - 1) + [0] * (rest_width - len(cont) + 1) for _, cont in rows])
+            lengths = torch.tensor([len(c) for c in ctxs])[index]
+            logits = self.model(
+                input_ids=torch.tensor(rest),
+                attention_mask=torch.cat([ctx_mask[index], rest_mask], dim=1),
+                position_ids=lengths[:, None] + torch.arange(rest_width)[None, :],
+                past_key_values=cache,
+                use_cache=True,
+            ).logits
+            logp = torch.log_softmax(logits.float(), dim=-1)
+            for r, (_, cont) in enumerate(rows):
+                if len(cont) > 1:
+                    targets = torch.tensor(cont[1:])
+                    scores[r] += float(logp[r, : len(cont) - 1].gather(-1, targets[:, None]).sum())
+        return [Scored(s, len(cont)) for s, (_, cont) in zip(scores, rows, strict=True)]
 
     @torch.inference_mode()
     def generate(self, prompts: Sequence[list[int]], max_new_tokens: int, desc: str = "") -> list[str]:
