@@ -141,7 +141,8 @@ CASES = [
     Case("lora_plus", LoraPlusParams(r=R, lr_ratio=4), _lora_numel, ONE),
     Case("qlora-4bit", QloraParams(r=R), _lora_numel, WIDE, HAS_BNB, quant_atol=1e-2),
     Case("qlora-8bit", QloraParams(r=R, bits=8), _lora_numel, WIDE, HAS_BNB, quant_atol=1e-2),
-    Case("adalora", AdaLoraParams(init_r=R, target_r=2), PEFT_COUNT, ONE),
+    # Ranks stay whole for these two steps (tinit); test_adalora_allocates_ranks covers the pruning.
+    Case("adalora", AdaLoraParams(init_r=R, target_r=2, tinit=2, total_step=10), PEFT_COUNT, ONE),
     Case("loha", LohaParams(r=R), lambda m: 2 * _lora_numel(m), ONE),
     Case("lokr", LokrParams(r=R), PEFT_COUNT, ONE),
     Case("vera", VeraParams(r=8), lambda m: sum(8 + x.out_features for x in _linear(m)), ONE),
@@ -177,6 +178,15 @@ CASES = [
     Case("fourierft", FourierFtParams(n_frequency=64), lambda m: 64 * len(_linear(m)), ONE),
 ]
 PAIRS = [(c, m) for c in CASES for m in c.models]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread() -> Any:
+    """Tiny tensors: a second thread only adds overhead, and on a busy 2-core machine it costs ×5."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="session")
@@ -401,3 +411,19 @@ def test_qlora_trains_after_an_evaluation_of_the_quantised_base(tiny_wide_dir: P
     before = {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
     train_two_steps(model, params, ids)
     assert all(not torch.equal(p, before[n]) for n, p in model.named_parameters() if p.requires_grad)
+
+
+def test_adalora_allocates_ranks_and_the_pruned_adapter_reloads(tiny_model_dir: Path, tmp_path: Path) -> None:
+    # total_step comes from the trainer (2 steps): the budget phase ends at once and masks ranks.
+    params = AdaLoraParams(init_r=R, target_r=1)
+    base, tokenizer = _load(tiny_model_dir)
+    ids = _batch(len(tokenizer))
+    model = apply_method(base, params)
+    train_two_steps(model, params, ids)
+    config = model.peft_config["default"]
+    assert config.total_step == 2
+    assert config.rank_pattern, "the rank allocator never ran"
+    want = _logits(model, ids)
+    out = save_trained(model, params, tmp_path / "adalora", tokenizer)
+    reloaded = load_trained(_load(tiny_model_dir)[0], out)
+    torch.testing.assert_close(_logits(reloaded, ids), want, atol=1e-5, rtol=0)

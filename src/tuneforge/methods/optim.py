@@ -77,7 +77,7 @@ def _low_rank_optimizer(model: Any, args: Any, optim: str, optim_args: dict[str,
     try:
         optimizer_cls, kwargs = Trainer.get_optimizer_cls_and_kwargs(low, model)
     except ImportError as e:
-        raise MethodError(f"method {optim.split('_')[0]}: {e} (or: pip install 'tuneforge[lowrank]')") from e
+        raise MethodError(f"method {optim.split('_')[0]}: {e} (pip install 'tuneforge[lowrank]')") from e
     except ValueError as e:
         raise MethodError(f"method {optim.split('_')[0]}: {e}") from e
     groups = kwargs.pop("params")
