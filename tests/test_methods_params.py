@@ -154,3 +154,145 @@ def test_output_kind_errors(tiny_model_dir: Path, tmp_path: Path) -> None:
         load_trained(None, tmp_path)
     with pytest.raises(MethodError, match="nothing to merge"):
         merge(_model(tiny_model_dir))
+
+
+# --- the method zoo ---------------------------------------------------------------------------------------
+
+DOCS = Path(__file__).resolve().parents[1] / "docs" / "methods.md"
+
+
+def test_docs_table_is_generated_from_the_method_table() -> None:
+    from tuneforge.methods.catalog import render
+
+    page = DOCS.read_text(encoding="utf-8")
+    assert page == render(page), "docs/methods.md is stale: python -m tuneforge.methods.catalog --write docs/methods.md"
+    for name in METHODS:
+        assert f"**`{name}`**" in page
+
+
+@pytest.mark.parametrize(
+    ("preset", "plain"),
+    [
+        ({"name": "dora"}, {"name": "lora", "use_dora": True}),
+        ({"name": "rslora"}, {"name": "lora", "use_rslora": True}),
+        ({"name": "pissa"}, {"name": "lora", "init": "pissa"}),
+        ({"name": "pissa", "init": "pissa_niter_4"}, {"name": "lora", "init": "pissa_niter_4"}),
+        ({"name": "olora"}, {"name": "lora", "init": "olora"}),
+    ],
+)
+def test_lora_presets_build_the_same_peft_config(preset: dict[str, Any], plain: dict[str, Any]) -> None:
+    from tuneforge.methods.lora import build_lora_config
+
+    assert build_lora_config(_method(preset)) == build_lora_config(_method(plain))  # type: ignore[arg-type]
+
+
+def test_every_method_validates_with_defaults_through_config_load() -> None:
+    for name, method in METHODS.items():
+        params = _method(name)
+        assert type(params) is method.params
+        assert params.name == name
+
+
+@pytest.mark.parametrize(
+    ("spec", "message"),
+    [
+        ({"name": "dora", "use_dora": False}, "method.use_dora"),
+        ({"name": "olora", "init": "pissa"}, "method.init"),
+        ({"name": "pissa", "init": "olora"}, "method.init"),
+        ({"name": "lora_plus", "lr_ratio": 0.5}, "method.lr_ratio"),
+        ({"name": "qlora", "bits": 3}, "method.bits"),
+        ({"name": "qlora", "init": "pissa"}, "not supported on a quantised base"),
+        ({"name": "adalora", "target_r": 16, "init_r": 8}, "must not exceed init_r"),
+        ({"name": "adalora", "tinit": 5, "tfinal": 5, "total_step": 10}, "no budgeting phase"),
+        ({"name": "prompt_tuning", "init": "text"}, "init=text needs init_text"),
+        ({"name": "prompt_tuning", "init_text": "hi"}, "init_text is used only"),
+        ({"name": "p_tuning", "encoder": "gru"}, "method.encoder"),
+        ({"name": "p_tuning_v2", "projection": True}, "method.projection"),
+        ({"name": "mpt", "task_id": 2, "num_tasks": 2}, "below num_tasks"),
+        ({"name": "ia3", "target_modules": ["k_proj"], "feedforward_modules": ["down_proj"]}, "not in target"),
+        ({"name": "ia3", "feedforward_modules": ["down_proj"]}, "needs target_modules"),
+        ({"name": "series_adapter", "placement": ["ffn"]}, "method.placement"),
+        ({"name": "series_adapter", "placement": []}, "attn, mlp or both"),
+        ({"name": "parallel_adapter", "placement": "mlp,mlp"}, "each once"),
+        ({"name": "series_adapter", "non_linearity": "swish"}, "method.non_linearity"),
+        ({"name": "hra", "r": 3}, "must be even"),
+        ({"name": "galore", "proj_type": "diagonal"}, "method.proj_type"),
+        ({"name": "vera", "r": 0}, "method.r"),
+        ({"name": "bitfit", "r": 8}, "unknown key 'method.r'"),
+    ],
+)
+def test_zoo_params_refuse_bad_values(spec: dict[str, Any], message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        _method(spec)
+
+
+def test_string_lists_are_split() -> None:
+    assert _method({"name": "parallel_adapter", "placement": "attn, mlp"}).placement == ["attn", "mlp"]  # type: ignore[attr-defined]
+    assert _method({"name": "ia3", "target_modules": "k_proj,v_proj"}).target_modules == ["k_proj", "v_proj"]  # type: ignore[attr-defined]
+    assert _method({"name": "galore", "target_modules": "all"}).target_modules == "all-linear"  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize(
+    ("spec", "message"),
+    [
+        ({"name": "loha", "target_modules": ["qkv"]}, r"'qkv' not found.*linear modules"),
+        ({"name": "ln_tuning", "target_modules": ["layer_norm"]}, r"'layer_norm' not found"),
+        ({"name": "series_adapter", "mlp_module": "ffn"}, r"method.mlp_module='ffn'.*blocks: .*mlp"),
+        ({"name": "parallel_adapter", "placement": ["attn"], "attn_module": "attn"}, r"attn_module"),
+        ({"name": "bitfit", "add_biases": False}, r"no bias parameters.*add_biases"),
+        ({"name": "qlora"}, r"not quantised"),
+    ],
+)
+def test_zoo_apply_errors_name_the_setting(tiny_llama3_dir: Path, spec: dict[str, Any], message: str) -> None:
+    with pytest.raises(MethodError, match=message):
+        apply_method(_model(tiny_llama3_dir), _method(spec))
+
+
+def test_bitfit_refuses_a_model_that_cannot_declare_biases() -> None:
+    from transformers import MistralConfig, MistralForCausalLM
+
+    config = MistralConfig(
+        vocab_size=64, hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2,
+        num_key_value_heads=1,
+    )  # fmt: skip
+    with pytest.raises(MethodError, match=r"'mistral' has no biases.*attention_bias / mlp_bias"):
+        apply_method(MistralForCausalLM(config), _method("bitfit"))
+
+
+def test_bitfit_merged_model_reloads_as_a_standard_hf_model(tiny_model_dir: Path, tmp_path: Path) -> None:
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    model = apply_method(_model(tiny_model_dir), _method("bitfit"))
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if name.endswith(".bias"):
+                p.uniform_(-0.1, 0.1)
+    ids = torch.arange(12).reshape(2, 6)
+    merged = merge(model)
+    merged.save_pretrained(tmp_path / "merged")
+    again = AutoModelForCausalLM.from_pretrained(tmp_path / "merged")
+    with torch.no_grad():
+        torch.testing.assert_close(again(input_ids=ids).logits, merged.eval()(input_ids=ids).logits)
+
+
+def test_native_adapter_refuses_a_different_base(tiny_model_dir: Path, tmp_path: Path) -> None:
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    tokenizer = load_tokenizer(ModelConfig(path=str(tiny_model_dir)))
+    params = _method({"name": "series_adapter", "bottleneck_size": 4})
+    out = save_trained(apply_method(_model(tiny_model_dir), params), params, tmp_path / "a", tokenizer)
+    spec = (out / "tuneforge_adapter.json").read_text()
+    assert '"format": "tuneforge-adapter"' in spec and '"bottleneck_size": 4' in spec
+    deeper = LlamaForCausalLM(
+        LlamaConfig(
+            vocab_size=len(tokenizer),
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=3,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+        )
+    )
+    with pytest.raises(MethodError, match="do not fit this model"):
+        load_trained(deeper, out)

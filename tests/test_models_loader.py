@@ -121,3 +121,11 @@ def test_load_model_is_safe_by_default(monkeypatch: pytest.MonkeyPatch, tiny_mod
     load_model(ModelConfig(path=str(tiny_model_dir)))
     assert seen["use_safetensors"] is True and seen["trust_remote_code"] is False
     assert seen["dtype"] == torch.float32
+
+
+def test_load_kwargs_reach_from_pretrained_but_not_owned_settings(tiny_model_dir: Path) -> None:
+    cfg = ModelConfig(path=str(tiny_model_dir))
+    with pytest.raises(ModelError, match=r"dtype come from the model config section"):
+        load_model(cfg, dtype=torch.bfloat16)
+    model = load_model(cfg, attn_implementation="eager")
+    assert model.config._attn_implementation == "eager"
