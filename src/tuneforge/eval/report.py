@@ -166,16 +166,13 @@ def markdown(report: EvalReport) -> str:
             *[_fmt(c["value"], True) + _ci(c) for c in ov["comparisons"]],
         ]
         lines.append("| " + " | ".join(row) + " |")
-    lines += [
-        "",
-        "## All metrics",
-        "",
-        "| task | metric | " + " | ".join(labels) + " |",
-        "|" + "---|" * (len(labels) + 2),
-    ]
+    head = ["task", "metric", *labels, *[f"{o} - {ref} [95% CI]" for o in others]]
+    lines += ["", "## All metrics", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for t in d["tasks"]:
         for mt in t["scores"][ref]:
             cells = [_fmt(t["scores"][label][mt]["value"]) + _ci(t["scores"][label][mt], False) for label in labels]
+            diffs = [c for o in others for c in t["comparisons"] if c["model"] == o and c["metric"] == mt]
+            cells += [_fmt(c["value"], True) + _ci(c) for c in diffs]
             lines.append(f"| {t['name']} | {mt} | " + " | ".join(cells) + " |")
     lines += ["", "## Time (seconds)", "", "| task | " + " | ".join(labels) + " |", "|" + "---|" * (len(labels) + 1)]
     for t in d["tasks"]:
