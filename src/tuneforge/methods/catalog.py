@@ -1,6 +1,6 @@
 """The method table as Markdown, for docs/methods.md (a test keeps the page equal to this output).
 
-    python -m tuneforge.methods.catalog --write docs/methods.md   # refresh the generated part of the page
+python -m tuneforge.methods.catalog --write docs/methods.md   # refresh the generated part of the page
 """
 
 from __future__ import annotations
