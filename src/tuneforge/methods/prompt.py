@@ -56,13 +56,14 @@ class PTuningParams(PromptBase):
 
 
 class PrefixBase(PromptBase):
-    encoder_hidden_size: int | None = Field(
-        None, gt=0, description="Hidden width of the reparameterisation MLP (with projection)."
-    )
+    """Prefix key/values in every layer (PEFT's PrefixTuning)."""
 
 
 class PrefixTuningParams(PrefixBase):
     name: Literal["prefix_tuning"] = "prefix_tuning"
+    encoder_hidden_size: int | None = Field(
+        None, gt=0, description="Hidden width of the reparameterisation MLP (default: model width)."
+    )
     projection: bool = Field(
         True, description="Train the prefixes through an MLP (Li & Liang); false: train them directly."
     )
@@ -125,7 +126,7 @@ def apply_prefix_tuning(model: PreTrainedModel, params: MethodSection) -> PreTra
         task_type=TaskType.CAUSAL_LM,
         num_virtual_tokens=p.num_virtual_tokens,
         prefix_projection=projection,
-        encoder_hidden_size=p.encoder_hidden_size or model.config.hidden_size,
+        encoder_hidden_size=getattr(p, "encoder_hidden_size", None) or model.config.hidden_size,
     )
     return wrap_peft(model, config, p.name)
 
