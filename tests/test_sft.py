@@ -176,3 +176,40 @@ def test_resume_refuses_a_changed_config(tmp_path: Path, tiny_model_dir: Path) -
     run_stage(load_config(path, []))
     with pytest.raises(RunExistsError, match=r"differs from the saved one at train\.lr"):
         run_stage(load_config(path, ["train.resume=true", "train.lr=0.5"]))
+
+
+def test_packed_batch_has_the_same_loss_as_the_padded_batch(tiny_model_dir: Path) -> None:
+    """Padding-free packing must not let attention cross samples: same loss as padding, to float precision."""
+    from transformers import AutoModelForCausalLM, DataCollatorForSeq2Seq, DataCollatorWithFlattening
+
+    from tuneforge.config import DataConfig, DatasetSpec, ModelConfig
+    from tuneforge.data.build import build_sft
+    from tuneforge.models.loader import load_tokenizer
+
+    tok = load_tokenizer(ModelConfig(path=str(tiny_model_dir)))
+    data_file = write_alpaca(tiny_model_dir.parent / "pack.jsonl", n=6)
+    data = build_sft(DataConfig(datasets=[DatasetSpec(path=str(data_file), format="alpaca")], cutoff_len=64), tok)
+    rows = [data.train[i] for i in range(4)]
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir).eval()
+    padded = DataCollatorForSeq2Seq(tok, padding=True, label_pad_token_id=-100)(rows)
+    packed = DataCollatorWithFlattening(return_position_ids=True)(rows)
+    assert packed["input_ids"].shape[0] == 1 and "attention_mask" not in packed
+    with torch.no_grad():
+        loss_padded = model(**padded, use_cache=False).loss
+        loss_packed = model(**packed, use_cache=False).loss
+    assert torch.allclose(loss_padded, loss_packed, atol=1e-5), (loss_padded, loss_packed)
+
+
+def test_packing_trains_on_the_same_loss_as_padding(tmp_path: Path, tiny_model_dir: Path) -> None:
+    """The stage must not let packed samples see each other (transformers needs use_cache off for that)."""
+    first = {}
+    for packing in (False, True):
+        raw = make_cfg(
+            tmp_path,
+            tiny_model_dir,
+            name=f"pack-{packing}",
+            data={"packing": packing},
+            train={"max_steps": 1, "group_by_length": False},
+        )
+        first[packing] = losses(run_stage(load_config(cfg_file(tmp_path, raw), [])).run_dir)[0][1]
+    assert first[True] == pytest.approx(first[False], abs=2e-4)

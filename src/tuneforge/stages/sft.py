@@ -50,6 +50,10 @@ def run(cfg: RunConfig, callbacks: Sequence[TrainerCallback] = ()) -> RunResult:
 
     set_seed(cfg.train.seed)  # adapter initialisation (e.g. LoRA A) must not depend on what ran before
     model = load_model(cfg.model, tokenizer, **model_load_kwargs(cfg.method))
+    # No KV cache while training: it is useless there, and transformers only detects packed sequences
+    # (position ids restarting) when no cache object exists, so with a cache packed samples would attend
+    # to each other.
+    model.config.use_cache = False
     model = apply_method(model, cfg.method)
     trainable, total = count_parameters(model)
     log.info("%s | %d threads", describe(model, cfg.method), threads)
@@ -87,6 +91,7 @@ def run(cfg: RunConfig, callbacks: Sequence[TrainerCallback] = ()) -> RunResult:
 
     method = METHODS[cfg.method.name]
     target = run_dir.adapter if method.output == "adapter" else run_dir.model
+    model.config.use_cache = True  # the saved model generates with a cache
     saved = save_trained(model, cfg.method, target, tokenizer)
 
     train_loss, eval_loss = final_losses(run_dir.read_metrics())
