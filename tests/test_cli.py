@@ -76,3 +76,12 @@ def test_doctor_reports_versions_and_model_cache(capsys) -> None:
     out = capsys.readouterr().out
     for word in ("torch", "transformers", "peft", "threads", "embedded model", "optional extras"):
         assert word in out
+
+
+@pytest.mark.parametrize("method", ["series_adapter", "bitfit", "full"])
+def test_chat_loads_every_kind_of_trained_output(tmp_path: Path, tiny_model_dir: Path, method: str, capsys) -> None:
+    """Native adapters and full models load for chat through the method table, not only PEFT folders."""
+    path = cfg_file(tmp_path, make_cfg(tmp_path, tiny_model_dir, method={"name": method}))
+    assert main(["train", str(path), "train.max_steps=1"]) == 0
+    capsys.readouterr()
+    assert main(["chat", "--run", str(tmp_path / "runs" / "t"), "--prompt", "hi", "--max-new-tokens", "3"]) == 0

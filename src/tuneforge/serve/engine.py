@@ -19,6 +19,7 @@ import yaml
 from tuneforge.config import ModelConfig
 from tuneforge.data.render import end_of_turn_ids, render_prompt
 from tuneforge.data.schema import Message
+from tuneforge.methods import load_trained, model_load_kwargs, saved_params
 from tuneforge.models.loader import load_model, load_tokenizer
 
 log = logging.getLogger("tuneforge.engine")
@@ -70,17 +71,19 @@ class LocalEngine:
         if adapter is not None and not adapter.is_dir():
             raise EngineError(f"adapter folder {adapter} does not exist")
         is_full_model = adapter is not None and (adapter / "config.json").is_file()
-        if is_full_model and adapter is not None:
+        if is_full_model:
             model_cfg = model_cfg.model_copy(update={"path": str(adapter), "tokenizer": None})
+            adapter = None
         tok_cfg = model_cfg
-        if adapter is not None and not is_full_model and (adapter / "tokenizer_config.json").is_file():
+        if adapter is not None and (adapter / "tokenizer_config.json").is_file():
             tok_cfg = model_cfg.model_copy(update={"tokenizer": str(adapter)})
         self.tokenizer = load_tokenizer(tok_cfg)
-        model = load_model(model_cfg, self.tokenizer)
-        if adapter is not None and not is_full_model:
-            from peft import PeftModel
-
-            model = PeftModel.from_pretrained(model, str(adapter))  # type: ignore[assignment]
+        # The base is loaded the way the adapter was trained on it (e.g. 4-bit for QLoRA).
+        params = saved_params(adapter) if adapter is not None else None
+        load_kwargs = model_load_kwargs(params) if params is not None else {}
+        model = load_model(model_cfg, self.tokenizer, **load_kwargs)
+        if adapter is not None:
+            model = load_trained(model, adapter, trust_remote_code=model_cfg.trust_remote_code)
         self.model = model.eval()
         self.name = str(adapter or model_cfg.path)
         self._lock = threading.Lock()
