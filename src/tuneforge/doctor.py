@@ -7,10 +7,12 @@ import importlib.util
 import os
 import platform
 
-CORE = ["torch", "transformers", "peft", "accelerate", "datasets", "trl", "gguf", "pydantic"]
+CORE = ["torch", "transformers", "peft", "accelerate", "datasets", "gguf", "pydantic"]
 # Optional extras and what they enable.
 EXTRAS = {
-    "bitsandbytes": "QLoRA 4-bit base",
+    "bitsandbytes": "QLoRA 4-bit base (extra: qlora)",
+    "galore-torch": "method galore (extra: lowrank)",
+    "apollo-torch": "method apollo (extra: lowrank)",
     "opacus": "differentially private training",
     "faiss-cpu": "dense retrieval index",
     "bm25s": "sparse retrieval index",
