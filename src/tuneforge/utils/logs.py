@@ -8,14 +8,27 @@ import sys
 import warnings
 
 
+class _StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """Writes to whatever sys.stderr is now (it may have been replaced since setup, e.g. by a test runner)."""
+
+    @property  # type: ignore[override]
+    def stream(self):  # type: ignore[no-untyped-def]
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, _value) -> None:  # type: ignore[no-untyped-def]
+        pass
+
+
 def setup_logging(verbose: bool = False) -> None:
     level = logging.DEBUG if verbose else logging.INFO
-    handler = logging.StreamHandler(sys.stderr)
+    handler = _StderrHandler()
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname).1s %(name)s: %(message)s", "%H:%M:%S"))
     root = logging.getLogger("tuneforge")
     root.handlers[:] = [handler]
     root.setLevel(level)
-    root.propagate = False
+    # Records still propagate (to the root logger's handlers, if an embedding program or pytest set any);
+    # tuneforge itself never configures the root logger, so nothing is printed twice.
     if not verbose:
         # transformers/datasets warn about things users cannot act on (e.g. GGUF dequantisation notes).
         from transformers.utils import logging as hf_logging
