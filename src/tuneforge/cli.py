@@ -81,6 +81,27 @@ def cmd_doctor(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bench(args: argparse.Namespace) -> int:
+    from tuneforge.bench.methods import DEFAULT_METHODS, BenchSettings, bench_methods
+
+    methods = [m.strip() for m in args.methods.split(",") if m.strip()] if args.methods else DEFAULT_METHODS
+    settings = BenchSettings(
+        methods=methods,
+        model=args.model,
+        steps=args.steps,
+        batch_size=args.batch_size,
+        cutoff_len=args.cutoff_len,
+        lr=args.lr,
+        score_items=args.score_items,
+        threads=args.threads,
+        overrides=args.overrides,
+    )
+    out = Path(args.out)
+    rows = bench_methods(settings, out)
+    print((out / "bench.md").read_text(encoding="utf-8"), end="")
+    return 0 if all(r["status"] == "ok" for r in rows) else 1
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="tuneforge", description="Specialise language models to a domain, offline, on a CPU."
@@ -124,6 +145,20 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--top-p", type=float, default=1.0)
     c.add_argument("--seed", type=int, default=None)
     c.set_defaults(func=cmd_chat)
+
+    b = sub.add_parser("bench", help="benchmarks: tuneforge bench methods [--methods lora,dora,...]")
+    b.add_argument("what", choices=["methods"])
+    b.add_argument("overrides", nargs="*", help="key.path=value overrides applied to every method's config")
+    b.add_argument("--methods", help="comma-separated method names (default: lora,qlora,dora,ia3,bitfit,...)")
+    b.add_argument("--model", default="embedded")
+    b.add_argument("--steps", type=int, default=30)
+    b.add_argument("--batch-size", type=int, default=4)
+    b.add_argument("--cutoff-len", type=int, default=128)
+    b.add_argument("--lr", type=float, default=1e-3, help="learning rate (full-weight methods: lr / 10)")
+    b.add_argument("--score-items", type=int, default=40, help="held-out iso_dates_test items scored")
+    b.add_argument("--threads", type=int, default=None)
+    b.add_argument("--out", default="runs/bench-methods", help="output folder")
+    b.set_defaults(func=cmd_bench)
 
     d = sub.add_parser("doctor", help="versions, threads, embedded model cache, optional extras")
     d.set_defaults(func=cmd_doctor)

@@ -1,0 +1,1 @@
+"""Benchmark harnesses (speed, memory, method comparison). `tuneforge bench methods`: see bench/methods.py."""

@@ -1,0 +1,130 @@
+"""One benchmark run in its own process: `python -m tuneforge.bench.worker SPEC.json RESULT.json`.
+
+A process per method makes the peak RSS (ru_maxrss of this process) belong to that method alone. The
+spec is a full config mapping; the result is a JSON record (an "error" key if anything failed).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import resource
+import sys
+import time
+import traceback
+from pathlib import Path
+from typing import Any
+
+import torch
+from transformers import TrainerCallback
+
+log = logging.getLogger("tuneforge.bench")
+
+
+def peak_rss_mb() -> float:
+    """This process's peak resident set size so far (Linux reports ru_maxrss in KiB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def model_bytes(model: Any) -> int:
+    """Bytes held by the model's parameters and buffers (shared storage counted once; 4-bit weights packed)."""
+    seen: set[int] = set()
+    total = 0
+    for t in [*model.parameters(), *model.buffers()]:
+        key = t.data_ptr()
+        if key in seen or t.device.type == "meta":
+            continue
+        seen.add(key)
+        total += t.numel() * t.element_size()
+    return total
+
+
+class Measure(TrainerCallback):
+    """At the end of training: the peak RSS so far, the model's bytes, and the FLOPs of one more step."""
+
+    def __init__(self) -> None:
+        self.record: dict[str, Any] = {}
+
+    def on_train_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        model = kwargs["model"]
+        self.record["peak_rss_mb"] = round(peak_rss_mb(), 1)  # before saving, evaluating, counting FLOPs
+        self.record["model_mb"] = round(model_bytes(model) / 2**20, 1)
+        loader = kwargs.get("train_dataloader")
+        if loader is None:
+            return
+        try:
+            self.record["flops_per_step"] = count_step_flops(model, next(iter(loader)))
+        except Exception as e:  # a FLOP count that fails must not lose the run
+            self.record["flops_error"] = f"{type(e).__name__}: {e}"
+
+
+def count_step_flops(model: Any, batch: dict[str, Any]) -> int:
+    """FLOPs of one forward + backward pass on one training batch (torch's FlopCounterMode, aten-level ops:
+    matmuls and attention; custom kernels such as bitsandbytes' 4-bit matmul are not counted)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    device = next(model.parameters()).device
+    batch = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
+    was_training = model.training
+    model.train()
+    counter = FlopCounterMode(display=False)
+    with counter:
+        loss = model(**batch).loss
+        loss.backward()
+    model.zero_grad(set_to_none=True)
+    model.train(was_training)
+    return int(counter.get_total_flops())
+
+
+def run_one(spec: dict[str, Any]) -> dict[str, Any]:
+    from tuneforge.config import load
+    from tuneforge.eval import evaluate
+    from tuneforge.methods import METHOD_PARAMS
+    from tuneforge.stages import run_stage
+
+    started = time.perf_counter()
+    cfg = load(spec["config"], spec.get("overrides", []), methods=METHOD_PARAMS)
+    measure = Measure()
+    result = run_stage(cfg, callbacks=[measure])
+    record: dict[str, Any] = {
+        "steps": result.steps,
+        "train_s": result.seconds,
+        "tokens_per_s": result.tokens_per_s,
+        "final_loss": result.train_loss,
+        "trainable_params": result.trainable_params,
+        "total_params": result.total_params,
+        "run_dir": str(result.run_dir),
+        **measure.record,
+    }
+    if cfg.eval.tasks:
+        task = cfg.eval.tasks[0]
+        out = Path(result.run_dir) / "eval" / "bench"
+        report = evaluate(cfg, runs=[result.run_dir], output_dir=out, progress=False)
+        name = task.name or Path(task.path).stem
+        label = Path(result.run_dir).name
+        metric = task.metrics[0] if task.metrics else None
+        record["score"] = report.score(name, label, metric)
+    record["wall_s"] = round(time.perf_counter() - started, 1)
+    return record
+
+
+def main(argv: list[str]) -> int:
+    spec_path, result_path = Path(argv[0]), Path(argv[1])
+    from tuneforge.utils.logs import offline_env, setup_logging
+
+    offline_env()
+    setup_logging(False)
+    spec = json.loads(spec_path.read_text(encoding="utf-8"))
+    try:
+        record = run_one(spec)
+        code = 0
+    except Exception as e:  # reported as the method's failed row
+        record = {"error": f"{type(e).__name__}: {e}".strip()[:500], "traceback": traceback.format_exc()}
+        code = 1
+    record["peak_rss_process_mb"] = round(peak_rss_mb(), 1)
+    result_path.write_text(json.dumps(record, indent=2), encoding="utf-8")
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
