@@ -70,6 +70,6 @@ def test_bench_methods_tiny(tiny_model_dir: Path, tmp_path: Path) -> None:
 def test_cli_bench_parser() -> None:
     from tuneforge.cli import build_parser
 
-    args = build_parser().parse_args(["bench", "methods", "--methods", "lora,dora", "--steps", "3", "train.lr=1e-4"])
+    args = build_parser().parse_args(["bench", "methods", "train.lr=1e-4", "--methods", "lora,dora", "--steps", "3"])
     assert args.what == "methods" and args.methods == "lora,dora" and args.steps == 3
     assert args.overrides == ["train.lr=1e-4"] and args.func.__name__ == "cmd_bench"

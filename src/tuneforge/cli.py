@@ -148,7 +148,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     b = sub.add_parser("bench", help="benchmarks: tuneforge bench methods [--methods lora,dora,...]")
     b.add_argument("what", choices=["methods"])
-    b.add_argument("overrides", nargs="*", help="key.path=value overrides applied to every method's config")
+    b.add_argument("overrides", nargs="*", help="key.path=value overrides for every method (right after 'methods')")
     b.add_argument("--methods", help="comma-separated method names (default: lora,qlora,dora,ia3,bitfit,...)")
     b.add_argument("--model", default="embedded")
     b.add_argument("--steps", type=int, default=30)
