@@ -102,6 +102,22 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return 0 if all(r["status"] == "ok" for r in rows) else 1
 
 
+def cmd_export(args: argparse.Namespace) -> int:
+    from tuneforge.export import export_run, format_table
+
+    out = Path(args.out) if args.out else None
+    result = export_run(Path(args.run), out, fmt=args.format, gguf_type=args.gguf_type, overwrite=args.overwrite)
+    print(f"exported {args.run} -> {result.out_dir}" + (f" (+ {result.gguf})" if result.gguf else ""))
+    print(format_table(result))
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from tuneforge.serve.app import serve_main
+
+    return serve_main(args)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="tuneforge", description="Specialise language models to a domain, offline, on a CPU."
@@ -159,6 +175,25 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--threads", type=int, default=None)
     b.add_argument("--out", default="runs/bench-methods", help="output folder")
     b.set_defaults(func=cmd_bench)
+
+    x = sub.add_parser("export", help="merge a run into an HF model folder (or GGUF) and verify it")
+    x.add_argument("--run", required=True, help="a run folder, e.g. runs/quickstart")
+    x.add_argument("--out", help="output folder (default: RUN/merged)")
+    x.add_argument("--format", choices=["hf", "gguf"], default="hf")
+    x.add_argument("--gguf-type", choices=["f16", "q8_0"], default="f16")
+    x.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
+    x.set_defaults(func=cmd_export)
+
+    s = sub.add_parser("serve", help="OpenAI-compatible HTTP server for a run (--run) or a model (--model)")
+    s_src = s.add_mutually_exclusive_group(required=True)
+    s_src.add_argument("--run", help="a run folder, e.g. runs/quickstart")
+    s_src.add_argument("--model", help="a model folder, or 'embedded'")
+    s.add_argument("--adapter", action="append", default=[], metavar="NAME=DIR", help="extra model name (repeatable)")
+    s.add_argument("--host", default="127.0.0.1", help="any non-loopback host requires --api-key")
+    s.add_argument("--port", type=int, default=8000)
+    s.add_argument("--api-key", help="required bearer token (default: env TUNEFORGE_API_KEY)")
+    s.add_argument("--max-tokens-limit", type=int, default=1024, help="largest max_tokens a request may ask for")
+    s.set_defaults(func=cmd_serve)
 
     d = sub.add_parser("doctor", help="versions, threads, embedded model cache, optional extras")
     d.set_defaults(func=cmd_doctor)

