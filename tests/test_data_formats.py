@@ -28,7 +28,7 @@ def fmt(name: str, record: dict[str, Any], **spec: Any) -> Any:
 
 
 def test_formats_table_is_explicit() -> None:
-    assert list(FORMATS) == ["alpaca", "sharegpt", "openai", "text"]
+    assert list(FORMATS) == ["alpaca", "sharegpt", "openai", "text", "preference"]
 
 
 # ---- alpaca --------------------------------------------------------------------------------------------
@@ -98,7 +98,8 @@ def test_unknown_column_field_is_an_error_listing_allowed_ones() -> None:
     with pytest.raises(DataError) as e:
         make_format_spec("alpaca", columns={"respnse": "out"})
     assert str(e.value) == (
-        "columns 'respnse' not used by format 'alpaca'; allowed: prompt, query, response, history, system, tools"
+        "columns 'respnse' not used by format 'alpaca'; "
+        "allowed: prompt, query, response, history, system, tools, chosen, rejected"
     )
 
 
@@ -108,7 +109,8 @@ def test_tags_are_refused_for_formats_without_messages() -> None:
 
 
 def test_unknown_format_lists_formats() -> None:
-    with pytest.raises(DataError, match=r"^unknown format 'chatml'; known formats: alpaca, sharegpt, openai, text$"):
+    known = "alpaca, sharegpt, openai, text, preference"
+    with pytest.raises(DataError, match=rf"^unknown format 'chatml'; known formats: {known}$"):
         make_format_spec("chatml")
 
 

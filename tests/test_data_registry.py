@@ -100,6 +100,8 @@ def test_alpaca_entry_defaults(data_dir: Path) -> None:
         "history": None,
         "system": None,
         "tools": None,
+        "chosen": None,
+        "rejected": None,
     }
     assert [s.messages for s in samples(DatasetSpec(name="alpaca_demo"), data_dir)][1] == msgs(
         ("user", "Add\n1 2"), ("assistant", "3")
@@ -193,7 +195,8 @@ def test_unknown_name_mentions_a_dataset_dir_without_registry(tmp_path: Path, da
 
 
 def test_unknown_format_lists_formats(data_dir: Path) -> None:
-    with pytest.raises(DataError, match=r"unknown format 'chatml'; known formats: alpaca, sharegpt, openai, text$"):
+    known = "alpaca, sharegpt, openai, text, preference"
+    with pytest.raises(DataError, match=rf"unknown format 'chatml'; known formats: {known}$"):
         resolve(DatasetSpec(name="odd_format"), str(data_dir))
 
 

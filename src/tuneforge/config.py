@@ -178,15 +178,67 @@ class EvalConfig(Section):
     output_dir: str | None = Field(None, description="Report folder (default: <run>/eval/<name>).")
 
 
+DpoLoss = Literal["sigmoid", "ipo", "hinge", "robust", "orpo", "simpo"]
+REFERENCE_FREE_LOSSES = ("orpo", "simpo")
+
+
+class DpoConfig(Section):
+    """Settings of the `dpo` stage (preference optimisation on chosen/rejected pairs)."""
+
+    loss: DpoLoss = Field(
+        "sigmoid", description="sigmoid (DPO), ipo, hinge, robust; orpo and simpo need no reference model."
+    )
+    beta: float = Field(0.1, gt=0, description="Strength of the implicit KL constraint (ORPO: lambda).")
+    label_smoothing: float = Field(0.0, ge=0, lt=0.5, description="robust: probability a label is flipped.")
+    simpo_gamma: float = Field(0.5, ge=0, description="simpo: target reward margin (gamma / beta ratio).")
+    ftx: float = Field(0.0, ge=0, description="Weight of an SFT (NLL) loss on the chosen answer (sigmoid/ipo/...).")
+
+    @field_validator("label_smoothing")
+    @classmethod
+    def _smoothing(cls, v: float, info: Any) -> float:
+        loss = info.data.get("loss")
+        if v and loss != "robust":
+            raise ValueError(f"label_smoothing applies to loss 'robust' only (loss is {loss!r})")
+        return v
+
+
+class KtoConfig(Section):
+    """Settings of the `kto` stage (unpaired desirable/undesirable examples, `kto_tag`)."""
+
+    beta: float = Field(0.1, gt=0)
+    desirable_weight: float = Field(1.0, gt=0)
+    undesirable_weight: float = Field(1.0, gt=0)
+
+
+class RmConfig(Section):
+    """Settings of the `rm` stage (a sequence-classification head scoring chosen above rejected)."""
+
+    center_rewards: float | None = Field(
+        None, ge=0, description="Coefficient pulling rewards towards zero mean (None: off)."
+    )
+
+
+Stage = Literal["sft", "dpo"]
+
+
 class RunConfig(Section):
     name: str = Field("run", pattern=r"^[A-Za-z0-9_.\-]+$")
-    stage: Literal["sft"] = "sft"
+    stage: Stage = "sft"
     model: ModelConfig = Field(default_factory=ModelConfig)
     data: DataConfig = Field(default_factory=DataConfig)
     method: SerializeAsAny[MethodSection] = Field(default_factory=MethodSection)
     train: TrainConfig = Field(default_factory=TrainConfig)
     output: OutputConfig = Field(default_factory=OutputConfig)
     eval: EvalConfig = Field(default_factory=EvalConfig)
+    dpo: DpoConfig = Field(default_factory=DpoConfig)
+    kto: KtoConfig = Field(default_factory=KtoConfig)
+    rm: RmConfig = Field(default_factory=RmConfig)
+
+    def model_post_init(self, __context: Any) -> None:
+        for section in ("dpo", "kto", "rm"):
+            value = getattr(self, section)
+            if self.stage != section and value != type(value)():  # defaults are harmless (round trips)
+                raise ValueError(f"section `{section}` applies to stage {section!r}, but stage is {self.stage!r}")
 
     @property
     def run_dir(self) -> Path:
@@ -359,11 +411,14 @@ __all__ = [
     "ConfigError",
     "DataConfig",
     "DatasetSpec",
+    "DpoConfig",
     "EvalConfig",
+    "KtoConfig",
     "MethodSection",
     "MethodTable",
     "ModelConfig",
     "OutputConfig",
+    "RmConfig",
     "RunConfig",
     "Section",
     "TaskSpec",

@@ -22,7 +22,7 @@ from tuneforge.config import DataConfig, DatasetSpec
 from tuneforge.data.formats import FormatSpec, format_record
 from tuneforge.data.registry import ResolvedDataset, resolve
 from tuneforge.data.render import Rendered, render_conversation, render_text
-from tuneforge.data.schema import Conversation, DataError, Message, Sample, Text
+from tuneforge.data.schema import Conversation, DataError, Message, Preference, Sample, Text
 from tuneforge.data.sources import Record, read_records
 
 log = logging.getLogger("tuneforge.data")
@@ -143,7 +143,7 @@ def _load(spec: DatasetSpec, cfg: DataConfig, kind: str, index: int) -> _Loaded:
 def _format_for(d: ResolvedDataset, kind: str) -> tuple[str, FormatSpec]:
     """The format to read `d` with for this kind of build, or a DataError saying where it belongs."""
     what = f"dataset {d.name!r}"
-    if d.ranking or d.kto:
+    if d.ranking or d.kto or d.format == "preference":
         raise DataError(f"{what} is a {'KTO' if d.kto else 'preference'} dataset; it needs a preference stage")
     if kind == "text":
         if d.format == "text":
@@ -173,6 +173,9 @@ def substitute(sample: Sample, variables: dict[str, str]) -> Sample:
 
     if isinstance(sample, Text):
         return replace(sample, text=fill(sample.text))
+    if isinstance(sample, Preference):
+        prompt = tuple(Message(m.role, fill(m.content)) for m in sample.prompt)
+        return replace(sample, prompt=prompt, chosen=fill(sample.chosen), rejected=fill(sample.rejected))
     return replace(sample, messages=tuple(Message(m.role, fill(m.content)) for m in sample.messages))
 
 

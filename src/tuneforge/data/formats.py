@@ -16,7 +16,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from tuneforge.data.schema import Conversation, DataError, Message, Sample, Text
+from tuneforge.data.schema import Conversation, DataError, Message, Preference, Sample, Text
 
 # Field -> default column, per format (LLaMA-Factory's defaults; `openai` and `text` are tuneforge's).
 DEFAULT_COLUMNS: dict[str, dict[str, str | None]] = {
@@ -27,10 +27,13 @@ DEFAULT_COLUMNS: dict[str, dict[str, str | None]] = {
         "history": None,
         "system": None,
         "tools": None,
+        "chosen": None,  # ranking datasets (LLaMA-Factory `ranking: true`): the preferred response
+        "rejected": None,
     },
-    "sharegpt": {"messages": "conversations", "system": None, "tools": None},
+    "sharegpt": {"messages": "conversations", "system": None, "tools": None, "chosen": None, "rejected": None},
     "openai": {"messages": "messages", "system": None, "tools": "tools"},
     "text": {"text": "text"},
+    "preference": {"prompt": "prompt", "chosen": "chosen", "rejected": "rejected"},
 }
 
 # Tag -> default key or value in the message objects, for the formats that hold a list of messages.
@@ -288,11 +291,49 @@ def _parts(content: Any, where: str) -> str:
     return _json_text(content, f"{where}.content")
 
 
-FORMATS: dict[str, Callable[[dict[str, Any], FormatSpec], Conversation | Text]] = {
+def preference(record: dict[str, Any], spec: FormatSpec) -> Preference:
+    """TRL's layout: chosen/rejected as text or message lists, prompt optional (else the common prefix)."""
+    c = spec.columns
+    chosen = _messages(record, c["chosen"], "chosen")
+    rejected = _messages(record, c["rejected"], "rejected")
+    prompt_col = c.get("prompt")
+    if prompt_col is not None and record.get(prompt_col) is not None:
+        prompt = _messages(record, prompt_col, "prompt", role="user")
+    else:
+        n = 0
+        while n < min(len(chosen), len(rejected)) - 1 and chosen[n] == rejected[n]:
+            n += 1
+        prompt, chosen, rejected = chosen[:n], chosen[n:], rejected[n:]
+    if not prompt or prompt[-1].role != "user":
+        raise DataError("the prompt must end with a user message")
+    for name, answer in (("chosen", chosen), ("rejected", rejected)):
+        if len(answer) != 1 or answer[0].role != "assistant":
+            raise DataError(f"{name!r} must add exactly one assistant message after the prompt")
+    if spec.system and prompt[0].role != "system":
+        prompt = [Message("system", spec.system), *prompt]
+    return Preference(tuple(prompt), chosen[0].content, rejected[0].content)
+
+
+def _messages(record: dict[str, Any], column: str | None, fld: str, role: str = "assistant") -> list[Message]:
+    if column is None or column not in record:
+        raise DataError(f"missing column {column!r} (the {fld!r} field); this record has: {', '.join(record)}")
+    value = record[column]
+    if isinstance(value, str):
+        return [Message(role, value)]  # type: ignore[arg-type]
+    if not isinstance(value, list) or not all(isinstance(m, dict) for m in value):
+        raise DataError(f"column {column!r} must be text or a list of {{role, content}} messages, got {value!r:.60}")
+    try:
+        return [Message(m["role"], m["content"]) for m in value]
+    except KeyError as e:
+        raise DataError(f"column {column!r}: a message has no {e} key") from None
+
+
+FORMATS: dict[str, Callable[[dict[str, Any], FormatSpec], Sample]] = {
     "alpaca": alpaca,
     "sharegpt": sharegpt,
     "openai": openai,
     "text": text,
+    "preference": preference,
 }
 
 __all__ = ["DEFAULT_COLUMNS", "DEFAULT_TAGS", "FORMATS", "FormatSpec", "format_record", "make_format_spec"]

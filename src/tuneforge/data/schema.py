@@ -47,6 +47,26 @@ class Text:
     source: str = ""
 
 
-Sample = Conversation | Text
+@dataclass(frozen=True)
+class Preference:
+    """A ranked pair: the prompt messages (ending with a user turn), then the chosen and rejected answers."""
 
-__all__ = ["ROLES", "Conversation", "DataError", "Message", "Role", "Sample", "Text"]
+    prompt: tuple[Message, ...]
+    chosen: str
+    rejected: str
+    source: str = ""
+
+
+@dataclass(frozen=True)
+class KTOSample:
+    """An unpaired example for KTO: prompt messages, one answer, and whether the answer is desirable."""
+
+    prompt: tuple[Message, ...]
+    completion: str
+    desirable: bool
+    source: str = ""
+
+
+Sample = Conversation | Text | Preference  # Preference: only the `preference` format makes these
+
+__all__ = ["ROLES", "Conversation", "DataError", "KTOSample", "Message", "Preference", "Role", "Sample", "Text"]

@@ -5,11 +5,12 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from tuneforge.config import RunConfig
-from tuneforge.stages import sft
+from tuneforge.stages import dpo, sft
 from tuneforge.stages.common import RunResult
 
 STAGES: dict[str, Callable[..., RunResult]] = {
     "sft": sft.run,
+    "dpo": dpo.run,
 }
 
 

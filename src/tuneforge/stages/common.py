@@ -42,8 +42,15 @@ def set_threads(cfg: RunConfig) -> int:
     return threads
 
 
-def training_arguments(cfg: RunConfig, run: RunDir, has_eval: bool, **overrides: Any) -> TrainingArguments:
-    """The one builder of TrainingArguments from a RunConfig (later stages pass TRL config classes' extras)."""
+def training_arguments(
+    cfg: RunConfig,
+    run: RunDir,
+    has_eval: bool,
+    args_class: type[TrainingArguments] = TrainingArguments,
+    **overrides: Any,
+) -> TrainingArguments:
+    """The one builder of TrainingArguments from a RunConfig; TRL stages pass their config class (a
+    TrainingArguments subclass) as `args_class` and its extra fields as `overrides`."""
     t = cfg.train
     eval_strategy = "no"
     if has_eval:
@@ -82,7 +89,7 @@ def training_arguments(cfg: RunConfig, run: RunDir, has_eval: bool, **overrides:
         "save_only_model": False,
     }
     kwargs.update(overrides)
-    return TrainingArguments(**kwargs)
+    return args_class(**kwargs)
 
 
 def prepare_resume(cfg: RunConfig, run: RunDir) -> str | None:

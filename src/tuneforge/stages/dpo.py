@@ -1,0 +1,91 @@
+"""Preference optimisation on chosen/rejected pairs: DPO and its loss variants, ORPO and SimPO.
+
+sigmoid/ipo/hinge/robust run on TRL's DPOTrainer against a reference model. With an adapter method the
+reference is the adapter-free base: TRL keeps a frozen copy of the freshly initialised adapter (for LoRA,
+zero-initialised B, so exactly the base) instead of a second model. With full/freeze training TRL keeps a
+frozen copy of the model. orpo and simpo are reference-free (TRL's ORPOTrainer / CPOTrainer).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from transformers import TrainerCallback, set_seed
+
+from tuneforge.config import RunConfig
+from tuneforge.data.preference import build_preference
+from tuneforge.methods import model_load_kwargs
+from tuneforge.models.loader import load_model, load_tokenizer
+from tuneforge.runs import check_run_available, open_run
+from tuneforge.stages.common import RunResult, set_threads, training_arguments
+from tuneforge.stages.trl_common import (
+    drop_reference_adapter,
+    optimizers,
+    prepare_model,
+    stage_callbacks,
+    train_and_save,
+)
+
+log = logging.getLogger("tuneforge.train")
+
+
+def run(cfg: RunConfig, callbacks: Sequence[TrainerCallback] = ()) -> RunResult:
+    started = time.perf_counter()
+    check_run_available(cfg)
+    threads = set_threads(cfg)
+    tokenizer = load_tokenizer(cfg.model)
+    data = build_preference(cfg.data, "pairs")  # data errors surface before the model loads
+    log.info("data: %d train / %d validation pairs", len(data.train), len(data.val) if data.val else 0)
+    run_dir = open_run(cfg)
+    (run_dir.root / "data_stats.json").write_text(json.dumps(data.stats, indent=2), encoding="utf-8")
+
+    set_seed(cfg.train.seed)
+    model = load_model(cfg.model, tokenizer, **model_load_kwargs(cfg.method))
+    model, trainable, total = prepare_model(model, cfg, threads)
+    trainer_cls, args = trainer_and_args(cfg, run_dir, has_eval=data.val is not None)
+    trainer = trainer_cls(
+        model=model,
+        args=args,
+        train_dataset=data.train,
+        eval_dataset=data.val,
+        processing_class=tokenizer,
+        callbacks=stage_callbacks(model, cfg, run_dir, callbacks),
+        optimizers=optimizers(model, cfg, args),
+    )
+    return train_and_save(
+        cfg, run_dir, trainer, tokenizer, (trainable, total), started, data.stats, before_save=drop_reference_adapter
+    )
+
+
+def trainer_and_args(cfg: RunConfig, run_dir: Any, has_eval: bool) -> tuple[Any, Any]:
+    """The TRL trainer class and its config for `dpo.loss` (the one builder of TRL preference configs)."""
+    os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
+    d = cfg.dpo
+    # TRL tokenizes inside the trainer, so length grouping (which needs input_ids up front) is not available.
+    common: dict[str, Any] = {
+        "max_length": cfg.data.cutoff_len,
+        "beta": d.beta,
+        "train_sampling_strategy": "random",
+    }
+    if d.loss == "orpo":
+        from trl.experimental.orpo import ORPOConfig, ORPOTrainer
+
+        return ORPOTrainer, training_arguments(cfg, run_dir, has_eval, ORPOConfig, **common)
+    if d.loss == "simpo":
+        from trl.experimental.cpo import CPOConfig, CPOTrainer
+
+        simpo = {"loss_type": "simpo", "cpo_alpha": d.ftx, "simpo_gamma": d.simpo_gamma}
+        return CPOTrainer, training_arguments(cfg, run_dir, has_eval, CPOConfig, **common, **simpo)
+    from trl import DPOConfig, DPOTrainer
+
+    losses: list[str] = [d.loss]
+    weights = [1.0]
+    if d.ftx:
+        losses, weights = [d.loss, "sft"], [1.0, d.ftx]
+    extra = {"loss_type": losses, "loss_weights": weights, "label_smoothing": d.label_smoothing}
+    return DPOTrainer, training_arguments(cfg, run_dir, has_eval, DPOConfig, **common, **extra)
