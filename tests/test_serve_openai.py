@@ -1,0 +1,75 @@
+"""The official `openai` client against a live uvicorn server on 127.0.0.1 (a random free port, in a thread)."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+
+from tuneforge.config import ModelConfig
+from tuneforge.serve.app import create_app
+from tuneforge.serve.engine import LocalEngine
+
+openai = pytest.importorskip("openai")
+uvicorn = pytest.importorskip("uvicorn")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture(scope="module")
+def base_url(tiny_model_dir: Path) -> Iterator[str]:
+    app = create_app({"tiny": LocalEngine(ModelConfig(path=str(tiny_model_dir)))}, api_key="k", max_tokens_limit=64)
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started:
+        assert time.monotonic() < deadline, "uvicorn did not start"
+        time.sleep(0.05)
+    yield f"http://127.0.0.1:{port}/v1"
+    server.should_exit = True
+    thread.join(timeout=10)
+
+
+def test_openai_client_end_to_end(base_url: str) -> None:
+    client = openai.OpenAI(base_url=base_url, api_key="k", max_retries=0)
+    assert [m.id for m in client.models.list()] == ["tiny"]
+
+    msgs = [{"role": "user", "content": "hi"}]
+    reply = client.chat.completions.create(model="tiny", messages=msgs, max_tokens=6, temperature=0)
+    assert reply.choices[0].message.role == "assistant"
+    assert reply.usage is not None and reply.usage.completion_tokens > 0
+
+    stream = client.chat.completions.create(model="tiny", messages=msgs, max_tokens=6, temperature=0, stream=True)
+    streamed = "".join(chunk.choices[0].delta.content or "" for chunk in stream)
+    assert streamed == reply.choices[0].message.content
+
+    done = client.completions.create(model="tiny", prompt="Once upon a time", max_tokens=5, temperature=0)
+    assert done.choices[0].text
+
+    with pytest.raises(openai.BadRequestError, match="limit of 64"):
+        client.chat.completions.create(model="tiny", messages=msgs, max_tokens=65)
+    with pytest.raises(openai.AuthenticationError):
+        openai.OpenAI(base_url=base_url, api_key="wrong", max_retries=0).models.list()
+
+
+def test_two_concurrent_live_requests_are_both_answered(base_url: str) -> None:
+    client = openai.OpenAI(base_url=base_url, api_key="k", max_retries=0)
+
+    def ask(i: int) -> str:
+        msgs = [{"role": "user", "content": f"question {i}"}]
+        r = client.chat.completions.create(model="tiny", messages=msgs, max_tokens=8, temperature=0)
+        return r.choices[0].finish_reason
+
+    with ThreadPoolExecutor(2) as pool:
+        assert all(f in ("stop", "length") for f in pool.map(ask, range(2)))
