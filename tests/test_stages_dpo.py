@@ -33,7 +33,7 @@ def write_pairs(path: Path, n: int = 12) -> Path:
 def dpo_cfg(tmp_path: Path, model_dir: Path, **sections: Any) -> dict[str, Any]:
     pairs = write_pairs(tmp_path / "pairs.jsonl")
     data = {"datasets": [{"path": str(pairs), "format": "preference"}], "cutoff_len": 64}
-    return make_cfg(tmp_path, model_dir, stage="dpo", data=data, **sections)
+    return make_cfg(tmp_path, model_dir, **{"stage": "dpo", "data": data, **sections})
 
 
 def losses(run_dir: Path) -> list[float]:

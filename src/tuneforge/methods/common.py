@@ -110,10 +110,19 @@ def check_saved_modules(model: PreTrainedModel, wanted: list[str]) -> None:
         )
 
 
+def match_task(model: PreTrainedModel, config: PeftConfig) -> PeftConfig:
+    """A reward model (stage rm: *ForSequenceClassification) needs peft's SEQ_CLS wrapper, not the causal-LM one
+    (which expects generation methods); peft then also trains and saves the new `score` head."""
+    if type(model).__name__.endswith("ForSequenceClassification"):
+        config.task_type = "SEQ_CLS"
+    return config
+
+
 def wrap_peft(model: PreTrainedModel, config: PeftConfig, name: str) -> PreTrainedModel:
     """`get_peft_model`, with peft's shape and compatibility errors re-raised as MethodError naming the method."""
     from peft import get_peft_model
 
+    match_task(model, config)
     try:
         return get_peft_model(model, config)  # type: ignore[return-value]
     except (ValueError, TypeError) as e:

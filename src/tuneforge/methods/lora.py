@@ -27,6 +27,7 @@ from tuneforge.methods.common import (
     check_saved_modules,
     check_targets,
     coerce,
+    match_task,
 )
 
 if TYPE_CHECKING:
@@ -106,7 +107,7 @@ def apply_lora(model: PreTrainedModel, params: MethodSection) -> PreTrainedModel
     p = params if isinstance(params, LoraBase) else coerce(params, LoraParams)
     check_targets(model, p.target_modules)
     check_saved_modules(model, p.modules_to_save)
-    config = build_lora_config(p)
+    config = match_task(model, build_lora_config(p))
     if not mutates_base(p.init):
         return get_peft_model(model, config)  # type: ignore[return-value]
     # A fixed seed makes the (randomised) fast-SVD decomposition repeatable, so resuming from a checkpoint,

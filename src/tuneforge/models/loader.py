@@ -100,16 +100,21 @@ def _torch_dtype(name: str) -> torch.dtype:
 
 
 def load_model(
-    cfg: ModelConfig, tokenizer: PreTrainedTokenizerBase | None = None, **load_kwargs: Any
+    cfg: ModelConfig,
+    tokenizer: PreTrainedTokenizerBase | None = None,
+    auto_class: Any = None,
+    **load_kwargs: Any,
 ) -> PreTrainedModel:
     """The causal LM of `cfg.path` in `cfg.dtype`; its embedding grows when the tokenizer has more tokens.
 
     `load_kwargs` go to `from_pretrained` as they are: what a method must set while the weights load, e.g.
     QLoRA's `quantization_config` (see `tuneforge.methods.model_load_kwargs`). They cannot override the
-    settings that `cfg` owns (dtype, safetensors only, remote code).
+    settings that `cfg` owns (dtype, safetensors only, remote code). `auto_class` replaces
+    AutoModelForCausalLM, e.g. AutoModelForSequenceClassification for a reward model (stage rm).
     """
     from transformers import AutoModelForCausalLM
 
+    auto_class = auto_class or AutoModelForCausalLM
     owned = sorted(set(load_kwargs) & {"dtype", "torch_dtype", "use_safetensors", "trust_remote_code"})
     if owned:
         raise ModelError(f"load_model: {', '.join(owned)} come from the model config section, not load_kwargs")
@@ -121,7 +126,7 @@ def load_model(
             "`AutoModelForCausalLM.from_pretrained(folder).save_pretrained(folder)`"
         )
     try:
-        model = AutoModelForCausalLM.from_pretrained(
+        model = auto_class.from_pretrained(
             str(folder),
             dtype=_torch_dtype(cfg.dtype),
             use_safetensors=True,

@@ -5,12 +5,14 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from tuneforge.config import RunConfig
-from tuneforge.stages import dpo, sft
+from tuneforge.stages import dpo, kto, rm, sft
 from tuneforge.stages.common import RunResult
 
 STAGES: dict[str, Callable[..., RunResult]] = {
     "sft": sft.run,
+    "rm": rm.run,
     "dpo": dpo.run,
+    "kto": kto.run,
 }
 
 
