@@ -113,7 +113,7 @@ class LM:
         """Greedy completions of each prompt, decoded without special tokens, in input order."""
         kwargs = GenerationParams(max_new_tokens=max_new_tokens).kwargs(self.tokenizer)
         kwargs["pad_token_id"] = self.pad_id
-        room = self.max_length - max_new_tokens
+        room = max(1, self.max_length - max_new_tokens)  # keep the prompt's end when it must be cut
         out: list[str] = [""] * len(prompts)
         order = sorted(range(len(prompts)), key=lambda i: -len(prompts[i]))
         with self._bar(len(prompts), desc) as bar:

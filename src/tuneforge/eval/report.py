@@ -220,7 +220,7 @@ def _safe(name: str) -> str:
     return re.sub(r"[^\w.\-\[\],]+", "_", name)
 
 
-def write_report(report: EvalReport, out: Path) -> Path:
+def write_report(report: EvalReport, out: Path) -> EvalReport:
     out.mkdir(parents=True, exist_ok=True)
     (out / "report.json").write_text(json.dumps(report.data, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     (out / "report.md").write_text(markdown(report), encoding="utf-8")
@@ -230,7 +230,7 @@ def write_report(report: EvalReport, out: Path) -> Path:
         folder.mkdir(parents=True, exist_ok=True)
         lines = [json.dumps(p, ensure_ascii=False, default=str) for p in r.scores.predictions]
         (folder / f"{_safe(r.task)}.jsonl").write_text("\n".join(lines) + "\n", encoding="utf-8")
-    return out
+    return report
 
 
 __all__ = ["EvalReport", "TaskResult", "build_report", "markdown", "plot", "write_report"]

@@ -143,7 +143,7 @@ def resolve_models(cfg: RunConfig, runs: Sequence[str | Path] = ()) -> list[Mode
     from tuneforge.models.loader import resolve_model_path
     from tuneforge.serve.engine import model_config_of_run
 
-    run_dirs = [Path(r) for r in (*cfg.eval.runs, *runs)]
+    run_dirs = list(dict.fromkeys(Path(r) for r in (*cfg.eval.runs, *runs)))  # each run once
     if not run_dirs and RunDir(cfg.run_dir).trained_output() is not None:
         run_dirs = [cfg.run_dir]  # the eval section of a training config, right after training
     tuned = []
@@ -223,10 +223,11 @@ def evaluate(
                 result.seconds,
             )
             results.append(result)
+            if ref is models[-1]:  # every model has reached this task: refresh the report (a long run keeps it)
+                done = [(t.name, t.task) for t in tasks[: tasks.index(loaded) + 1]]
+                report = write_report(build_report(cfg, done, models, results), out)
         del engine, lm
         gc.collect()
-    report = build_report(cfg, [(t.name, t.task) for t in tasks], models, results)
-    write_report(report, out)
     log.info("report written to %s", out)
     return report
 
