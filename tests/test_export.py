@@ -40,3 +40,10 @@ def test_export_refuses_unmergeable_and_overwrite(tmp_path: Path, tiny_model_dir
     assert "already exists" in capsys.readouterr().err
     assert main(["export", "--run", str(lora), "--out", str(tmp_path / "m2")]) == 0
     assert main(["export", "--run", str(lora), "--overwrite"]) == 0
+
+
+def test_gguf_without_converter_fails_before_loading(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.delenv("TUNEFORGE_GGUF_CONVERTER", raising=False)
+    monkeypatch.setenv("PATH", str(tmp_path))
+    with pytest.raises(ExportError, match="TUNEFORGE_GGUF_CONVERTER"):
+        export_run(tmp_path / "no-run", fmt="gguf")

