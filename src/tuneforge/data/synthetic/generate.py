@@ -117,6 +117,51 @@ def identity_records(questions: list[str], seed: int) -> list[dict[str, str]]:
     return [{"instruction": q, "input": "", "output": rng.choice(IDENTITY_ANSWERS)} for q in questions]
 
 
+def _wrong_date(rng: random.Random, y: int, m: int, d: int) -> str:
+    """A plausible wrong answer: the mistakes a model makes on this task (order, format, off by one)."""
+    options = [f"{y:04d}-{d:02d}-{m:02d}" if d <= 12 and d != m else f"{y:04d}-{m:02d}-{d % 28 + 1:02d}"]
+    options += [
+        f"{m:02d}/{d:02d}/{y:04d}",
+        f"{d:02d}.{m:02d}.{y:04d}",
+        f"{y + rng.choice([-1, 1]):04d}-{m:02d}-{d:02d}",
+    ]
+    return rng.choice(options)
+
+
+def iso_date_pairs(seed: int, n: int, exclude: set[tuple[int, int, int]]) -> list[dict[str, str]]:
+    """LLaMA-Factory's ranking alpaca layout: the ISO answer is chosen, a typical mistake rejected."""
+    rng = random.Random(seed)
+    rows = []
+    for y, m, d in _dates(rng, n, exclude):
+        instruction = rng.choice(DATE_INSTRUCTIONS).format(date=_spell(y, m, d, rng.randrange(5)))
+        chosen = f"{y:04d}-{m:02d}-{d:02d}"
+        rows.append({"instruction": instruction, "input": "", "chosen": chosen, "rejected": _wrong_date(rng, y, m, d)})
+    return rows
+
+
+def iso_date_kto(pairs: list[dict[str, str]]) -> list[dict[str, Any]]:
+    """LLaMA-Factory's KTO layout (sharegpt + kto_tag): each pair split into a good and a bad example."""
+    rows = []
+    for i, p in enumerate(pairs):
+        answer, good = (p["chosen"], True) if i % 2 == 0 else (p["rejected"], False)
+        turns = [{"from": "human", "value": p["instruction"]}, {"from": "gpt", "value": answer}]
+        rows.append({"conversations": turns, "label": good})
+    return rows
+
+
+RANKING_ENTRY = {
+    "formatting": "alpaca",
+    "ranking": True,
+    "columns": {"prompt": "instruction", "query": "input", "chosen": "chosen", "rejected": "rejected"},
+}
+KTO_ENTRY = {"formatting": "sharegpt", "columns": {"messages": "conversations", "kto_tag": "label"}}
+ENTRIES: dict[str, dict[str, Any]] = {
+    "iso_dates_pref": RANKING_ENTRY,
+    "iso_dates_pref_test": RANKING_ENTRY,
+    "iso_dates_kto": KTO_ENTRY,
+}
+
+
 def build_all() -> dict[str, Any]:
     seen: set[tuple[int, int, int]] = set()
     files: dict[str, Any] = {
@@ -124,10 +169,16 @@ def build_all() -> dict[str, Any]:
         "identity_test.json": identity_records(IDENTITY_TEST_QUESTIONS, seed=2),
         "iso_dates.json": iso_date_records(seed=3, n=160, exclude=seen),
         "iso_dates_test.json": iso_date_records(seed=4, n=40, exclude=seen),
+        "iso_dates_pref.json": iso_date_pairs(seed=5, n=96, exclude=seen),
+        "iso_dates_pref_test.json": iso_date_pairs(seed=6, n=40, exclude=seen),
     }
+    files["iso_dates_kto.json"] = iso_date_kto(files["iso_dates_pref.json"])
     # LLaMA-Factory's dataset_info.json layout, read by tuneforge's registry like any user's.
     files["dataset_info.json"] = {
-        name.removesuffix(".json"): {"file_name": name, "formatting": "alpaca"}
+        name.removesuffix(".json"): {
+            "file_name": name,
+            **ENTRIES.get(name.removesuffix(".json"), {"formatting": "alpaca"}),
+        }
         for name in files
         if name != "dataset_info.json"
     }
