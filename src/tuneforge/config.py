@@ -218,7 +218,7 @@ class RmConfig(Section):
     )
 
 
-Stage = Literal["sft", "rm", "dpo", "kto"]
+Stage = Literal["pt", "sft", "rm", "dpo", "kto"]
 
 
 class RunConfig(Section):

@@ -5,10 +5,11 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from tuneforge.config import RunConfig
-from tuneforge.stages import dpo, kto, rm, sft
+from tuneforge.stages import dpo, kto, pt, rm, sft
 from tuneforge.stages.common import RunResult
 
 STAGES: dict[str, Callable[..., RunResult]] = {
+    "pt": pt.run,
     "sft": sft.run,
     "rm": rm.run,
     "dpo": dpo.run,
