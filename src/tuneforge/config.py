@@ -218,6 +218,21 @@ class RmConfig(Section):
     )
 
 
+class VocabConfig(Section):
+    """Vocabulary extension for stage pt: learn domain tokens from a corpus and train their embeddings."""
+
+    corpus: str | None = Field(None, description="Domain text (.txt, one document per line) to learn tokens from.")
+    new_tokens: int = Field(200, gt=0, description="How many learned tokens to add at most.")
+    min_frequency: int = Field(2, gt=0, description="A learned piece must occur this often in the corpus.")
+
+    @field_validator("corpus")
+    @classmethod
+    def _corpus_exists(cls, v: str | None) -> str | None:
+        if v is not None and not Path(v).expanduser().is_file():
+            raise ValueError(f"file {v!r} does not exist")
+        return v
+
+
 Stage = Literal["pt", "sft", "rm", "dpo", "kto"]
 
 
@@ -233,12 +248,13 @@ class RunConfig(Section):
     dpo: DpoConfig = Field(default_factory=DpoConfig)
     kto: KtoConfig = Field(default_factory=KtoConfig)
     rm: RmConfig = Field(default_factory=RmConfig)
+    vocab: VocabConfig = Field(default_factory=VocabConfig)
 
     def model_post_init(self, __context: Any) -> None:
-        for section in ("dpo", "kto", "rm"):
+        for section, stage in (("dpo", "dpo"), ("kto", "kto"), ("rm", "rm"), ("vocab", "pt")):
             value = getattr(self, section)
-            if self.stage != section and value != type(value)():  # defaults are harmless (round trips)
-                raise ValueError(f"section `{section}` applies to stage {section!r}, but stage is {self.stage!r}")
+            if self.stage != stage and value != type(value)():  # defaults are harmless (round trips)
+                raise ValueError(f"section `{section}` applies to stage {stage!r}, but stage is {self.stage!r}")
 
     @property
     def run_dir(self) -> Path:
@@ -423,5 +439,6 @@ __all__ = [
     "Section",
     "TaskSpec",
     "TrainConfig",
+    "VocabConfig",
     "load",
 ]
