@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import json
+import re
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -118,6 +120,68 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return serve_main(args)
 
 
+def _rag_config(args: argparse.Namespace) -> RunConfig:
+    is_override = [re.match(r"^[A-Za-z_][\w.]*=", w) is not None for w in args.words]
+    args.query = " ".join(w for w, o in zip(args.words, is_override, strict=True) if not o) or None
+    extra = [w for w, o in zip(args.words, is_override, strict=True) if o]
+    for flag, key in (
+        ("docs", "rag.documents"),
+        ("index", "rag.index_dir"),
+        ("k", "rag.top_k"),
+        ("mode", "rag.retriever"),
+    ):
+        value = getattr(args, flag, None)
+        if value:
+            extra.append(f"{key}={json.dumps(value)}")
+    return load_config(args.config, extra) if args.config else load({}, extra)
+
+
+def cmd_rag(args: argparse.Namespace) -> int:
+    from tuneforge.rag import pipeline
+    from tuneforge.rag.index import RagIndex
+
+    cfg = _rag_config(args)
+    if args.action == "index":
+        for line in pipeline.build_index(cfg.rag)[1]:
+            print(line)
+        return 0
+    index = RagIndex.open(cfg.rag.index_dir)
+    if args.action == "search":
+        if not args.query:
+            raise ValueError("tuneforge rag search needs a query: tuneforge rag search 'who founded Varnholt?'")
+        print(pipeline.format_hits(pipeline.retrieve(index, args.query, cfg.rag)))
+        return 0
+    from tuneforge.chat import open_engine
+
+    if not (args.run or args.model):
+        args.model = cfg.model.path
+    engine = open_engine(args)
+    questions = [args.query] if args.query else None
+    while True:
+        question = questions.pop() if questions else (None if questions is not None else _ask())
+        if not question:
+            return 0
+        result = pipeline.answer(engine, index, question, cfg.rag)
+        print(json.dumps(result.to_dict(), ensure_ascii=False) if args.json else _show_answer(result))
+        if questions is not None:
+            return 0
+
+
+def _ask() -> str | None:
+    try:
+        return input("you> ").strip() or None
+    except EOFError:
+        return None
+
+
+def _show_answer(result: object) -> str:
+    from tuneforge.rag.pipeline import RagAnswer, format_hits
+
+    assert isinstance(result, RagAnswer)
+    cited = ", ".join(result.cited) or "none (the answer cites no passage number)"
+    return f"{result.answer}\n\ncited: {cited}\npassages:\n{format_hits(result.hits)}"
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="tuneforge", description="Specialise language models to a domain, offline, on a CPU."
@@ -194,6 +258,27 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--api-key", help="required bearer token (default: env TUNEFORGE_API_KEY)")
     s.add_argument("--max-tokens-limit", type=int, default=1024, help="largest max_tokens a request may ask for")
     s.set_defaults(func=cmd_serve)
+
+    r = sub.add_parser("rag", help="retrieval: index documents, search them, answer with citations (docs/rag.md)")
+    r.add_argument("action", choices=["index", "search", "chat"])
+    r.add_argument(
+        "words",
+        nargs="*",
+        metavar="QUERY | key=value",
+        help="search: the query; chat: one question (else an interactive loop); then key.path=value overrides, "
+        "e.g. rag.top_k=6 (right after the action: argparse reads positionals before options)",
+    )
+    r.add_argument("--config", help="a YAML config whose `rag:` (and `model:`) sections are used")
+    r.add_argument("--docs", action="append", help="index: a file or folder to add (repeatable); rag.documents")
+    r.add_argument("--index", help="index folder; rag.index_dir (default: rag_index)")
+    r.add_argument("-k", type=int, help="passages retrieved; rag.top_k")
+    r.add_argument("--mode", choices=["bm25", "dense", "hybrid"], help="retriever; rag.retriever")
+    r_src = r.add_mutually_exclusive_group()
+    r_src.add_argument("--run", help="chat: answer with a trained run, e.g. runs/quickstart")
+    r_src.add_argument("--model", help="chat: a model folder or 'embedded' (default: model.path)")
+    r.add_argument("--adapter", help="chat: adapter folder to apply on --model")
+    r.add_argument("--json", action="store_true", help="chat: print the answer, citations and sources as JSON")
+    r.set_defaults(func=cmd_rag)
 
     d = sub.add_parser("doctor", help="versions, threads, embedded model cache, optional extras")
     d.set_defaults(func=cmd_doctor)

