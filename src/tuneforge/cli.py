@@ -182,6 +182,42 @@ def _show_answer(result: object) -> str:
     return f"{result.answer}\n\ncited: {cited}\npassages:\n{format_hits(result.hits)}"
 
 
+def cmd_data(args: argparse.Namespace) -> int:
+    from tuneforge.data.recipes import PrepareSettings, prepare
+
+    recipes = [r.strip() for r in args.recipes.split(",") if r.strip()] if args.recipes else None
+    settings = PrepareSettings(
+        name=args.name,
+        **({"recipes": recipes} if recipes else {}),
+        chunking=args.chunking,
+        chunk_size=args.chunk_size,
+        chunk_overlap=args.chunk_overlap,
+        overwrite=args.overwrite,
+    )
+    generate = None
+    if args.model or args.run:
+        from tuneforge.chat import open_engine
+        from tuneforge.data.schema import Message
+        from tuneforge.serve.engine import GenerationParams
+
+        engine = open_engine(args)
+        params = GenerationParams(max_new_tokens=args.max_new_tokens)
+
+        def generate(prompts: list[str]) -> list[str]:
+            out: list[str] = []
+            for start in range(0, len(prompts), 8):
+                batch = [[Message("user", p)] for p in prompts[start : start + 8]]
+                out += engine.generate_batch(batch, params)
+            return out
+
+    card = prepare(args.sources, args.out, settings, generate)
+    from tuneforge.data.recipes import card_markdown
+
+    print(card_markdown(card), end="")
+    print(f"written to {args.out} (dataset_info.json: {', '.join(card['datasets'])})")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="tuneforge", description="Specialise language models to a domain, offline, on a CPU."
@@ -279,6 +315,23 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--adapter", help="chat: adapter folder to apply on --model")
     r.add_argument("--json", action="store_true", help="chat: print the answer, citations and sources as JSON")
     r.set_defaults(func=cmd_rag)
+
+    dp = sub.add_parser("data", help="data recipes: tuneforge data prepare DOCS... --out DIR --name NAME")
+    dp.add_argument("action", choices=["prepare"])
+    dp.add_argument("sources", nargs="+", help="document files or folders (txt, md, jsonl, csv, pdf, code)")
+    dp.add_argument("--out", required=True, help="output folder (its dataset_info.json gets the new entries)")
+    dp.add_argument("--name", required=True, help="dataset name prefix: <name>_chunks, <name>_qa, ...")
+    dp.add_argument("--recipes", help="comma-separated: chunks,qa,keywords,code (default: all)")
+    dp.add_argument("--chunking", choices=["paragraph", "tokens"], default="paragraph")
+    dp.add_argument("--chunk-size", type=int, default=200, help="words per chunk at most")
+    dp.add_argument("--chunk-overlap", type=int, default=32, help="words shared by windows (tokens chunking)")
+    dp_src = dp.add_mutually_exclusive_group()
+    dp_src.add_argument("--model", help="a model folder or 'embedded': also write model-generated QA and summaries")
+    dp_src.add_argument("--run", help="a trained run to generate with instead of --model")
+    dp.add_argument("--adapter", help="adapter folder to apply on --model")
+    dp.add_argument("--max-new-tokens", type=int, default=128)
+    dp.add_argument("--overwrite", action="store_true", help="replace this name's files in --out")
+    dp.set_defaults(func=cmd_data)
 
     d = sub.add_parser("doctor", help="versions, threads, embedded model cache, optional extras")
     d.set_defaults(func=cmd_doctor)

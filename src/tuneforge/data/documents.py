@@ -146,6 +146,15 @@ def words(text: str) -> list[str]:
     return text.split()
 
 
+_STOP = "a an and are as at be by for from has have he her his i in is it its of on or she that the their them they"
+STOPWORDS = frozenset((_STOP + " this to was were what when where which who whom why will with you your").split(" "))
+
+
+def terms(text: str) -> list[str]:
+    """Search terms: lower-cased word characters without English stopwords (no stemming: exact names matter)."""
+    return [t for t in re.findall(r"\w+", text.lower()) if t not in STOPWORDS]
+
+
 def chunk_document(doc: Document, mode: Chunking = "paragraph", size: int = 200, overlap: int = 32) -> list[Chunk]:
     """The document's passages, in order, with ids `<doc id>#<n>`."""
     if size <= 0 or not 0 <= overlap < size:
@@ -244,6 +253,7 @@ __all__ = [
     "python_blocks",
     "read_documents",
     "read_file",
+    "terms",
     "window",
     "words",
 ]

@@ -20,7 +20,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import re
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -28,7 +27,7 @@ from typing import Any, Literal, Protocol
 
 import numpy as np
 
-from tuneforge.data.documents import Chunk, Chunking, chunk_document, document_files, read_file
+from tuneforge.data.documents import Chunk, Chunking, chunk_document, document_files, read_file, terms
 
 log = logging.getLogger("tuneforge.rag")
 
@@ -120,15 +119,6 @@ class AddReport:
     updated: list[str] = field(default_factory=list)
     unchanged: list[str] = field(default_factory=list)
     chunks_embedded: int = 0
-
-
-_STOP = "a an and are as at be by for from has have he her his i in is it its of on or she that the their them they"
-STOPWORDS = frozenset((_STOP + " this to was were what when where which who whom why will with you your").split(" "))
-
-
-def terms(text: str) -> list[str]:
-    """BM25 terms: lower-cased word characters without English stopwords (no stemming: exact names matter)."""
-    return [t for t in re.findall(r"\w+", text.lower()) if t not in STOPWORDS]
 
 
 class RagIndex:
