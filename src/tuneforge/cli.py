@@ -218,6 +218,17 @@ def cmd_data(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_lab(args: argparse.Namespace) -> int:
+    from tuneforge.rag.lab import LabSettings, run_lab
+
+    fields = set(LabSettings.__dataclass_fields__)
+    settings = LabSettings(**{k: v for k, v in vars(args).items() if k in fields and v is not None})
+    run_lab(settings)
+    print((Path(settings.out) / "lab.md").read_text(encoding="utf-8"), end="")
+    print(f"written to {settings.out} (lab.md, lab.json, lab.png, report/)")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="tuneforge", description="Specialise language models to a domain, offline, on a CPU."
@@ -332,6 +343,28 @@ def build_parser() -> argparse.ArgumentParser:
     dp.add_argument("--max-new-tokens", type=int, default=128)
     dp.add_argument("--overwrite", action="store_true", help="replace this name's files in --out")
     dp.set_defaults(func=cmd_data)
+
+    lb = sub.add_parser("lab", help="knowledge lab: fine-tuning vs RAG on new facts (docs/rag.md)")
+    lb.add_argument("what", choices=["knowledge"])
+    lb.add_argument("--out", help="output folder, never overwritten (default: runs/lab-knowledge)")
+    lb.add_argument("--model", help="model folder or 'embedded' (default)")
+    lb.add_argument("--entities", type=int, help="fictional world: people (4 facts each; default 30)")
+    lb.add_argument("--paraphrases", type=int, help="fictional world: rewrites per biography (default 3)")
+    lb.add_argument("--seed", type=int, help="world, training and bootstrap seed (default 0)")
+    lb.add_argument("--docs", help="your documents (file or folder) instead of the fictional world")
+    lb.add_argument("--questions", help="your questions JSONL: question, choices, answer [, gold_chunks]")
+    lb.add_argument("--paraphrased", help="your paraphrase-augmented documents (enables the ft_paraphrase arms)")
+    lb.add_argument("--retriever", choices=["bm25", "dense", "hybrid"], help="default hybrid")
+    lb.add_argument("--top-k", type=int, help="passages in a RAG prompt (default 3)")
+    lb.add_argument("--epochs", type=float, help="fine-tuning epochs (default 8)")
+    lb.add_argument("--lr", type=float, help="LoRA learning rate (default 1e-3)")
+    lb.add_argument("--rank", type=int, help="LoRA rank (default 16)")
+    lb.add_argument("--batch-size", type=int, help="default 4")
+    lb.add_argument("--cutoff-len", type=int, help="tokens per pre-training block (default 128)")
+    lb.add_argument("--max-steps", type=int, help="cap on optimiser steps per fine-tune (default: none)")
+    lb.add_argument("--threads", type=int, help="torch threads for training")
+    lb.add_argument("--bootstrap", type=int, help="bootstrap resamples (default 1000)")
+    lb.set_defaults(func=cmd_lab)
 
     d = sub.add_parser("doctor", help="versions, threads, embedded model cache, optional extras")
     d.set_defaults(func=cmd_doctor)

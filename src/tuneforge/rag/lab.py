@@ -1,0 +1,337 @@
+"""`tuneforge lab knowledge`: inject new knowledge by fine-tuning, by retrieval, or both, and measure which works.
+
+Arms (after Ovadia et al. 2024, "Fine-Tuning or Retrieval?"):
+
+  base                 the model as it is (on the fictional world: chance, 0.25)
+  base + RAG           the top-k retrieved passages in the prompt
+  ft_docs              LoRA continued pre-training (stage pt) on the plain documents
+  ft_docs + RAG
+  ft_paraphrase        the same on the paraphrase-augmented documents (when there are any)
+  ft_paraphrase + RAG
+
+Every arm answers the same multiple-choice questions, scored by log-likelihood of each choice through the
+chat template (tuneforge.eval's multiple_choice task, acc_norm), with bootstrap 95% intervals and paired
+differences to the base model (tuneforge.eval.report). Retrieval is scored on its own where gold passages
+are known (recall@k, MRR, context precision/recall).
+
+Data: the seeded fictional world of `tuneforge.rag.world`, or the user's documents and questions
+(`--docs DIR --questions FILE.jsonl [--paraphrased DIR]`; a question line is {"question", "choices",
+"answer": index or choice text, optional "gold_chunks": [chunk ids]}).
+"""
+
+from __future__ import annotations
+
+import gc
+import json
+import logging
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from tuneforge.config import ModelConfig, TaskSpec, load
+from tuneforge.data.documents import read_documents
+from tuneforge.data.schema import DataError
+from tuneforge.eval.lm import LM
+from tuneforge.eval.prompts import Item
+from tuneforge.eval.readers import Example
+from tuneforge.eval.report import TaskResult, build_report, write_report
+from tuneforge.eval.run import LoadedTask, ModelRef, run_task
+from tuneforge.eval.tasks import build_task
+from tuneforge.rag.index import IndexSettings, RagIndex, make_embedder
+from tuneforge.rag.metrics import retrieval_metrics
+from tuneforge.rag.pipeline import passages_block
+from tuneforge.rag.world import build_world
+
+log = logging.getLogger("tuneforge.lab")
+
+RAG_INSTRUCTION = "Answer the question using these passages.\n\n{passages}"
+
+
+@dataclass(frozen=True)
+class LabSettings:
+    out: str = "runs/lab-knowledge"
+    model: str = "embedded"
+    entities: int = 30
+    seed: int = 0
+    paraphrases: int = 3
+    docs: str | None = None
+    questions: str | None = None
+    paraphrased: str | None = None
+    retriever: str = "hybrid"
+    top_k: int = 3
+    epochs: float = 8.0
+    lr: float = 1e-3
+    rank: int = 16
+    batch_size: int = 4
+    cutoff_len: int = 128
+    max_steps: int = -1
+    threads: int | None = None
+    bootstrap: int = 1000
+    eval_batch_size: int = 8
+
+
+@dataclass(frozen=True)
+class LabData:
+    docs: Path
+    paraphrased: Path | None
+    questions: list[dict[str, Any]]
+    source: str
+
+
+def _world_data(s: LabSettings, folder: Path) -> LabData:
+    world = build_world(s.entities, s.seed, s.paraphrases)
+    for sub, texts in (("docs", world.documents), ("paraphrased", world.paraphrased)):
+        (folder / sub).mkdir(parents=True)
+        for name, text in texts.items():
+            (folder / sub / name).write_text(text + "\n", encoding="utf-8")
+    qs = [
+        {
+            "id": q.id,
+            "question": q.question,
+            "choices": list(q.choices),
+            "answer": q.gold,
+            "gold_chunks": list(q.gold_chunks),
+        }
+        for q in world.questions
+    ]
+    (folder / "world.json").write_text(
+        json.dumps([asdict(e) for e in world.entities], indent=1, ensure_ascii=False), encoding="utf-8"
+    )
+    source = f"fictional world: {s.entities} people x 4 facts, seed {s.seed}, {s.paraphrases} paraphrases each"
+    return LabData(folder / "docs", folder / "paraphrased" if s.paraphrases else None, qs, source)
+
+
+def read_questions(path: Path) -> list[dict[str, Any]]:
+    """The user's questions file, checked line by line (errors name the line and the key)."""
+    out = []
+    with path.open(encoding="utf-8-sig") as f:
+        for n, line in enumerate(f, start=1):
+            if not line.strip():
+                continue
+            where = f"{path}:{n}"
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise DataError(f"{where}: not valid JSON ({e.msg})") from None
+            choices = row.get("choices") if isinstance(row, dict) else None
+            if not isinstance(row, dict) or not isinstance(row.get("question"), str) or not row["question"].strip():
+                raise DataError(f"{where}: needs a non-empty string `question`")
+            if not isinstance(choices, list) or len(choices) < 2 or not all(isinstance(c, str) for c in choices):
+                raise DataError(f"{where}: `choices` must be a list of at least 2 strings, got {choices!r:.80}")
+            answer = row.get("answer")
+            gold = choices.index(answer) if isinstance(answer, str) and answer in choices else answer
+            if not isinstance(gold, int) or isinstance(gold, bool) or not 0 <= gold < len(choices):
+                raise DataError(f"{where}: `answer` {answer!r} is neither a choice index nor one of the choices")
+            gold_chunks = row.get("gold_chunks", [])
+            if not isinstance(gold_chunks, list):
+                raise DataError(f"{where}: `gold_chunks` must be a list of chunk ids")
+            out.append(
+                {"id": str(row.get("id", n)), "question": row["question"], "choices": choices, "answer": gold}
+                | ({"gold_chunks": gold_chunks} if gold_chunks else {})
+            )
+    if not out:
+        raise DataError(f"{path}: no questions")
+    return out
+
+
+def _user_data(s: LabSettings) -> LabData:
+    if not s.docs or not s.questions:
+        raise DataError("lab on your own data needs both --docs (a folder or file) and --questions (a JSONL file)")
+    qpath = Path(s.questions)
+    if not qpath.is_file():
+        raise DataError(f"--questions {qpath}: no such file")
+    para = Path(s.paraphrased) if s.paraphrased else None
+    return LabData(Path(s.docs), para, read_questions(qpath), f"documents {s.docs}, questions {s.questions}")
+
+
+def _train_text(docs: Path, out: Path) -> Path:
+    with out.open("w", encoding="utf-8") as f:
+        for doc in read_documents(docs):
+            f.write(json.dumps({"text": doc.text.strip()}, ensure_ascii=False) + "\n")
+    return out
+
+
+def fine_tune(s: LabSettings, name: str, text_file: Path, runs: Path) -> Path:
+    """LoRA continued pre-training (stage pt) on the documents; returns the run folder."""
+    from tuneforge.methods import METHOD_PARAMS
+    from tuneforge.stages import run_stage
+
+    train: dict[str, Any] = {
+        "epochs": s.epochs,
+        "max_steps": s.max_steps,
+        "batch_size": s.batch_size,
+        "lr": s.lr,
+        "lr_scheduler": "constant_with_warmup",
+        "warmup_ratio": 0.05,
+        "logging_steps": 5,
+        "save_steps": 0,
+        "seed": s.seed,
+        **({"threads": s.threads} if s.threads else {}),
+    }
+    raw = {
+        "name": name,
+        "stage": "pt",
+        "model": {"path": s.model},
+        "data": {"datasets": [{"path": str(text_file), "format": "text"}], "cutoff_len": s.cutoff_len},
+        "method": {"name": "lora", "r": s.rank, "alpha": 2 * s.rank, "target_modules": "all-linear"},
+        "train": train,
+        "output": {"dir": str(runs)},
+    }
+    cfg = load(raw, methods=METHOD_PARAMS)
+    result = run_stage(cfg)
+    log.info("%s: %d steps, final loss %s", name, result.steps, result.train_loss)
+    return cfg.run_dir
+
+
+def _examples(questions: list[dict[str, Any]], passages: list[str] | None) -> list[Example]:
+    return [
+        Example(
+            id=q["id"],
+            question=q["question"],
+            choices=tuple(q["choices"]),
+            gold=q["answer"],
+            target=q["choices"][q["answer"]],
+            instruction=RAG_INSTRUCTION.format(passages=passages[i]) if passages is not None else None,
+        )
+        for i, q in enumerate(questions)
+    ]
+
+
+def _loaded(name: str, examples: list[Example], path: str) -> LoadedTask:
+    spec = TaskSpec(type="multiple_choice", format="csqa", path=path, name=name)
+    return LoadedTask(name, build_task(spec, examples, f"lab task {name}"), [Item(e) for e in examples])
+
+
+def run_lab(s: LabSettings) -> dict[str, Any]:
+    """Build data and index, fine-tune, score every arm; write lab.md / lab.json / lab.png and report/."""
+    from tuneforge.serve.engine import LocalEngine
+
+    out = Path(s.out)
+    if out.exists() and any(out.iterdir()):
+        raise FileExistsError(f"{out} exists and is not empty; the lab never overwrites: choose another --out")
+    out.mkdir(parents=True, exist_ok=True)
+    data = _world_data(s, out / "data") if s.docs is None else _user_data(s)
+    (out / "data").mkdir(exist_ok=True)
+    (out / "data" / "questions.jsonl").write_text(
+        "".join(json.dumps(q, ensure_ascii=False) + "\n" for q in data.questions), encoding="utf-8"
+    )
+    # retrieval over the plain documents
+    embedder = make_embedder("minilm") if s.retriever in ("dense", "hybrid") else None
+    index = RagIndex.create(out / "index", IndexSettings(), embedder)
+    index.add(data.docs)
+    hits = [index.search(q["question"], k=s.top_k, mode=s.retriever) for q in data.questions]  # type: ignore[arg-type]
+    gold = [(q, h) for q, h in zip(data.questions, hits, strict=True) if q.get("gold_chunks")]
+    retrieval = (
+        retrieval_metrics([([x.chunk.id for x in h], set(q["gold_chunks"])) for q, h in gold], (1, s.top_k))
+        if gold
+        else {}
+    )
+    tasks = [
+        _loaded("closed_book", _examples(data.questions, None), str(out / "data" / "questions.jsonl")),
+        _loaded("rag", _examples(data.questions, [passages_block(h) for h in hits]), str(out / "index")),
+    ]
+    # fine-tuning arms
+    runs = out / "runs"
+    base = ModelConfig(path=s.model)
+    models = [ModelRef("base", base)]
+    sets = [("ft_docs", data.docs)] + ([("ft_paraphrase", data.paraphrased)] if data.paraphrased else [])
+    for name, docs in sets:
+        text = _train_text(docs, out / "data" / f"{name}.jsonl")
+        run_dir = fine_tune(s, name, text, runs)
+        models.append(ModelRef(name, base, run_dir / "adapter"))
+    # scoring: one model in memory at a time
+    results: list[TaskResult] = []
+    for ref in models:
+        engine = LocalEngine(ref.model, ref.adapter)
+        lm = LM(engine.model, engine.tokenizer, s.eval_batch_size, progress=False)
+        for loaded in tasks:
+            results.append(run_task(lm, loaded, ref.label))
+        del engine, lm
+        gc.collect()
+    cfg = load({"name": "lab-knowledge", "eval": {"seed": s.seed, "bootstrap": s.bootstrap}})
+    report = write_report(build_report(cfg, [(t.name, t.task) for t in tasks], models, results), out / "report")
+    summary = summarise(report.data, s, data, retrieval, len(index.chunks))
+    (out / "lab.json").write_text(json.dumps(summary, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
+    (out / "lab.md").write_text(lab_markdown(summary), encoding="utf-8")
+    plot_arms(summary, out / "lab.png")
+    return summary
+
+
+def summarise(
+    report: dict[str, Any], s: LabSettings, data: LabData, retrieval: dict[str, float], chunks: int
+) -> dict[str, Any]:
+    arms = []
+    tasks = {t["name"]: t for t in report["tasks"]}
+    for m in report["models"]:
+        for task, suffix in (("closed_book", ""), ("rag", " + RAG")):
+            t = tasks[task]
+            score = t["scores"][m["label"]][t["primary"]]
+            diff = next((c for c in t["comparisons"] if c["model"] == m["label"] and c["metric"] == t["primary"]), None)
+            arms.append({"arm": m["label"] + suffix, "metric": t["primary"], **score, "vs_base_same_task": diff})
+    chance = sum(1 / len(q["choices"]) for q in data.questions) / len(data.questions)
+    return {
+        "settings": asdict(s),
+        "data": data.source,
+        "questions": len(data.questions),
+        "chunks": chunks,
+        "chance": round(chance, 4),
+        "retrieval": {k: round(v, 4) for k, v in retrieval.items()},
+        "arms": arms,
+    }
+
+
+def _f(x: float | None) -> str:
+    return "n/a" if x is None else f"{x:.3f}"
+
+
+def lab_markdown(summary: dict[str, Any]) -> str:
+    s = summary["settings"]
+    lines = [
+        "# Knowledge lab: fine-tuning vs retrieval",
+        "",
+        f"Model {s['model']}; {summary['data']}; {summary['questions']} multiple-choice questions in wordings no "
+        f"document uses (chance {summary['chance']:.3f}). RAG: top {s['top_k']} of {summary['chunks']} chunks, "
+        f"retriever {s['retriever']}. Fine-tuning: LoRA r={s['rank']}, stage pt, {s['epochs']} epochs, lr {s['lr']}, "
+        f"blocks of {s['cutoff_len']} tokens. Score: acc_norm (log-likelihood per byte of each choice), 95% "
+        f"intervals from {s['bootstrap']} bootstrap resamples over questions.",
+        "",
+        "| arm | accuracy | 95% CI |",
+        "|---|---:|---|",
+    ]
+    for a in summary["arms"]:
+        lines.append(f"| {a['arm']} | {_f(a['value'])} | [{_f(a['ci95_low'])}, {_f(a['ci95_high'])}] |")
+    if summary["retrieval"]:
+        r = summary["retrieval"]
+        lines += ["", "Retrieval (gold passage known): " + ", ".join(f"{k} {v:.3f}" for k, v in r.items()) + "."]
+    lines += ["", "Paired differences to the base model per task: report/report.md."]
+    return "\n".join(lines) + "\n"
+
+
+def plot_arms(summary: dict[str, Any], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    arms = summary["arms"]
+    fig, ax = plt.subplots(figsize=(7, 0.45 * len(arms) + 1.4), dpi=110)
+    y = list(range(len(arms)))[::-1]
+    values = [a["value"] or 0.0 for a in arms]
+    low = [max(0.0, v - (a["ci95_low"] if a["ci95_low"] is not None else v)) for v, a in zip(values, arms, strict=True)]
+    high = [
+        max(0.0, (a["ci95_high"] if a["ci95_high"] is not None else v) - v) for v, a in zip(values, arms, strict=True)
+    ]
+    colours = ["tab:orange" if "RAG" in a["arm"] else "tab:blue" for a in arms]
+    ax.barh(y, values, xerr=[low, high], color=colours, capsize=3)
+    ax.set_yticks(y, [a["arm"] for a in arms])
+    ax.axvline(summary["chance"], color="grey", linestyle="--", label=f"chance {summary['chance']:.2f}")
+    ax.set_xlim(0, 1)
+    ax.set_xlabel("multiple-choice accuracy (acc_norm, 95% bootstrap CI)")
+    ax.set_title(f"knowledge lab: {summary['settings']['model']}")
+    ax.legend(loc="lower right", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+__all__ = ["LabSettings", "fine_tune", "lab_markdown", "read_questions", "run_lab"]
