@@ -115,6 +115,37 @@ def test_chunking_rejects_bad_sizes() -> None:
         chunk_document(Document("a", "x"), "tokens", 4, 4)
 
 
+def minimal_pdf(text: str) -> bytes:
+    """A one-page PDF with a text layer, written by hand (no PDF writer needed)."""
+    stream = f"BT /F1 12 Tf 72 720 Td ({text}) Tj ET".encode()
+    objs = [
+        b"<< /Type /Catalog /Pages 2 0 R >>",
+        b"<< /Type /Pages /Kids [3 0 R] /Count 1 >>",
+        b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] /Contents 4 0 R "
+        b"/Resources << /Font << /F1 5 0 R >> >> >>",
+        b"<< /Length %d >>\nstream\n" % len(stream) + stream + b"\nendstream",
+        b"<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica >>",
+    ]
+    out = bytearray(b"%PDF-1.4\n")
+    offsets = []
+    for i, body in enumerate(objs, start=1):
+        offsets.append(len(out))
+        out += b"%d 0 obj\n" % i + body + b"\nendobj\n"
+    xref = len(out)
+    out += b"xref\n0 %d\n0000000000 65535 f \n" % (len(objs) + 1)
+    out += b"".join(b"%010d 00000 n \n" % o for o in offsets)
+    out += b"trailer\n<< /Size %d /Root 1 0 R >>\nstartxref\n%d\n%%%%EOF\n" % (len(objs) + 1, xref)
+    return bytes(out)
+
+
+def test_pdf_text_is_read(tmp_path: Path) -> None:
+    (tmp_path / "bird.pdf").write_bytes(minimal_pdf("The amber finch nests on Corrow island."))
+    assert [d.text for d in read_documents(tmp_path / "bird.pdf")] == ["The amber finch nests on Corrow island."]
+    (tmp_path / "broken.pdf").write_bytes(b"%PDF-1.4 nothing")
+    with pytest.raises(DataError, match=r"broken.pdf: cannot read this PDF|broken.pdf: the PDF has no"):
+        list(read_documents(tmp_path / "broken.pdf"))
+
+
 # ---------------------------------------------------------------------------------------------- index
 
 

@@ -125,7 +125,8 @@ class RagIndex:
     def __init__(self, folder: Path, settings: IndexSettings, embedder: Embedder | None) -> None:
         self.folder = Path(folder)
         self.settings = settings
-        self.embedder = embedder
+        self._embedder = embedder
+        self.embedder_name = embedder.name if embedder is not None else None
         self.chunks: list[Chunk] = []
         self.rows: list[int] = []  # faiss id of each chunk, parallel to self.chunks
         self.files: dict[str, dict[str, Any]] = {}  # file key -> {"sha256": ..., "rows": [...]}
@@ -152,18 +153,17 @@ class RagIndex:
         if meta.get("version") != FORMAT_VERSION:
             raise RagError(f"{meta_path}: index format {meta.get('version')!r}, this tuneforge reads {FORMAT_VERSION}")
         wanted = meta.get("embedder")
-        if embedder is None and wanted is not None:
-            embedder = _embedder_named(wanted, meta_path)
-        elif embedder is not None and embedder.name != wanted:
+        if embedder is not None and embedder.name != wanted:
             raise RagError(f"{meta_path}: built with embedder {wanted!r}, cannot search it with {embedder.name!r}")
         index = cls(folder, IndexSettings(**meta["settings"]), embedder)
+        index.embedder_name = wanted  # loaded on first use: BM25 search never needs it
         index.files, index.next_row = meta["files"], meta["next_row"]
         with (folder / "chunks.jsonl").open(encoding="utf-8") as f:
             for line in f:
                 rec = json.loads(line)
                 index.chunks.append(Chunk(rec["id"], rec["doc_id"], rec["text"]))
                 index.rows.append(rec["row"])
-        if embedder is not None and (folder / "dense.faiss").is_file():
+        if wanted is not None and (folder / "dense.faiss").is_file():
             index.dense = _faiss().read_index(str(folder / "dense.faiss"))
         if index.chunks:
             import bm25s
@@ -176,7 +176,7 @@ class RagIndex:
         meta = {
             "version": FORMAT_VERSION,
             "settings": asdict(self.settings),
-            "embedder": self.embedder.name if self.embedder else None,
+            "embedder": self.embedder_name,
             "next_row": self.next_row,
             "chunks": len(self.chunks),
             "files": self.files,
@@ -190,6 +190,12 @@ class RagIndex:
         if self.sparse is not None:
             self.sparse.save(str(self.folder / "bm25"))
         (self.folder / INDEX_FILE).write_text(json.dumps(meta, indent=1, ensure_ascii=False), encoding="utf-8")
+
+    @property
+    def embedder(self) -> Embedder | None:
+        if self._embedder is None and self.embedder_name is not None:
+            self._embedder = _embedder_named(self.embedder_name, self.folder / INDEX_FILE)
+        return self._embedder
 
     # -- adding documents
 
@@ -279,7 +285,7 @@ class RagIndex:
         return [(int(d), float(s)) for d, s in zip(docs[0], scores[0], strict=True) if s > 0]
 
     def _dense(self, query: str, k: int) -> list[tuple[int, float]]:
-        if self.embedder is None or self.dense is None:
+        if self.embedder_name is None or self.dense is None or self.embedder is None:
             raise RagError(
                 f"the index in {self.folder} has no dense part (built with rag.embedder=none); search with bm25"
             )
