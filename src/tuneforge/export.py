@@ -18,9 +18,13 @@ from typing import Any
 
 import torch
 
+from tuneforge import gguf_lora
 from tuneforge.data.render import render_prompt
 from tuneforge.data.schema import Message
 from tuneforge.methods import merge, method_of, saved_params
+from tuneforge.modelfile import write_modelfile
+from tuneforge.models import embedded
+from tuneforge.models.loader import load_tokenizer, resolve_model_path
 from tuneforge.runs import RunDir
 from tuneforge.serve.engine import LocalEngine, model_config_of_run
 
@@ -34,6 +38,7 @@ VERIFY_PROMPTS: tuple[str, ...] = (
     "hi",
 )
 GGUF_TYPES = ("f16", "q8_0")
+FORMATS = ("hf", "gguf", "gguf-lora")
 
 
 class ExportError(ValueError):
@@ -46,6 +51,8 @@ class ExportResult:
     rows: list[dict[str, Any]] = field(default_factory=list)
     gguf: Path | None = None
     gguf_rows: list[dict[str, Any]] = field(default_factory=list)
+    lora_rows: list[dict[str, Any]] = field(default_factory=list)  # --format gguf-lora: tensors checked
+    modelfile: Path | None = None
 
     @property
     def max_abs_diff(self) -> float:
@@ -65,10 +72,12 @@ def export_run(
     overwrite: bool = False,
 ) -> ExportResult:
     """Merge (or re-save) the run's trained output into `out_dir` (default: <run>/merged) and verify it."""
-    if fmt not in ("hf", "gguf"):
-        raise ExportError(f"--format {fmt!r} is not one of hf, gguf")
+    if fmt not in FORMATS:
+        raise ExportError(f"--format {fmt!r} is not one of {', '.join(FORMATS)}")
     if gguf_type not in GGUF_TYPES:
         raise ExportError(f"--gguf-type {gguf_type!r} is not one of {', '.join(GGUF_TYPES)}")
+    if fmt == "gguf-lora":
+        return export_lora_gguf(Path(run_dir), out_dir, gguf_type, overwrite)
     converter = gguf_converter() if fmt == "gguf" else None  # fail before anything slow
     run_dir = Path(run_dir)
     model_cfg, output = model_config_of_run(run_dir)
@@ -87,11 +96,13 @@ def export_run(
     if out_dir.exists():
         shutil.rmtree(out_dir)  # overwrite=True, checked above
     save_hf(model, engine.tokenizer, out_dir)
+    tokenizer = engine.tokenizer
     del model, engine
     result = ExportResult(out_dir, compare(source, next_token_logprobs(load_saved(out_dir), prompts)))
     if converter is not None:
         result.gguf = to_gguf(converter, out_dir, gguf_type)
         result.gguf_rows = compare(source, next_token_logprobs(load_gguf(result.gguf), prompts))
+        result.modelfile = write_modelfile(out_dir, tokenizer, f"./{result.gguf.name}")
     write_report(result, run_dir)
     return result
 
@@ -161,13 +172,66 @@ def compare(source: list[torch.Tensor], exported: list[torch.Tensor]) -> list[di
     return rows
 
 
+def export_lora_gguf(run_dir: Path, out_dir: Path | None, gguf_type: str, overwrite: bool) -> ExportResult:
+    """The run's LoRA adapter as a GGUF adapter file (no merge), checked tensor by tensor, plus a Modelfile."""
+    script = gguf_lora.converter_script()  # fail before anything slow
+    model_cfg, output = model_config_of_run(run_dir)
+    lora_config = gguf_lora.check_lora_adapter(output)
+    base_dir = resolve_model_path(model_cfg)
+    out_dir = Path(out_dir) if out_dir is not None else run_dir / "gguf-lora"
+    if out_dir.exists() and any(out_dir.iterdir()):
+        if not overwrite:
+            raise FileExistsError(f"{out_dir} already exists; choose another --out or pass --overwrite to replace it")
+        if not (out_dir / "Modelfile").is_file():
+            raise FileExistsError(
+                f"{out_dir} is not a tuneforge GGUF export (no Modelfile); --overwrite will not delete it"
+            )
+        shutil.rmtree(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    out = gguf_lora.convert(script, output, base_dir, out_dir / f"adapter-{gguf_type}.gguf", gguf_type)
+    base_config = json.loads((base_dir / "config.json").read_text(encoding="utf-8"))
+    rows = gguf_lora.verify(out, output, base_config, float(lora_config["lora_alpha"]))
+    worst = max(max(r["max_abs_diff_a"], r["max_abs_diff_b"]) for r in rows)
+    if worst > gguf_lora.TOLERANCE[gguf_type]:
+        raise ExportError(f"{out}: LoRA weights differ from the adapter by {worst:.2e} (> {gguf_type} tolerance)")
+    tok_cfg = (
+        model_cfg.model_copy(update={"tokenizer": str(output)})
+        if (output / "tokenizer_config.json").is_file()
+        else model_cfg
+    )
+    # Ollama needs the base as well: the embedded model's own GGUF, else the HF base folder (Ollama imports it)
+    base_from = str(embedded.gguf_path()) if embedded.is_embedded(model_cfg.path) else str(base_dir)
+    result = ExportResult(out_dir, gguf=out, lora_rows=rows)
+    result.modelfile = write_modelfile(out_dir, load_tokenizer(tok_cfg), base_from, adapter=f"./{out.name}")
+    write_report(result, run_dir)
+    return result
+
+
 def format_table(result: ExportResult) -> str:
+    if result.lora_rows:
+        return _lora_table(result)
     text = _table(result.rows)
     if result.gguf is not None:
         text += f"\n\nGGUF {result.gguf.name} (reloaded through transformers' GGUF reader):\n\n" + _table(
             result.gguf_rows
         )
     return text
+
+
+def _lora_table(result: ExportResult) -> str:
+    size = result.gguf.stat().st_size if result.gguf else 0
+    lines = [
+        f"LoRA GGUF {result.gguf} ({size / 1024:.1f} KiB), read back with gguf.GGUFReader vs the PEFT adapter:",
+        "",
+        "| module | GGUF tensor | lora_a shape | lora_b shape | max abs diff a | max abs diff b |",
+        "|---|---|---|---|---|---|",
+    ]
+    for r in result.lora_rows:
+        lines.append(
+            f"| {r['module']} | {r['gguf']} | {r['shape_a']} | {r['shape_b']} | {r['max_abs_diff_a']:.2e} | "
+            f"{r['max_abs_diff_b']:.2e} |"
+        )
+    return "\n".join(lines)
 
 
 def _table(rows: list[dict[str, Any]]) -> str:
@@ -185,12 +249,16 @@ def _table(rows: list[dict[str, Any]]) -> str:
 
 
 def write_report(result: ExportResult, run_dir: Path) -> None:
-    head = (
-        f"# Export check: {run_dir} → {result.out_dir}\n\nNext-token log-probabilities, source vs reloaded export.\n\n"
+    what = (
+        "LoRA tensors, GGUF vs PEFT adapter"
+        if result.lora_rows
+        else "Next-token log-probabilities, source vs reloaded export"
     )
+    head = f"# Export check: {run_dir} → {result.out_dir}\n\n{what}.\n\n"
     (result.out_dir / "verify.md").write_text(head + format_table(result) + "\n", encoding="utf-8")
     summary: dict[str, Any] = {"max_abs_diff": result.max_abs_diff, "top1_agreement": result.top1_agreement}
     summary.update(rows=result.rows, gguf=str(result.gguf) if result.gguf else None, gguf_rows=result.gguf_rows)
+    summary.update(lora_rows=result.lora_rows, modelfile=str(result.modelfile) if result.modelfile else None)
     (result.out_dir / "verify.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
 
 
