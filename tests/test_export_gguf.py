@@ -12,8 +12,7 @@ from safetensors.torch import load_file, save_file
 from tests.test_export import train
 from tests.tiny import build_tokenizer
 from tuneforge import gguf_lora
-from tuneforge.cli import main
-from tuneforge.export import export_run
+from tuneforge.export import export_run, format_table
 from tuneforge.modelfile import TemplateError, chat_pieces, modelfile_text
 
 BRANCH = re.compile(r'\{\{ (?:else )?if eq \.Role "(\w+)" \}\}(.*?)\{\{ \.Content \}\}(.*?)(?=\{\{ (?:else|end))', re.S)
@@ -113,23 +112,23 @@ def converter() -> Path:
         pytest.skip(f"llama.cpp's LoRA converter is not fetched ({e}); .ci/run fetches it")
 
 
-def test_gguf_lora_export_holds_every_adapted_module(
-    tmp_path: Path, tiny_model_dir: Path, converter: Path, capsys
-) -> None:
+def test_gguf_lora_export_holds_every_adapted_module(tmp_path: Path, tiny_model_dir: Path, converter: Path) -> None:
     run = train(tmp_path, tiny_model_dir, {"name": "lora", "r": 4, "alpha": 8}, name="l")
-    assert main(["export", "--run", str(run), "--format", "gguf-lora"]) == 0
-    out = capsys.readouterr().out
+    result = export_run(run, fmt="gguf-lora")
+    out = format_table(result)
     result_dir = run / "gguf-lora"
     adapter = load_file(str(run / "adapter" / "adapter_model.safetensors"))
     modules = {k.removeprefix("base_model.model.").removesuffix(".lora_A.weight") for k in adapter if ".lora_A." in k}
     assert len(modules) == 14  # 7 linear layers x 2 blocks (target_modules all-linear)
     for module in modules:
         assert f"| {module} |" in out
-    assert (result_dir / "adapter-f16.gguf").is_file() and "ollama create" in out
+    assert result.gguf == result_dir / "adapter-f16.gguf" and result.modelfile == result_dir / "Modelfile"
+    assert "adapter-f16.gguf" in (result_dir / "verify.md").read_text(encoding="utf-8")
     parts = modelfile_parts((result_dir / "Modelfile").read_text(encoding="utf-8"))
     assert parts["ADAPTER"] == ["./adapter-f16.gguf"] and parts["FROM"] == [str(tiny_model_dir)]
     assert parts["SYSTEM"] == ["You are a tiny test model."]
-    assert main(["export", "--run", str(run), "--format", "gguf-lora"]) == 2  # never replaced without --overwrite
+    with pytest.raises(FileExistsError, match="already exists"):  # never replaced without --overwrite
+        export_run(run, fmt="gguf-lora")
 
     # the check compares values: an adapter whose weights differ is caught
     other = tmp_path / "other"
