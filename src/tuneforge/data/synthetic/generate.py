@@ -4,12 +4,16 @@
   (LLaMA-Factory's identity idea, our own wording); a held-out set asks with wordings not used in training.
 - iso_dates: a small skill the embedded model lacks: rewrite a date written in words as ISO 8601 (YYYY-MM-DD).
   Test dates never occur in training.
+- zh_dates.txt: a Chinese domain corpus (calendar facts, weather reports, ISO dates; one document per line) for
+  continued pre-training with vocabulary extension; the English-centric base tokenizer spends many tokens
+  per Chinese character on it. Weekdays are computed, so every sentence is true.
 
 Regenerate with `python -m tuneforge.data.synthetic.generate`; a test checks the shipped files match.
 """
 
 from __future__ import annotations
 
+import datetime
 import json
 import random
 from pathlib import Path
@@ -149,6 +153,52 @@ def iso_date_kto(pairs: list[dict[str, str]]) -> list[dict[str, Any]]:
     return rows
 
 
+ZH_WEEKDAYS = ["星期一", "星期二", "星期三", "星期四", "星期五", "星期六", "星期日"]
+ZH_CITIES = ["北京", "上海", "广州", "深圳", "杭州", "成都", "武汉", "西安", "南京", "重庆", "天津", "苏州"]
+ZH_WEATHER = ["晴", "多云", "阴", "小雨", "中雨", "雷阵雨", "小雪", "大风"]
+ZH_EVENTS = ["项目评审会", "季度总结会", "产品发布会", "年度体检", "技术培训", "客户拜访", "团队聚餐", "系统升级"]
+ZH_TEMPLATES = [
+    "{y}年{m}月{d}日是{weekday}。",
+    "公历{y}年{m}月{d}日，按照ISO 8601格式写作{iso}。",
+    "{city}{y}年{m}月{d}日天气{weather}，最高气温{high}摄氏度，最低气温{low}摄氏度。",
+    "{event}定于{y}年{m}月{d}日（{weekday}）上午{hour}点在{city}举行。",
+    "{y}年{m}月共有{days}天，{m}月{d}日是这一年的第{yday}天。",
+    "请把日期{y}年{m}月{d}日记录为{iso}，不要写成{m}/{d}/{y}。",
+]
+
+
+def zh_date_corpus(seed: int, n: int) -> str:
+    """`n` documents (lines) of two to four templated Chinese sentences about real calendar dates."""
+    rng = random.Random(seed)
+    lines = []
+    for _ in range(n):
+        sentences = []
+        for _ in range(rng.randint(2, 4)):
+            date = datetime.date(rng.randint(1950, 2035), rng.randint(1, 12), 1)
+            days = (date.replace(month=date.month % 12 + 1, year=date.year + date.month // 12) - date).days
+            date = date.replace(day=rng.randint(1, days))
+            low = rng.randint(-8, 8) + round(18 * (1 - abs(date.month - 7) / 6))  # warmer in summer
+            sentences.append(
+                rng.choice(ZH_TEMPLATES).format(
+                    y=date.year,
+                    m=date.month,
+                    d=date.day,
+                    iso=date.isoformat(),
+                    weekday=ZH_WEEKDAYS[date.weekday()],
+                    city=rng.choice(ZH_CITIES),
+                    weather=rng.choice(ZH_WEATHER),
+                    high=low + rng.randint(3, 12),
+                    low=low,
+                    event=rng.choice(ZH_EVENTS),
+                    hour=rng.randint(8, 11),
+                    days=days,
+                    yday=date.timetuple().tm_yday,
+                )
+            )
+        lines.append("".join(sentences))
+    return "\n".join(lines) + "\n"
+
+
 RANKING_ENTRY = {
     "formatting": "alpaca",
     "ranking": True,
@@ -173,11 +223,12 @@ def build_all() -> dict[str, Any]:
         "iso_dates_pref_test.json": iso_date_pairs(seed=6, n=40, exclude=seen),
     }
     files["iso_dates_kto.json"] = iso_date_kto(files["iso_dates_pref.json"])
+    files["zh_dates.txt"] = zh_date_corpus(seed=7, n=400)
     # LLaMA-Factory's dataset_info.json layout, read by tuneforge's registry like any user's.
     files["dataset_info.json"] = {
-        name.removesuffix(".json"): {
+        Path(name).stem: {
             "file_name": name,
-            **ENTRIES.get(name.removesuffix(".json"), {"formatting": "alpaca"}),
+            **ENTRIES.get(Path(name).stem, {"formatting": "text" if name.endswith(".txt") else "alpaca"}),
         }
         for name in files
         if name != "dataset_info.json"
@@ -186,6 +237,8 @@ def build_all() -> dict[str, Any]:
 
 
 def render(obj: Any) -> str:
+    if isinstance(obj, str):  # a .txt corpus, written as it is
+        return obj
     return json.dumps(obj, indent=1, ensure_ascii=False) + "\n"
 
 
