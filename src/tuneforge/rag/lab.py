@@ -230,30 +230,32 @@ def run_lab(s: LabSettings) -> dict[str, Any]:
         _loaded("closed_book", _examples(data.questions, None), str(out / "data" / "questions.jsonl")),
         _loaded("rag", _examples(data.questions, [passages_block(h) for h in hits]), str(out / "index")),
     ]
-    # fine-tuning arms
-    runs = out / "runs"
+    # arms one after the other, the report rewritten after each: a long run keeps what it has measured
+    cfg = load({"name": "lab-knowledge", "eval": {"seed": s.seed, "bootstrap": s.bootstrap}})
     base = ModelConfig(path=s.model)
-    models = [ModelRef("base", base)]
-    sets = [("ft_docs", data.docs)] + ([("ft_paraphrase", data.paraphrased)] if data.paraphrased else [])
-    for name, docs in sets:
-        text = _train_text(docs, out / "data" / f"{name}.jsonl")
-        run_dir = fine_tune(s, name, text, runs)
-        models.append(ModelRef(name, base, run_dir / "adapter"))
-    # scoring: one model in memory at a time
+    arms: list[tuple[str, Path | None]] = [("base", None), ("ft_docs", data.docs)]
+    arms += [("ft_paraphrase", data.paraphrased)] if data.paraphrased else []
+    models: list[ModelRef] = []
     results: list[TaskResult] = []
-    for ref in models:
-        engine = LocalEngine(ref.model, ref.adapter)
+    summary: dict[str, Any] = {}
+    for name, docs in arms:
+        adapter = None
+        if docs is not None:
+            text = _train_text(docs, out / "data" / f"{name}.jsonl")
+            adapter = fine_tune(s, name, text, out / "runs") / "adapter"
+        models.append(ModelRef(name, base, adapter))
+        engine = LocalEngine(base, adapter)
         lm = LM(engine.model, engine.tokenizer, s.eval_batch_size, progress=False)
         for loaded in tasks:
-            results.append(run_task(lm, loaded, ref.label))
+            results.append(run_task(lm, loaded, name))
         del engine, lm
         gc.collect()
-    cfg = load({"name": "lab-knowledge", "eval": {"seed": s.seed, "bootstrap": s.bootstrap}})
-    report = write_report(build_report(cfg, [(t.name, t.task) for t in tasks], models, results), out / "report")
-    summary = summarise(report.data, s, data, retrieval, len(index.chunks))
-    (out / "lab.json").write_text(json.dumps(summary, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
-    (out / "lab.md").write_text(lab_markdown(summary), encoding="utf-8")
-    plot_arms(summary, out / "lab.png")
+        report = write_report(build_report(cfg, [(t.name, t.task) for t in tasks], models, results), out / "report")
+        summary = summarise(report.data, s, data, retrieval, len(index.chunks))
+        (out / "lab.json").write_text(json.dumps(summary, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
+        (out / "lab.md").write_text(lab_markdown(summary), encoding="utf-8")
+        plot_arms(summary, out / "lab.png")
+        log.info("lab: %s", "; ".join(f"{a['arm']} {a['value']:.3f}" for a in summary["arms"]))
     return summary
 
 
