@@ -112,7 +112,7 @@ class Page:
         box.send_keys(Keys.CONTROL, "a")
         box.send_keys(Keys.DELETE)
         box.send_keys(value)
-        box.send_keys(Keys.TAB)  # blur: Gradio sends the value on change
+        self.d.execute_script("arguments[0].blur()", box)  # Gradio sends the value; no other widget gets focus
 
     def click(self, css: str) -> None:
         el = self.find(css)
@@ -139,6 +139,7 @@ class Page:
 
     def shot(self, name: str) -> None:
         if self.shots is not None:
+            self.d.execute_script("window.scrollTo(0, 0)")
             self.shots.mkdir(parents=True, exist_ok=True)
             self.d.save_screenshot(str(self.shots / f"{name}.png"))
 

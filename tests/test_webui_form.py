@@ -29,6 +29,8 @@ def test_every_config_key_has_one_widget_named_by_its_path() -> None:
 
 def test_a_fresh_form_is_the_default_config() -> None:
     assert build_config(defaults(), []) == load({}, methods=METHOD_PARAMS)
+    assert defaults()["train.save_total_limit"] == "2"  # an optional number is shown as plain text
+    assert defaults()["data.variables"] == "{}" and defaults()["method.target_modules"] == "all-linear"
 
 
 @pytest.mark.parametrize("method", sorted(METHOD_PARAMS))

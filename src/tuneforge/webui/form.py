@@ -186,6 +186,8 @@ def display(value: Any, kind: Kind) -> Any:
         return value if isinstance(value, str) else str(value)
     if isinstance(value, str):
         return value
+    if isinstance(value, (bool, int, float)):
+        return str(value)  # yaml.safe_dump would add a document end marker ("2\n...")
     return yaml.safe_dump(value, default_flow_style=True, width=1000).strip()
 
 
