@@ -413,6 +413,25 @@ def test_qlora_trains_after_an_evaluation_of_the_quantised_base(tiny_wide_dir: P
     assert all(not torch.equal(p, before[n]) for n, p in model.named_parameters() if p.requires_grad)
 
 
+@pytest.mark.skipif(not HAS_BNB, reason="bitsandbytes is not installed")
+@pytest.mark.skipif(not Path("/proc/self/maps").exists(), reason="needs Linux /proc")
+def test_qlora_releases_the_memory_mapped_fp32_checkpoint(tiny_wide_dir: Path) -> None:
+    """After quantising, no tensor may point into the safetensors mapping (its pages would stay resident)."""
+    params = QloraParams(r=R)
+    base, tokenizer = _load(tiny_wide_dir, params)
+
+    def mapped() -> bool:
+        return any(str(tiny_wide_dir) in line for line in Path("/proc/self/maps").read_text().splitlines())
+
+    ids = _batch(len(tokenizer))
+    want = _logits(base, ids)
+    tied = base.get_output_embeddings().weight is base.get_input_embeddings().weight
+    model = apply_method(base, params)
+    assert not mapped(), "the fp32 checkpoint is still memory-mapped after apply"
+    assert (model.get_output_embeddings().weight is model.get_input_embeddings().weight) == tied
+    torch.testing.assert_close(_logits(model, ids), want, atol=1e-5, rtol=0)  # fresh LoRA: same function
+
+
 def test_adalora_allocates_ranks_and_the_pruned_adapter_reloads(tiny_model_dir: Path, tmp_path: Path) -> None:
     # total_step comes from the trainer (2 steps): the budget phase ends at once and masks ranks.
     params = AdaLoraParams(init_r=R, target_r=1)

@@ -37,6 +37,8 @@ COLUMNS = (
     "total_params",
     "trainable_pct",
     "peak_rss_mb",
+    "load_peak_rss_mb",
+    "train_peak_rss_mb",
     "model_mb",
     "tokens_per_s",
     "train_s",
@@ -209,16 +211,19 @@ def markdown(rows: list[dict[str, Any]], s: BenchSettings) -> str:
         f"Score: exact match on {s.score_items} held-out iso_dates_test items (greedy, tuneforge.eval). "
         f"PSCP = score·(1+params/Cp)^-β·(1+FLOPs/Cf)^-β·(1+RSS/Cm)^-β with Cp={c.cp:g}, Cf={c.cf:g} FLOPs, "
         f"Cm={c.cm:g} MB, β={c.beta:g}; FLOPs = one training step (forward+backward) under "
-        "torch.utils.flop_counter.FlopCounterMode; peak RSS = the method's own process at the end of training.",
+        "torch.utils.flop_counter.FlopCounterMode; peak RSS = the method's own process at the end of training "
+        "(imports, loading and training); train peak = the RSS high-water mark while training alone (reset when "
+        "training starts).",
         "",
-        "| method | status | lr | trainable | % | peak RSS MB | model MB | tokens/s | train s | loss | score "
-        "| GFLOPs/step | PSCP |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| method | status | lr | trainable | % | peak RSS MB | train peak MB | model MB | tokens/s | train s | loss "
+        "| score | GFLOPs/step | PSCP |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in rows:
         lines.append(
             f"| {r['method']} | {r['status']} | {r['lr']:g} | {_fmt(r['trainable_params'], 'int')} "
-            f"| {_fmt(r['trainable_pct'])} | {_fmt(r['peak_rss_mb'])} | {_fmt(r['model_mb'])} "
+            f"| {_fmt(r['trainable_pct'])} | {_fmt(r['peak_rss_mb'])} | {_fmt(r['train_peak_rss_mb'])} "
+            f"| {_fmt(r['model_mb'])} "
             f"| {_fmt(r['tokens_per_s'])} | {_fmt(r['train_s'])} | {_fmt(r['final_loss'])} | {_fmt(r['score'])} "
             f"| {_fmt(r['flops_per_step'], 'g')} | {_fmt(r['pscp'])} |"
         )

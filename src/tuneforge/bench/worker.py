@@ -26,6 +26,26 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+def _status_mb(field: str) -> float | None:
+    """A memory field of /proc/self/status (VmRSS, VmHWM) in MB; None where /proc is not available."""
+    try:
+        for line in Path("/proc/self/status").read_text(encoding="ascii").splitlines():
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        return None
+    return None
+
+
+def reset_peak_rss() -> bool:
+    """Reset this process's RSS high-water mark (VmHWM) to its current RSS (Linux: clear_refs 5)."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5", encoding="ascii")
+        return True
+    except OSError:
+        return False
+
+
 def model_bytes(model: Any) -> int:
     """Bytes held by the model's parameters and buffers (shared storage counted once; 4-bit weights packed)."""
     seen: set[int] = set()
@@ -40,14 +60,27 @@ def model_bytes(model: Any) -> int:
 
 
 class Measure(TrainerCallback):
-    """At the end of training: the peak RSS so far, the model's bytes, and the FLOPs of one more step."""
+    """Memory of the training phase alone and of the whole process so far, the model's bytes, and the FLOPs of
+    one more step.
+
+    At the start of training the RSS high-water mark is reset (after imports, loading and quantising), so
+    `train_peak_rss_mb` is the peak while training; `peak_rss_mb` (ru_maxrss) includes loading.
+    """
 
     def __init__(self) -> None:
         self.record: dict[str, Any] = {}
+        self._reset = False
+
+    def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        self.record["load_peak_rss_mb"] = round(peak_rss_mb(), 1)
+        self.record["train_start_rss_mb"] = _status_mb("VmRSS")
+        self._reset = reset_peak_rss()
 
     def on_train_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         model = kwargs["model"]
         self.record["peak_rss_mb"] = round(peak_rss_mb(), 1)  # before saving, evaluating, counting FLOPs
+        hwm = _status_mb("VmHWM") if self._reset else None
+        self.record["train_peak_rss_mb"] = round(hwm, 1) if hwm is not None else None
         self.record["model_mb"] = round(model_bytes(model) / 2**20, 1)
         loader = kwargs.get("train_dataloader")
         if loader is None:
