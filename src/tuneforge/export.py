@@ -231,6 +231,9 @@ def _lora_table(result: ExportResult) -> str:
             f"| {r['module']} | {r['gguf']} | {r['shape_a']} | {r['shape_b']} | {r['max_abs_diff_a']:.2e} | "
             f"{r['max_abs_diff_b']:.2e} |"
         )
+    worst_a = max(r["max_abs_diff_a"] for r in result.lora_rows)
+    worst_b = max(r["max_abs_diff_b"] for r in result.lora_rows)
+    lines.append(f"| **all {len(result.lora_rows)} modules** | | | | **{worst_a:.2e}** | **{worst_b:.2e}** |")
     return "\n".join(lines)
 
 
