@@ -21,7 +21,6 @@ from tuneforge.serve.engine import GenerationParams, LocalEngine, model_config_o
 from tuneforge.webui.form import build_config, config_yaml, write_config
 from tuneforge.webui.jobs import Jobs, cli_command
 from tuneforge.webui.widgets import (
-    BASE_MODEL,
     dataset_values,
     initial_values,
     loss_frame,
@@ -96,9 +95,9 @@ class WebUI:
         return (job.status(), job.text()) if job else ("", "")
 
     # --- Chat ------------------------------------------------------------------------------------------------
-    def load_chat(self, source: str, model_cfg: ModelConfig) -> str:
+    def load_chat(self, source: str, model_cfg: ModelConfig | None) -> str:
         try:
-            if source == BASE_MODEL or not source:
+            if model_cfg is not None:
                 engine = LocalEngine(model_cfg)
                 name = f"base model {model_cfg.path}"
             else:

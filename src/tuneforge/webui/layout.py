@@ -196,10 +196,12 @@ def build(ui: WebUI, values: dict[str, Any], datasets: list[str], cfg: RunConfig
             )
 
         def load_chat(source: str, *args: Any) -> str:
-            try:
-                model_cfg = build_config(*form_values(args)).model
-            except (ConfigError, ValueError) as e:
-                return f"error: {e}"
+            model_cfg = None
+            if source in (BASE_MODEL, "", None):  # the base model is the form's model section
+                try:
+                    model_cfg = build_config(*form_values(args)).model
+                except (ConfigError, ValueError) as e:
+                    return f"error: {e}"
             return ui.load_chat(source, model_cfg)
 
         def user_turn(message: str, history: list[dict[str, Any]]) -> tuple[str, list[dict[str, Any]]]:
