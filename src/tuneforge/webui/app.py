@@ -150,9 +150,13 @@ def launch(
 ) -> gr.Blocks:
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
     app = create_app(initial)
-    app.launch(
-        server_name=host, server_port=port, auth=auth, prevent_thread_lock=not block, theme=THEME, quiet=not block
-    )
+    try:
+        app.launch(
+            server_name=host, server_port=port, auth=auth, prevent_thread_lock=not block, theme=THEME, quiet=not block
+        )
+    finally:
+        if block:  # the page is gone (Ctrl-C): nothing could stop its jobs any more, so they stop with it
+            app.webui.jobs.stop_all()  # type: ignore[attr-defined]
     return app
 
 
