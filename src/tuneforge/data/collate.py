@@ -1,0 +1,75 @@
+"""Padding-free batches with capped rows.
+
+transformers' DataCollatorWithFlattening puts a whole batch into one row. On a CPU, attention over that row
+computes the full (rows x rows) square under a block-diagonal mask, so a long row costs more than the padding
+it saves. This collator fills the batch's samples into rows of at most `max_tokens` tokens (first-fit
+decreasing) and pads only the rows' ends. Like the flattening collator it emits position ids restarting at 0
+per sample and no attention mask: transformers detects the sample boundaries from the position ids and keeps
+attention inside each sample. Each padding run is a sequence of its own (positions from 0, label -100), so
+it neither sees nor is seen by a real token.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+
+
+class PackedRowsCollator:
+    def __init__(self, max_tokens: int, pad_token_id: int) -> None:
+        if max_tokens <= 0:
+            raise ValueError(f"max_tokens must be positive, got {max_tokens}")
+        self.max_tokens = max_tokens
+        self.pad_token_id = pad_token_id
+
+    def rows(self, lengths: Sequence[int]) -> list[list[int]]:
+        """Sample indices per row: longest first, each into the first row with room (a sample longer than
+        max_tokens gets a row of its own)."""
+        rows: list[list[int]] = []
+        room: list[int] = []
+        for i in sorted(range(len(lengths)), key=lambda i: -lengths[i]):
+            for r, free in enumerate(room):
+                if lengths[i] <= free:
+                    rows[r].append(i)
+                    room[r] -= lengths[i]
+                    break
+            else:
+                rows.append([i])
+                room.append(self.max_tokens - lengths[i])
+        return rows
+
+    def __call__(self, features: Sequence[dict[str, Any]]) -> dict[str, torch.Tensor]:
+        lengths = [len(f["input_ids"]) for f in features]
+        ids: list[list[int]] = []
+        labels: list[list[int]] = []
+        positions: list[list[int]] = []
+        for row in self.rows(lengths):
+            r_ids: list[int] = []
+            r_labels: list[int] = []
+            r_pos: list[int] = []
+            for i in row:
+                f = features[i]
+                r_ids += list(f["input_ids"])
+                # A sample's first label would be predicted from the previous sample's last token: masked,
+                # as DataCollatorWithFlattening does (it is never a trained label in a row of its own either).
+                r_labels += [-100, *list(f["labels"])[1:]]
+                r_pos += list(range(lengths[i]))
+            ids.append(r_ids)
+            labels.append(r_labels)
+            positions.append(r_pos)
+        width = max(len(r) for r in ids)
+        for r_ids, r_labels, r_pos in zip(ids, labels, positions, strict=True):
+            pad = width - len(r_ids)
+            r_ids += [self.pad_token_id] * pad
+            r_labels += [-100] * pad
+            r_pos += list(range(pad))
+        return {
+            "input_ids": torch.tensor(ids, dtype=torch.long),
+            "labels": torch.tensor(labels, dtype=torch.long),
+            "position_ids": torch.tensor(positions, dtype=torch.long),
+        }
+
+
+__all__ = ["PackedRowsCollator"]
