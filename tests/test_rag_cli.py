@@ -56,6 +56,8 @@ def test_passages_go_through_the_chat_template(chatml_tokenizer, tmp_path: Path)
     assert "<|im_start|>user\nPassages:\n[1] (people.txt#0)" in text
     assert text.rstrip().endswith("<|im_start|>assistant")
     assert cited_ids("Tobin Reeve [1], see also [2, 1] and [7].", hits) == (hits[0].chunk.id, hits[1].chunk.id)
+    assert cited_ids(f"As ({hits[1].chunk.id}) says: Tobin Reeve.", hits) == (hits[1].chunk.id,)
+    assert cited_ids("Tobin Reeve.", hits) == ()
 
 
 def _hit_ids(hits: list[Hit]) -> list[str]:

@@ -61,12 +61,14 @@ def rag_messages(question: str, hits: Sequence[Hit], system: str | None = RAG_SY
 
 
 def cited_ids(answer: str, hits: Sequence[Hit]) -> tuple[str, ...]:
-    """Chunk ids of the passage numbers cited as [n] (also [n, m] and [n][m]), in first-cited order."""
+    """Chunk ids of the passages the answer cites: by number as [n] (also [n, m] and [n][m]), or by quoting the
+    chunk id itself (small models often copy the "(people.txt#0)" label); numbers first, in cited order."""
     numbers = [int(n) for group in re.findall(r"\[(\d+(?:\s*,\s*\d+)*)\]", answer) for n in group.split(",")]
     out: list[str] = []
     for n in numbers:
         if 1 <= n <= len(hits) and hits[n - 1].chunk.id not in out:
             out.append(hits[n - 1].chunk.id)
+    out += [h.chunk.id for h in hits if h.chunk.id in answer and h.chunk.id not in out]
     return tuple(out)
 
 
