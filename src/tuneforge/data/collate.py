@@ -6,7 +6,8 @@ it saves. This collator fills the batch's samples into rows of at most `max_toke
 decreasing) and pads only the rows' ends. Like the flattening collator it emits position ids restarting at 0
 per sample and no attention mask: transformers detects the sample boundaries from the position ids and keeps
 attention inside each sample. Each padding run is a sequence of its own (positions from 0, label -100), so
-it neither sees nor is seen by a real token.
+it neither sees nor is seen by a real token. The rows are chosen for the fewest computed tokens: one
+long row plus a short one padded to its length can cost more than plain padding.
 """
 
 from __future__ import annotations
@@ -25,20 +26,23 @@ class PackedRowsCollator:
         self.pad_token_id = pad_token_id
 
     def rows(self, lengths: Sequence[int]) -> list[list[int]]:
-        """Sample indices per row: longest first, each into the first row with room (a sample longer than
-        max_tokens gets a row of its own)."""
-        rows: list[list[int]] = []
-        room: list[int] = []
-        for i in sorted(range(len(lengths)), key=lambda i: -lengths[i]):
-            for r, free in enumerate(room):
-                if lengths[i] <= free:
-                    rows[r].append(i)
-                    room[r] -= lengths[i]
-                    break
-            else:
-                rows.append([i])
-                room.append(self.max_tokens - lengths[i])
-        return rows
+        """Sample indices per row, for the fewest computed tokens (rows x longest row).
+
+        Rows of the longest sample's width hold short samples side by side; wider rows (up to max_tokens)
+        can hold more. Each candidate width is filled first-fit decreasing, and the cheapest wins (on a tie,
+        the narrower one: attention cost grows with the square of a row's length). A sample longer than
+        max_tokens gets a row of its own.
+        """
+        longest, total = max(lengths), sum(lengths)
+        widths = {longest} | {max(longest, min(self.max_tokens, -(-total // k))) for k in range(1, len(lengths) + 1)}
+        best: tuple[int, int, list[list[int]]] | None = None
+        for width in sorted(widths):
+            rows = _first_fit_decreasing(lengths, width)
+            cost = len(rows) * max(sum(lengths[i] for i in row) for row in rows)
+            if best is None or cost < best[0]:
+                best = (cost, width, rows)
+        assert best is not None  # widths is never empty
+        return best[2]
 
     def __call__(self, features: Sequence[dict[str, Any]]) -> dict[str, torch.Tensor]:
         lengths = [len(f["input_ids"]) for f in features]
@@ -70,6 +74,21 @@ class PackedRowsCollator:
             "labels": torch.tensor(labels, dtype=torch.long),
             "position_ids": torch.tensor(positions, dtype=torch.long),
         }
+
+
+def _first_fit_decreasing(lengths: Sequence[int], width: int) -> list[list[int]]:
+    rows: list[list[int]] = []
+    room: list[int] = []
+    for i in sorted(range(len(lengths)), key=lambda i: -lengths[i]):
+        for r, free in enumerate(room):
+            if lengths[i] <= free:
+                rows[r].append(i)
+                room[r] -= lengths[i]
+                break
+        else:
+            rows.append([i])
+            room.append(width - lengths[i])
+    return rows
 
 
 __all__ = ["PackedRowsCollator"]
