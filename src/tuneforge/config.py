@@ -75,12 +75,20 @@ class DataConfig(Section):
     cutoff_len: int = Field(1024, gt=8, description="Maximum tokens per sample; longer samples are truncated.")
     val_size: float = Field(0.0, ge=0, description="Validation split: a fraction (<1) or a sample count (>=1).")
     packing: bool = Field(False, description="Padding-free batches: samples concatenated, attention kept apart.")
+    packing_row_tokens: int | None = Field(
+        None, gt=8, description="Longest packed row when data.packing is on (default: cutoff_len); see docs/speed.md."
+    )
     mix_size: int | None = Field(None, gt=0, description="Total samples after ratio mixing (default: all).")
     variables: dict[str, str] = Field(
         default_factory=dict, description="Values for {{placeholders}} in the data, e.g. name, author."
     )
     train_on_prompt: bool = Field(False, description="Also compute the loss on prompt (non-assistant) tokens.")
     seed: int = Field(42, description="Seed for mixing, shuffling and the validation split.")
+    test_datasets: list[DatasetSpec] = Field(
+        default_factory=list,
+        description="Held-out preference pairs (stages rm, dpo, kto) scored before and after training into "
+        "preference_eval.json (default: the validation split of rm/dpo).",
+    )
 
     @field_validator("dataset_dir")
     @classmethod
@@ -117,8 +125,17 @@ class TrainConfig(Section):
     eval_steps: int = Field(0, ge=0, description="Evaluate on the validation split every N steps (0: at end).")
     seed: int = Field(42, description="Seed for initialisation, data order and dropout.")
     resume: bool = Field(False, description="Continue from the last checkpoint in the run folder.")
-    gradient_checkpointing: bool = False
-    group_by_length: bool = True
+    gradient_checkpointing: bool = Field(False, description="Recompute activations in backward: less memory, slower.")
+    group_by_length: bool = Field(True, description="Batch samples of similar length (less padding; off with packing).")
+    label_only_logits: bool = Field(
+        True, description="Project onto the vocabulary only at label positions, in chunks (never the full logits)."
+    )
+    onednn_fp32: bool = Field(
+        False, description="Route fp32 matmuls to oneDNN when a start-up check finds it fp32-accurate on this CPU."
+    )
+    bf16_autocast: bool = Field(
+        False, description="bf16 compute, fp32 master weights; fast only on CPUs with native bf16 (AMX, AVX512-BF16)."
+    )
     threads: int | None = Field(None, gt=0, description="torch intra-op threads (default: all cores).")
     report_to: list[str] = Field(default_factory=list, description="Extra loggers (tensorboard, wandb, ...).")
 
@@ -267,6 +284,25 @@ class RagConfig(Section):
 
 
 Stage = Literal["pt", "sft", "rm", "dpo", "kto"]
+PREFERENCE_STAGES = ("rm", "dpo", "kto")  # the stages that score chosen/rejected pairs
+_MPT = "multitask prompt tuning needs task_ids in every batch, which TRL's preference trainers do not pass"
+_ADALORA = (
+    "AdaLoRA trains exactly one adapter, but the reference of {stage} is a frozen second copy of the fresh "
+    "adapter (TRL adds it), which AdaLoRA refuses"
+)
+# Method x stage combinations that cannot work, refused when the config loads: (method, stage) -> why, and
+# what to use instead. Stage rm and vocabulary extension also refuse adapter methods without modules_to_save
+# (they cannot save the new head / embedding rows) before anything loads: see stages/rm.py and stages/pt.py.
+STAGE_METHOD_LIMITS: dict[tuple[str, str], str] = {
+    ("mpt", "rm"): _MPT + "; use prompt_tuning or lora",
+    ("mpt", "dpo"): _MPT + "; use prompt_tuning or lora",
+    ("mpt", "kto"): _MPT + "; use prompt_tuning or lora",
+    ("adalora", "dpo"): _ADALORA.format(stage="dpo") + "; use lora, or dpo.loss=orpo|simpo (no reference)",
+    ("adalora", "kto"): _ADALORA.format(stage="kto") + "; use lora",
+    ("qlora", "rm"): "QLoRA's loading leaves the new score head in bfloat16 while the hidden states reaching it are "
+    "float32, so the head cannot run; use lora",
+}
+NEEDS_REFERENCE = {("adalora", "dpo")}  # limits lifted by dpo.loss orpo/simpo, which keep no reference adapter
 
 
 class RunConfig(Section):
@@ -291,6 +327,15 @@ class RunConfig(Section):
             value = getattr(self, section)
             if self.stage != stage and value != type(value)():  # defaults are harmless (round trips)
                 raise ValueError(f"section `{section}` applies to stage {stage!r}, but stage is {self.stage!r}")
+        why = STAGE_METHOD_LIMITS.get((self.method.name, self.stage))
+        reference_free = self.stage == "dpo" and self.dpo.loss in REFERENCE_FREE_LOSSES
+        if why and not (reference_free and (self.method.name, self.stage) in NEEDS_REFERENCE):
+            raise ValueError(f"method {self.method.name!r} cannot train stage {self.stage!r}: {why}")
+        if self.data.test_datasets and self.stage not in PREFERENCE_STAGES:
+            raise ValueError(
+                f"data.test_datasets holds held-out preference pairs for stages {', '.join(PREFERENCE_STAGES)}; "
+                f"stage {self.stage!r} does not score pairs (use data.val_size for its validation split)"
+            )
 
     @property
     def run_dir(self) -> Path:
