@@ -22,7 +22,7 @@ from typing import Any, Literal
 
 from datasets import Dataset
 
-from tuneforge.config import DataConfig
+from tuneforge.config import DataConfig, DatasetSpec
 from tuneforge.data.build import mix_counts, resample, split, substitute
 from tuneforge.data.formats import FormatSpec, format_record
 from tuneforge.data.registry import ResolvedDataset, resolve
@@ -46,14 +46,8 @@ def build_preference(cfg: DataConfig, kind: Kind = "pairs") -> PreferenceData:
     loaded: list[list[Preference | KTOSample]] = []
     stats: dict[str, Any] = {"datasets": {}}
     for i, spec in enumerate(cfg.datasets):
-        resolved = resolve(spec, cfg.dataset_dir)
-        records: Iterable[tuple[str, Record]] = (pair for f in resolved.files for pair in read_records(f))
-        if spec.max_samples is not None:
-            records = itertools.islice(records, spec.max_samples)
-        samples = [read_sample(resolved, kind, rec, src) for src, rec in records]
-        if not samples:
-            raise DataError(f"dataset {resolved.name!r} has no records")
-        loaded.append([_fill(s, cfg.variables) for s in samples])
+        resolved, samples = _read_dataset(spec, cfg, kind)
+        loaded.append(samples)
         stats["datasets"][f"{resolved.name}#{i}"] = {"format": resolved.format, "read": len(samples)}
     counts = mix_counts([len(s) for s in loaded], [d.ratio for d in cfg.datasets], cfg.mix_size)
     pool = []
@@ -65,6 +59,27 @@ def build_preference(cfg: DataConfig, kind: Kind = "pairs") -> PreferenceData:
     val = _to_dataset([loaded[i][j] for i, j in val_keys]) if val_keys else None
     stats.update(train=len(train), val=len(val) if val is not None else 0)
     return PreferenceData(train, val, stats)
+
+
+def build_test_pairs(cfg: DataConfig) -> Dataset | None:
+    """`data.test_datasets` as one dataset of held-out pairs (every row, in file order), or None if unset."""
+    samples: list[Preference | KTOSample] = []
+    for spec in cfg.test_datasets:
+        samples += _read_dataset(spec, cfg, "pairs")[1]
+    return _to_dataset(samples) if samples else None
+
+
+def _read_dataset(
+    spec: DatasetSpec, cfg: DataConfig, kind: Kind
+) -> tuple[ResolvedDataset, list[Preference | KTOSample]]:
+    resolved = resolve(spec, cfg.dataset_dir)
+    records: Iterable[tuple[str, Record]] = (pair for f in resolved.files for pair in read_records(f))
+    if spec.max_samples is not None:
+        records = itertools.islice(records, spec.max_samples)
+    samples = [read_sample(resolved, kind, rec, src) for src, rec in records]
+    if not samples:
+        raise DataError(f"dataset {resolved.name!r} has no records")
+    return resolved, [_fill(s, cfg.variables) for s in samples]
 
 
 def read_sample(d: ResolvedDataset, kind: Kind, record: dict[str, Any], source: str) -> Preference | KTOSample:
@@ -161,4 +176,4 @@ def _to_dataset(samples: list[Preference | KTOSample]) -> Dataset:
     return Dataset.from_list(rows)
 
 
-__all__ = ["PreferenceData", "build_preference", "read_sample"]
+__all__ = ["PreferenceData", "build_preference", "build_test_pairs", "read_sample"]

@@ -4,6 +4,8 @@ sigmoid/ipo/hinge/robust run on TRL's DPOTrainer against a reference model. With
 reference is the adapter-free base: TRL keeps a frozen copy of the freshly initialised adapter (for LoRA,
 zero-initialised B, so exactly the base) instead of a second model. With full/freeze training TRL keeps a
 frozen copy of the model. orpo and simpo are reference-free (TRL's ORPOTrainer / CPOTrainer).
+Held-out pairs (`data.test_datasets`, else the validation split) are scored before and after training:
+preference accuracy, log-prob margin and the implicit reward margin, in preference_eval.json.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from tuneforge.methods import model_load_kwargs
 from tuneforge.models.loader import load_model, load_tokenizer
 from tuneforge.runs import check_run_available, open_run
 from tuneforge.stages.common import RunResult, set_threads, training_arguments
+from tuneforge.stages.preference_eval import held_out_pairs, measure, report
 from tuneforge.stages.trl_common import (
     drop_reference_adapter,
     optimizers,
@@ -41,6 +44,7 @@ def run(cfg: RunConfig, callbacks: Sequence[TrainerCallback] = ()) -> RunResult:
     tokenizer = load_tokenizer(cfg.model)
     data = build_preference(cfg.data, "pairs")  # data errors surface before the model loads
     log.info("data: %d train / %d validation pairs", len(data.train), len(data.val) if data.val else 0)
+    held = held_out_pairs(cfg, tokenizer, data.val)
     run_dir = open_run(cfg)
     (run_dir.root / "data_stats.json").write_text(json.dumps(data.stats, indent=2), encoding="utf-8")
 
@@ -57,9 +61,14 @@ def run(cfg: RunConfig, callbacks: Sequence[TrainerCallback] = ()) -> RunResult:
         callbacks=stage_callbacks(model, cfg, run_dir, callbacks),
         optimizers=optimizers(model, cfg, args),
     )
-    return train_and_save(
+    before = measure(trainer.model, held, "logprob", cfg, tokenizer) if held else None
+    result = train_and_save(
         cfg, run_dir, trainer, tokenizer, (trainable, total), started, data.stats, before_save=drop_reference_adapter
     )
+    if held and before:
+        after = measure(trainer.model, held, "logprob", cfg, tokenizer)
+        report(run_dir.root, held, "logprob", before, after, beta=cfg.dpo.beta)
+    return result
 
 
 def trainer_and_args(cfg: RunConfig, run_dir: Any, has_eval: bool) -> tuple[Any, Any]:

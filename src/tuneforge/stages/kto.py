@@ -1,7 +1,8 @@
 """KTO on unpaired examples, each answer tagged desirable or not (LLaMA-Factory's `kto_tag`), on TRL's KTOTrainer.
 
 The reference is the same as for DPO: with an adapter method, a frozen copy of the freshly initialised
-adapter (for LoRA exactly the base model), never a second copy of the model.
+adapter (for LoRA exactly the base model), never a second copy of the model. KTO's examples are unpaired, so
+its held-out figures (preference_eval.json) need pairs named in `data.test_datasets`, as for dpo.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from tuneforge.methods import model_load_kwargs
 from tuneforge.models.loader import load_model, load_tokenizer
 from tuneforge.runs import check_run_available, open_run
 from tuneforge.stages.common import RunResult, set_threads, training_arguments
+from tuneforge.stages.preference_eval import held_out_pairs, measure, report
 from tuneforge.stages.trl_common import (
     drop_reference_adapter,
     optimizers,
@@ -42,6 +44,7 @@ def run(cfg: RunConfig, callbacks: Sequence[TrainerCallback] = ()) -> RunResult:
     data = build_preference(cfg.data, "kto")
     good = sum(data.train["label"])
     log.info("data: %d train examples (%d desirable), %d validation", len(data.train), good, data.stats["val"])
+    held = held_out_pairs(cfg, tokenizer, None)  # the validation split holds unpaired examples
     run_dir = open_run(cfg)
     (run_dir.root / "data_stats.json").write_text(json.dumps(data.stats, indent=2), encoding="utf-8")
 
@@ -70,6 +73,11 @@ def run(cfg: RunConfig, callbacks: Sequence[TrainerCallback] = ()) -> RunResult:
         callbacks=stage_callbacks(model, cfg, run_dir, callbacks),
         optimizers=optimizers(model, cfg, args),
     )
-    return train_and_save(
+    before = measure(trainer.model, held, "logprob", cfg, tokenizer) if held else None
+    result = train_and_save(
         cfg, run_dir, trainer, tokenizer, (trainable, total), started, data.stats, before_save=drop_reference_adapter
     )
+    if held and before:
+        after = measure(trainer.model, held, "logprob", cfg, tokenizer)
+        report(run_dir.root, held, "logprob", before, after, beta=cfg.kto.beta)
+    return result

@@ -2,7 +2,9 @@
 
 TRL's RewardTrainer (Bradley-Terry loss) on the preference pairs; the evaluation reports pairwise accuracy
 on the validation split. The new `score` head always trains: adapter methods save it with the adapter
-(PEFT `modules_to_save`), so the adapter folder loads as a complete reward model.
+(PEFT `modules_to_save`), so the adapter folder loads as a complete reward model. Held-out pairs
+(`data.test_datasets`, else the validation split) are scored by the head before (freshly initialised) and
+after training: pairwise accuracy and score margin, in preference_eval.json.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from tuneforge.methods import METHODS, MethodError, model_load_kwargs
 from tuneforge.models.loader import load_model, load_tokenizer
 from tuneforge.runs import check_run_available, open_run
 from tuneforge.stages.common import RunResult, set_threads, training_arguments
+from tuneforge.stages.preference_eval import held_out_pairs, measure, report
 from tuneforge.stages.trl_common import optimizers, prepare_model, stage_callbacks, train_and_save
 
 log = logging.getLogger("tuneforge.train")
@@ -37,6 +40,7 @@ def run(cfg: RunConfig, callbacks: Sequence[TrainerCallback] = ()) -> RunResult:
     tokenizer = load_tokenizer(cfg.model)
     data = build_preference(cfg.data, "pairs")
     log.info("data: %d train / %d validation pairs", len(data.train), data.stats["val"])
+    held = held_out_pairs(cfg, tokenizer, data.val)
     run_dir = open_run(cfg)
     (run_dir.root / "data_stats.json").write_text(json.dumps(data.stats, indent=2), encoding="utf-8")
 
@@ -67,7 +71,11 @@ def run(cfg: RunConfig, callbacks: Sequence[TrainerCallback] = ()) -> RunResult:
         callbacks=stage_callbacks(model, cfg, run_dir, callbacks),
         optimizers=optimizers(model, cfg, args),
     )
-    return train_and_save(cfg, run_dir, trainer, tokenizer, (trainable, total), started, data.stats)
+    before = measure(trainer.model, held, "reward", cfg, tokenizer) if held else None
+    result = train_and_save(cfg, run_dir, trainer, tokenizer, (trainable, total), started, data.stats)
+    if held and before:
+        report(run_dir.root, held, "reward", before, measure(trainer.model, held, "reward", cfg, tokenizer))
+    return result
 
 
 def with_trained_head(params: MethodSection) -> Any:
