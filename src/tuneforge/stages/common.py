@@ -81,7 +81,7 @@ def training_arguments(
         "train_sampling_strategy": "group_by_length" if t.group_by_length and not cfg.data.packing else "random",
         "report_to": list(t.report_to) or "none",
         "use_cpu": not torch.cuda.is_available(),
-        "bf16": cfg.model.dtype == "bfloat16",
+        "bf16": cfg.model.dtype == "bfloat16" or t.bf16_autocast,  # on fp32 weights: autocast, fp32 master weights
         "dataloader_num_workers": 0,
         "remove_unused_columns": False,
         "include_num_input_tokens_seen": "non_padding",

@@ -7,7 +7,7 @@ import logging
 import time
 from collections.abc import Sequence
 
-from transformers import DataCollatorForSeq2Seq, DataCollatorWithFlattening, Trainer, TrainerCallback, set_seed
+from transformers import TrainerCallback, set_seed
 from transformers.trainer_callback import ProgressCallback
 
 from tuneforge.config import RunConfig
@@ -26,6 +26,7 @@ from tuneforge.models.loader import load_model, load_tokenizer
 from tuneforge.runs import check_run_available, open_run
 from tuneforge.stages.callbacks import ReadableProgress, RunMetrics
 from tuneforge.stages.common import RunResult, final_losses, prepare_resume, set_threads, training_arguments
+from tuneforge.stages.speed import SpeedTrainer, cpu_settings, sft_collator
 
 log = logging.getLogger("tuneforge.train")
 
@@ -34,6 +35,7 @@ def run(cfg: RunConfig, callbacks: Sequence[TrainerCallback] = ()) -> RunResult:
     started = time.perf_counter()
     check_run_available(cfg)  # before any loading: never overwrite a run, fail fast on resume mistakes
     threads = set_threads(cfg)
+    cpu = cpu_settings(cfg)
 
     # Data first: every data error surfaces before the (slow) model load.
     tokenizer = load_tokenizer(cfg.model)
@@ -47,6 +49,7 @@ def run(cfg: RunConfig, callbacks: Sequence[TrainerCallback] = ()) -> RunResult:
 
     run_dir = open_run(cfg)
     (run_dir.root / "data_stats.json").write_text(json.dumps(data.stats, indent=2), encoding="utf-8")
+    (run_dir.root / "cpu.json").write_text(json.dumps(cpu, indent=2), encoding="utf-8")
 
     set_seed(cfg.train.seed)  # adapter initialisation (e.g. LoRA A) must not depend on what ran before
     model = load_model(cfg.model, tokenizer, **model_load_kwargs(cfg.method))
@@ -58,16 +61,13 @@ def run(cfg: RunConfig, callbacks: Sequence[TrainerCallback] = ()) -> RunResult:
     trainable, total = count_parameters(model)
     log.info("%s | %d threads", describe(model, cfg.method), threads)
 
-    collator: DataCollatorWithFlattening | DataCollatorForSeq2Seq
-    if cfg.data.packing:
-        # Padding-free batches: one row per batch, position ids restart per sample, and transformers'
-        # masking detects the boundaries so no attention crosses samples.
-        collator = DataCollatorWithFlattening(return_position_ids=True)
-    else:
-        collator = DataCollatorForSeq2Seq(tokenizer, padding=True, label_pad_token_id=-100)
+    # Padding-free rows (data.packing): position ids restart per sample, and transformers' masking detects the
+    # boundaries so no attention crosses samples; rows are capped (data.packing_row_tokens), see data/collate.py.
+    collator = sft_collator(cfg, tokenizer)
 
     args = training_arguments(cfg, run_dir, has_eval=data.val is not None, label_names=["labels"])
-    trainer = Trainer(
+    trainer = SpeedTrainer(
+        label_only_logits=cfg.train.label_only_logits,
         model=model,
         args=args,
         train_dataset=data.train,

@@ -1,0 +1,612 @@
+"""`tuneforge bench speed`: CPU fine-tuning speed and memory against the plain Hugging Face path.
+
+Variants train LoRA (r=8, alpha=16, all linear layers) on the same model, data, samples and seed, each in its
+own process (peak RSS is its own), one epoch over exactly `steps * 4` samples, so every variant trains on the
+same tokens and the loss afterwards is comparable:
+
+- `hf`: the plain path — transformers Trainer + PEFT, fp32, padded batches of 4 (DataCollatorForSeq2Seq),
+  random order, the full logits; only the data rendering is tuneforge's (the same token ids for everyone);
+- `tuneforge`: `tuneforge train` with its defaults plus data.packing (see docs/speed.md);
+- the ablation: `tf_plain` (every lever off) and one lever on at a time.
+
+`hf` and `tuneforge` alternate (A B A B, `--repeats`), so load from other processes hits both alike; the
+ablation runs once each. A last process scores multiple-choice items (CommonsenseQA from ../shared/data, or
+the shipped iso_dates_test set) through tuneforge.eval's batched log-likelihood and through a naive
+per-sample loop. Outputs speed.md and speed.json in `--out`.
+
+Measured per training run: real tokens/s (non-pad tokens of the trained samples / training seconds), s/step,
+peak RSS, the held-out loss after training (a fixed validation split, plain forward), and achieved FLOP/s:
+the useful FLOPs of the epoch, counted analytically (FLOP_FORMULA), over the training seconds, also as a
+fraction of the fp32 and bf16 matmul peaks timed in the same process before the model loads.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger("tuneforge.bench")
+
+
+def _shared_data() -> Path:
+    """The research fixtures (../shared/data of the checkout, or TUNEFORGE_SHARED_DATA), read in place."""
+    env = os.environ.get("TUNEFORGE_SHARED_DATA")
+    if env:
+        return Path(env)
+    for base in (Path.cwd().parent, Path(__file__).resolve().parents[4]):
+        if (base / "shared" / "data").is_dir():
+            return base / "shared" / "data"
+    return Path.cwd().parent / "shared" / "data"
+
+
+SHARED_DATA = _shared_data()
+MATH_DATA = SHARED_DATA / "llm_adapters" / "ft-training_set" / "math_data.json"
+CSQA = SHARED_DATA / "csqa" / "dev_rand_split.jsonl"
+
+FLOP_FORMULA = (
+    "per trained token 4*P_frozen (forward + input gradient of the frozen linear layers) + 6*P_lora (forward, "
+    "input and weight gradient of the adapter); per label token 4*d*V (lm_head forward + input gradient, only "
+    "where a label is: the useful part); per sample of T tokens 6*L*d*T^2 (causal attention scores and "
+    "values, forward 2*L*d*T^2, backward twice that)"
+)
+
+PLAIN = [
+    "data.packing=false",
+    "train.group_by_length=false",
+    "train.label_only_logits=false",
+    "train.onednn_fp32=false",
+]
+# name -> config overrides of a tuneforge run (None: the plain HF baseline). Later overrides win.
+VARIANTS: dict[str, list[str] | None] = {
+    "hf": None,
+    "tuneforge": ["data.packing=true"],
+    "tf_plain": PLAIN,
+    "+group_by_length": [*PLAIN, "train.group_by_length=true"],
+    "+packing": [*PLAIN, "data.packing=true"],
+    "+label_only_logits": [*PLAIN, "train.label_only_logits=true"],
+    "+onednn_fp32": [*PLAIN, "train.onednn_fp32=true"],
+    "tuneforge+gradient_checkpointing": ["data.packing=true", "train.gradient_checkpointing=true"],
+    "tuneforge+bf16_autocast": ["data.packing=true", "train.bf16_autocast=true"],
+}
+PAIRED = ("hf", "tuneforge")
+DEFAULT_ABLATION = ("tf_plain", "+group_by_length", "+packing", "+label_only_logits", "+onednn_fp32")
+
+
+@dataclass
+class SpeedSettings:
+    model: str = "embedded"
+    steps: int = 12
+    batch_size: int = 4
+    cutoff_len: int = 512
+    heldout: int = 16
+    repeats: int = 2
+    ablation: Sequence[str] = DEFAULT_ABLATION
+    eval_items: int = 40
+    seed: int = 42
+    lr: float = 2e-4
+    timeout_s: float = 3600.0
+    overrides: Sequence[str] = field(default_factory=list)
+
+
+def data_section(s: SpeedSettings) -> dict[str, Any]:
+    """Varied lengths: the shipped short sets plus, when ../shared/data is there, math word problems with
+    worked answers (read in place, for benchmarking only)."""
+    datasets: list[dict[str, Any]] = [{"name": "identity"}, {"name": "iso_dates"}]
+    if MATH_DATA.is_file():
+        datasets.append({"path": str(MATH_DATA), "format": "alpaca", "ratio": 2.0})
+    return {
+        "datasets": datasets,
+        "cutoff_len": s.cutoff_len,
+        "mix_size": s.steps * s.batch_size + s.heldout,
+        "val_size": s.heldout,
+        "seed": s.seed,
+        "variables": {"name": "Forge", "author": "tuneforge"},
+    }
+
+
+def run_config(s: SpeedSettings, name: str, runs_dir: Path) -> dict[str, Any]:
+    return {
+        "name": name,
+        "stage": "sft",
+        "model": {"path": s.model},
+        "data": data_section(s),
+        "method": {"name": "lora", "r": 8, "alpha": 16, "dropout": 0.0, "target_modules": "all-linear"},
+        "train": {
+            "epochs": 1,
+            "batch_size": s.batch_size,
+            "lr": s.lr,
+            "seed": s.seed,
+            "logging_steps": 1,
+            "save_steps": 0,
+        },
+        "output": {"dir": str(runs_dir)},
+    }
+
+
+# ---------------------------------------------------------------------------------------------- the worker
+
+
+def _heldout_loss(model: Any, rows: list[dict[str, Any]], tokenizer: Any) -> float:
+    """Token-weighted mean loss over the held-out rows, plain forward, padded batches of 4."""
+    import torch
+    from transformers import DataCollatorForSeq2Seq
+
+    collate = DataCollatorForSeq2Seq(tokenizer, padding=True, label_pad_token_id=-100)
+    was_training = model.training
+    model.eval()
+    total, count = 0.0, 0
+    with torch.no_grad():
+        for start in range(0, len(rows), 4):
+            batch = collate(rows[start : start + 4])
+            n = int((batch["labels"][:, 1:] != -100).sum())
+            total += float(model(**batch, use_cache=False).loss) * n
+            count += n
+    model.train(was_training)
+    return total / max(count, 1)
+
+
+def _probe_class() -> type:
+    from transformers import TrainerCallback
+
+    from tuneforge.bench.worker import peak_rss_mb
+
+    class Probe(TrainerCallback):
+        """Training seconds up to the last step's end (no saving, no evaluation), peak RSS there, and the
+        held-out loss at the end."""
+
+        def __init__(self, heldout: list[dict[str, Any]], tokenizer: Any) -> None:
+            self.heldout, self.tokenizer = heldout, tokenizer
+            self.record: dict[str, Any] = {}
+            self.started = 0.0
+
+        def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+            self.started = time.perf_counter()
+
+        def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+            self.record["train_s"] = time.perf_counter() - self.started
+            self.record["steps"] = state.global_step
+            self.record["peak_rss_mb"] = round(peak_rss_mb(), 1)
+
+        def on_log(self, args: Any, state: Any, control: Any, logs: Any = None, **kwargs: Any) -> None:
+            if logs and "loss" in logs:
+                self.record.setdefault("losses", []).append(round(float(logs["loss"]), 5))
+
+        def on_train_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+            self.record["heldout_loss"] = _heldout_loss(kwargs["model"], self.heldout, self.tokenizer)
+
+    return Probe
+
+
+def _train_hf(cfg: Any, train: Any, probe: Any, tokenizer: Any, out: Path) -> None:
+    """The plain Hugging Face path, as its documentation writes it."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM, DataCollatorForSeq2Seq, Trainer, TrainingArguments, set_seed
+
+    from tuneforge.models.loader import resolve_model_path
+
+    set_seed(cfg.train.seed)
+    model = AutoModelForCausalLM.from_pretrained(resolve_model_path(cfg.model), dtype=torch.float32)
+    model.config.use_cache = False
+    lora = LoraConfig(task_type="CAUSAL_LM", r=8, lora_alpha=16, lora_dropout=0.0, target_modules="all-linear")
+    peft_model = get_peft_model(model, lora)
+    args = TrainingArguments(
+        output_dir=str(out),
+        num_train_epochs=1,
+        per_device_train_batch_size=cfg.train.batch_size,
+        learning_rate=cfg.train.lr,
+        lr_scheduler_type=cfg.train.lr_scheduler,
+        logging_steps=1,
+        save_strategy="no",
+        report_to="none",
+        use_cpu=True,
+        seed=cfg.train.seed,
+        data_seed=cfg.train.seed,
+        remove_unused_columns=False,
+        disable_tqdm=True,
+    )
+    collator = DataCollatorForSeq2Seq(tokenizer, padding=True, label_pad_token_id=-100)
+    trainer = Trainer(model=peft_model, args=args, train_dataset=train, data_collator=collator, callbacks=[probe])
+    trainer.train()
+
+
+def data_counts(rows: Any) -> dict[str, int]:
+    """Real tokens, label positions and the sum of squared lengths of the training rows."""
+    lengths = [len(ids) for ids in rows["input_ids"]]
+    labels = sum(sum(1 for x in lab[1:] if x != -100) for lab in rows["labels"])
+    return {
+        "samples": len(lengths),
+        "tokens": sum(lengths),
+        "label_tokens": labels,
+        "sum_t2": sum(t * t for t in lengths),
+    }
+
+
+def useful_flops(model_dims: dict[str, int], counts: dict[str, int]) -> float:
+    """FLOP_FORMULA over the epoch."""
+    d, v, layers = model_dims["hidden"], model_dims["vocab"], model_dims["layers"]
+    return (
+        counts["tokens"] * (4 * model_dims["frozen_linear"] + 6 * model_dims["lora"])
+        + counts["label_tokens"] * 4 * d * v
+        + 6 * layers * d * counts["sum_t2"]
+    )
+
+
+def model_dims(cfg: Any, r: int = 8) -> dict[str, int]:
+    """Sizes for the FLOP count, from the model's config (Llama-style decoder, LoRA on all its linear layers)."""
+    from transformers import AutoConfig
+
+    from tuneforge.models.loader import resolve_model_path
+
+    c = AutoConfig.from_pretrained(resolve_model_path(cfg.model))
+    d, inter = c.hidden_size, c.intermediate_size
+    kv = c.num_key_value_heads * (getattr(c, "head_dim", None) or d // c.num_attention_heads)
+    shapes = [(d, d), (d, kv), (d, kv), (d, d), (d, inter), (d, inter), (inter, d)]  # q k v o gate up down
+    return {
+        "hidden": d,
+        "vocab": c.vocab_size,
+        "layers": c.num_hidden_layers,
+        "frozen_linear": c.num_hidden_layers * sum(i * o for i, o in shapes),
+        "lora": c.num_hidden_layers * sum(r * (i + o) for i, o in shapes),
+    }
+
+
+def measure_peaks() -> dict[str, float]:
+    """fp32 (default route, oneDNN route) and bf16 matmul FLOP/s in this process, before anything loads."""
+    import torch
+
+    from tuneforge.utils.cpu import matmul_flops, use_onednn_fp32
+
+    peaks = {"fp32_default": matmul_flops(torch.float32)}
+    if use_onednn_fp32(True).used:
+        peaks["fp32_onednn"] = matmul_flops(torch.float32)
+    use_onednn_fp32(False)
+    peaks["bf16"] = matmul_flops(torch.bfloat16, size=512)  # emulated bf16 is slow: a smaller square
+    peaks["fp32"] = max(peaks["fp32_default"], peaks.get("fp32_onednn", 0.0))
+    return peaks
+
+
+def train_worker(spec: dict[str, Any]) -> dict[str, Any]:
+    from tuneforge.config import load
+    from tuneforge.data.build import build_sft
+    from tuneforge.methods import METHOD_PARAMS
+    from tuneforge.models.loader import load_tokenizer
+    from tuneforge.stages import run_stage
+    from tuneforge.stages.common import set_threads
+
+    cfg = load(spec["config"], spec["overrides"], methods=METHOD_PARAMS)
+    set_threads(cfg)
+    peaks = measure_peaks()
+    tokenizer = load_tokenizer(cfg.model)
+    data = build_sft(cfg.data, tokenizer)  # the same samples every variant trains on
+    assert data.val is not None  # data_section always holds out `heldout` samples
+    heldout = [data.val[i] for i in range(len(data.val))]
+    probe = _probe_class()(heldout, tokenizer)
+    if spec["kind"] == "hf":
+        _train_hf(cfg, data.train, probe, tokenizer, Path(spec["out"]))
+    else:
+        run_stage(cfg, callbacks=[probe])
+    counts = data_counts(data.train[:])
+    flops = useful_flops(model_dims(cfg), counts)
+    r = probe.record
+    seconds = r["train_s"]
+    return {
+        **r,
+        **counts,
+        "train_s": round(seconds, 2),
+        "s_per_step": round(seconds / r["steps"], 3),
+        "tokens_per_s": round(counts["tokens"] / seconds, 1),
+        "label_tokens_per_s": round(counts["label_tokens"] / seconds, 1),
+        "heldout_loss": round(r["heldout_loss"], 5),
+        "useful_flops": flops,
+        "flops_per_s": flops / seconds,
+        "peaks": peaks,
+        "frac_fp32_peak": flops / seconds / peaks["fp32"],
+        "frac_bf16_peak": flops / seconds / peaks["bf16"],
+    }
+
+
+def mc_pairs(tokenizer: Any, items: int) -> list[tuple[list[int], list[int]]]:
+    """Cloze multiple choice: context 'Question: ...\\nAnswer:', one continuation per choice."""
+    from tuneforge.eval.readers import read_csqa
+
+    def enc(text: str) -> list[int]:
+        return list(tokenizer(text, add_special_tokens=False)["input_ids"])
+
+    pairs = []
+    for ex in read_csqa(CSQA, "test")[:items]:
+        ctx = enc(f"Question: {ex.question}\nAnswer:")
+        pairs += [(ctx, enc(f" {choice}")) for choice in ex.choices]
+    return pairs
+
+
+def naive_loglikelihood(model: Any, ctx: list[int], cont: list[int]) -> float:
+    """One pair, one full forward over context + continuation, no batching, no cache reuse."""
+    import torch
+
+    ids = torch.tensor([ctx + cont])
+    with torch.inference_mode():
+        logp = torch.log_softmax(model(input_ids=ids).logits[0, len(ctx) - 1 : -1].float(), dim=-1)
+    return float(logp.gather(-1, torch.tensor(cont)[:, None]).sum())
+
+
+def eval_worker(spec: dict[str, Any]) -> dict[str, Any]:
+    from tuneforge.config import load
+    from tuneforge.eval.lm import LM
+    from tuneforge.methods import METHOD_PARAMS
+    from tuneforge.models.loader import load_model, load_tokenizer
+    from tuneforge.stages.common import set_threads
+    from tuneforge.utils.cpu import use_onednn_fp32
+
+    cfg = load(spec["config"], spec["overrides"], methods=METHOD_PARAMS)
+    set_threads(cfg)
+    tokenizer = load_tokenizer(cfg.model)
+    model = load_model(cfg.model, tokenizer).eval()
+    pairs = mc_pairs(tokenizer, spec["items"])
+    record: dict[str, Any] = {"items": spec["items"], "pairs": len(pairs)}
+    for route in (False, True):  # the default fp32 route, then oneDNN (as the eval path would use it)
+        key = "onednn" if route else "default"
+        if route and not use_onednn_fp32(True).used:
+            continue
+        lm = LM(model, tokenizer, batch_size=8, progress=False)
+        lm.loglikelihoods(pairs[:10])  # warm-up
+        started = time.perf_counter()
+        naive = [naive_loglikelihood(model, c, x) for c, x in pairs]
+        record[f"naive_s_{key}"] = round(time.perf_counter() - started, 2)
+        started = time.perf_counter()
+        batched = [s.logprob for s in lm.loglikelihoods(pairs)]
+        record[f"batched_s_{key}"] = round(time.perf_counter() - started, 2)
+        record[f"max_abs_diff_{key}"] = max(abs(a - b) for a, b in zip(naive, batched, strict=True))
+    use_onednn_fp32(False)
+    record["speedup"] = round(record["naive_s_default"] / record["batched_s_default"], 2)
+    if "batched_s_onednn" in record:
+        record["speedup_onednn"] = round(record["naive_s_default"] / record["batched_s_onednn"], 2)
+    return record
+
+
+def worker_main(spec_path: Path, result_path: Path) -> int:
+    import traceback
+
+    from tuneforge.bench.worker import peak_rss_mb
+    from tuneforge.utils.logs import offline_env, setup_logging
+
+    offline_env()
+    setup_logging(False)
+    spec = json.loads(spec_path.read_text(encoding="utf-8"))
+    try:
+        record = eval_worker(spec) if spec["kind"] == "eval" else train_worker(spec)
+        code = 0
+    except Exception as e:  # the variant's failed row
+        record = {"error": f"{type(e).__name__}: {e}"[:500], "traceback": traceback.format_exc()}
+        code = 1
+    record["peak_rss_process_mb"] = round(peak_rss_mb(), 1)
+    result_path.write_text(json.dumps(record, indent=2), encoding="utf-8")
+    return code
+
+
+# ---------------------------------------------------------------------------------------------- the parent
+
+
+def run_variant(s: SpeedSettings, name: str, tag: str, out: Path, kind: str = "train") -> dict[str, Any]:
+    overrides = VARIANTS.get(name)
+    folder = out / "work" / tag
+    folder.mkdir(parents=True, exist_ok=False)
+    spec = {
+        "kind": "hf" if overrides is None and kind == "train" else kind,
+        "config": run_config(s, tag, out / "runs"),
+        "overrides": [*(overrides or []), *s.overrides],
+        "out": str(folder / "hf_output"),
+        "items": s.eval_items,
+    }
+    (folder / "spec.json").write_text(json.dumps(spec, indent=2), encoding="utf-8")
+    cmd = [
+        sys.executable,
+        "-m",
+        "tuneforge.bench.speed",
+        "--worker",
+        str(folder / "spec.json"),
+        str(folder / "result.json"),
+    ]
+    log.info("bench speed: %s", tag)
+    started = time.perf_counter()
+    with (folder / "log.txt").open("w", encoding="utf-8") as logf:
+        try:
+            proc = subprocess.run(cmd, stdout=logf, stderr=subprocess.STDOUT, timeout=s.timeout_s, env=os.environ)
+            failure = None if proc.returncode == 0 else f"exit code {proc.returncode}"
+        except subprocess.TimeoutExpired:
+            failure = f"timed out after {s.timeout_s:.0f} s"
+    result = folder / "result.json"
+    record = json.loads(result.read_text(encoding="utf-8")) if result.is_file() else {}
+    if failure and "error" not in record:
+        record["error"] = f"{failure} (see {folder / 'log.txt'})"
+    record.update(variant=name, tag=tag, wall_s=round(time.perf_counter() - started, 1))
+    return record
+
+
+def bench_speed(s: SpeedSettings, out: Path) -> dict[str, Any]:
+    if out.exists() and any(out.iterdir()):
+        raise FileExistsError(f"output folder {out} exists and is not empty; choose another --out")
+    out.mkdir(parents=True, exist_ok=True)
+    unknown = [a for a in s.ablation if a not in VARIANTS]
+    if unknown:
+        raise ValueError(f"unknown ablation variant(s) {unknown}; known: {', '.join(VARIANTS)}")
+    runs: list[dict[str, Any]] = []
+    for rep in range(s.repeats):
+        for name in PAIRED:
+            runs.append(run_variant(s, name, f"{name}-{rep + 1}", out))
+            _write(runs, None, s, out)
+    for name in s.ablation:
+        runs.append(run_variant(s, name, f"{name}-1".replace("+", "plus_"), out))
+        _write(runs, None, s, out)
+    ev = run_variant(s, "eval", "eval", out, kind="eval") if s.eval_items else None
+    return _write(runs, ev, s, out)
+
+
+def summary(runs: list[dict[str, Any]], ev: dict[str, Any] | None) -> dict[str, Any]:
+    ok = [r for r in runs if "error" not in r]
+    pairs = []
+    reps = sorted({r["tag"].rsplit("-", 1)[1] for r in ok if r["variant"] in PAIRED})
+    for rep in reps:
+        a = next((r for r in ok if r["tag"] == f"hf-{rep}"), None)
+        b = next((r for r in ok if r["tag"] == f"tuneforge-{rep}"), None)
+        if a and b:
+            pairs.append(
+                {
+                    "repeat": rep,
+                    "tokens_per_s_ratio": round(b["tokens_per_s"] / a["tokens_per_s"], 2),
+                    "loss_rel_diff": round(abs(b["heldout_loss"] - a["heldout_loss"]) / a["heldout_loss"], 4),
+                    "rss_ratio": round(b["peak_rss_mb"] / a["peak_rss_mb"], 3),
+                    "frac_bf16_peak": round(b["frac_bf16_peak"], 3),
+                    "frac_fp32_peak": round(b["frac_fp32_peak"], 3),
+                }
+            )
+    out: dict[str, Any] = {"pairs": pairs}
+    if pairs:
+        n = len(pairs)
+        out["mean"] = {k: round(sum(p[k] for p in pairs) / n, 3) for k in pairs[0] if k != "repeat"}
+    base = next((r for r in ok if r["variant"] == "tf_plain"), None)
+    if base:
+        out["ablation"] = {
+            r["variant"]: round(r["tokens_per_s"] / base["tokens_per_s"], 2) for r in ok if r["variant"] not in PAIRED
+        }
+    if ev and "error" not in ev:
+        out["eval_speedup"] = ev["speedup"]
+    return out
+
+
+def _write(runs: list[dict[str, Any]], ev: dict[str, Any] | None, s: SpeedSettings, out: Path) -> dict[str, Any]:
+    report = {
+        "settings": asdict(s),
+        "flop_formula": FLOP_FORMULA,
+        "runs": runs,
+        "eval": ev,
+        "summary": summary(runs, ev),
+    }
+    (out / "speed.json").write_text(json.dumps(report, indent=2, default=list), encoding="utf-8")
+    (out / "speed.md").write_text(markdown(report), encoding="utf-8")
+    return report
+
+
+def _g(x: float) -> str:
+    return f"{x / 1e9:.1f}"
+
+
+def markdown(report: dict[str, Any]) -> str:
+    s = report["settings"]
+    lines = [
+        f"# tuneforge bench speed — {s['model']}, LoRA r=8 all-linear, batch {s['batch_size']}, "
+        f"cutoff {s['cutoff_len']}, {s['steps']} steps (one epoch over the same samples)",
+        "",
+        "| run | tokens/s | s/step | peak RSS MB | held-out loss | GFLOP/s | % fp32 peak | % bf16 peak "
+        "| peaks fp32 / oneDNN / bf16 GFLOP/s |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---|",
+    ]
+    for r in report["runs"]:
+        if "error" in r:
+            lines.append(f"| {r['tag']} | failed: {r['error'][:120]} |||||||| ")
+            continue
+        p = r["peaks"]
+        peaks = f"{_g(p['fp32_default'])} / {_g(p['fp32_onednn']) if 'fp32_onednn' in p else '—'} / {_g(p['bf16'])}"
+        lines.append(
+            f"| {r['tag']} | {r['tokens_per_s']:.0f} | {r['s_per_step']:.2f} | {r['peak_rss_mb']:.0f} "
+            f"| {r['heldout_loss']:.4f} | {_g(r['flops_per_s'])} | {100 * r['frac_fp32_peak']:.0f}% "
+            f"| {100 * r['frac_bf16_peak']:.0f}% | {peaks} |"
+        )
+    sm = report["summary"]
+    if sm.get("pairs"):
+        lines += [
+            "",
+            "| pair | tokens/s ratio | held-out loss rel. diff | peak RSS ratio | % bf16 peak |",
+            "|---|---:|---:|---:|---:|",
+        ]
+        for p in sm["pairs"]:
+            lines.append(
+                f"| {p['repeat']} | {p['tokens_per_s_ratio']:.2f}x | {100 * p['loss_rel_diff']:.2f}% "
+                f"| {p['rss_ratio']:.3f} | {100 * p['frac_bf16_peak']:.0f}% |"
+            )
+    if sm.get("ablation"):
+        lines += ["", "Ablation (tokens/s relative to tf_plain, one run each):", ""]
+        lines += [f"- {k}: {v:.2f}x" for k, v in sm["ablation"].items()]
+    ev = report.get("eval")
+    if ev:
+        if "error" in ev:
+            lines += ["", f"Evaluation: failed: {ev['error']}"]
+        else:
+            lines += [
+                "",
+                f"Evaluation ({ev['items']} CommonsenseQA items, {ev['pairs']} choices): naive per-pair loop "
+                f"{ev['naive_s_default']} s, batched + shared-context cache {ev['batched_s_default']} s "
+                f"= {ev['speedup']}x (max |Δ log p| {ev['max_abs_diff_default']:.1e})"
+                + (
+                    f"; with oneDNN {ev['batched_s_onednn']} s = {ev['speedup_onednn']}x"
+                    if "speedup_onednn" in ev
+                    else ""
+                ),
+            ]
+    lines += ["", f"FLOPs: {report['flop_formula']}.", ""]
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    import argparse
+
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["--worker"]:
+        return worker_main(Path(argv[1]), Path(argv[2]))
+    p = argparse.ArgumentParser(prog="python -m tuneforge.bench.speed", description=__doc__.split("\n")[0])
+    add_arguments(p)
+    args = p.parse_args(argv)
+    from tuneforge.utils.logs import offline_env, setup_logging
+
+    offline_env()
+    setup_logging(False)
+    return speed_cli(args)
+
+
+def add_arguments(p: Any) -> None:
+    p.add_argument("overrides", nargs="*", help="key.path=value overrides for every tuneforge variant")
+    p.add_argument("--model", default="embedded")
+    p.add_argument("--steps", type=int, default=12, help="optimiser steps = samples / batch size (one epoch)")
+    p.add_argument("--batch-size", type=int, default=4)
+    p.add_argument("--cutoff-len", type=int, default=512)
+    p.add_argument("--repeats", type=int, default=2, help="hf / tuneforge pairs, alternating")
+    p.add_argument("--ablation", default=",".join(DEFAULT_ABLATION), help=f"variants run once: {', '.join(VARIANTS)}")
+    p.add_argument("--eval-items", type=int, default=40, help="CommonsenseQA items for the eval comparison (0: skip)")
+    p.add_argument("--out", default="runs/bench-speed", help="output folder (must not exist or be empty)")
+
+
+def speed_cli(args: Any) -> int:
+    """`tuneforge bench speed` (the bench verb's arguments; unset ones take this benchmark's defaults)."""
+    args.steps = args.steps or SpeedSettings.steps
+    args.cutoff_len = args.cutoff_len or SpeedSettings.cutoff_len
+    args.ablation = args.ablation if args.ablation is not None else ",".join(DEFAULT_ABLATION)
+    args.out = args.out or "runs/bench-speed"
+    report = bench_speed(settings_from(args), Path(args.out))
+    print((Path(args.out) / "speed.md").read_text(encoding="utf-8"), end="")
+    return 0 if all("error" not in r for r in report["runs"]) else 1
+
+
+def settings_from(args: Any) -> SpeedSettings:
+    ablation = [a.strip() for a in args.ablation.split(",") if a.strip()]
+    return SpeedSettings(
+        model=args.model,
+        steps=args.steps,
+        batch_size=getattr(args, "batch_size", 4),
+        cutoff_len=args.cutoff_len,
+        repeats=args.repeats,
+        ablation=ablation,
+        eval_items=args.eval_items if CSQA.is_file() else 0,
+        overrides=list(args.overrides),
+    )
+
+
+if __name__ == "__main__":
+    sys.exit(main())
