@@ -129,3 +129,12 @@ def test_app_has_a_widget_for_every_key() -> None:
     for spec in FIELDS:
         assert by_id[spec.key]["label"] == spec.key
     assert by_id["data.datasets"]["multiselect"] is True
+
+
+def test_cli_verb_refuses_an_open_host_without_auth(capsys) -> None:
+    from tuneforge.cli import main
+
+    assert main(["webui", "--host", "0.0.0.0"]) == 2
+    assert "--auth USER:PASSWORD" in capsys.readouterr().err
+    assert main(["webui", "--config", "/no/such.yaml"]) == 2
+    assert "does not exist" in capsys.readouterr().err

@@ -86,6 +86,13 @@ def cmd_doctor(args: argparse.Namespace) -> int:
 def cmd_bench(args: argparse.Namespace) -> int:
     from tuneforge.bench.methods import DEFAULT_METHODS, BenchSettings, bench_methods
 
+    if args.what == "speed":
+        from tuneforge.bench.speed import speed_cli
+
+        return speed_cli(args)
+    args.steps = args.steps or 30
+    args.cutoff_len = args.cutoff_len or 128
+    args.out = args.out or "runs/bench-methods"
     methods = [m.strip() for m in args.methods.split(",") if m.strip()] if args.methods else DEFAULT_METHODS
     settings = BenchSettings(
         methods=methods,
@@ -110,6 +117,8 @@ def cmd_export(args: argparse.Namespace) -> int:
     out = Path(args.out) if args.out else None
     result = export_run(Path(args.run), out, fmt=args.format, gguf_type=args.gguf_type, overwrite=args.overwrite)
     print(f"exported {args.run} -> {result.out_dir}" + (f" (+ {result.gguf})" if result.gguf else ""))
+    if result.modelfile:
+        print(f"Ollama: ollama create NAME -f {result.modelfile}")
     print(format_table(result))
     return 0
 
@@ -180,6 +189,12 @@ def _show_answer(result: object) -> str:
     assert isinstance(result, RagAnswer)
     cited = ", ".join(result.cited) or "none (the answer cites no passage number)"
     return f"{result.answer}\n\ncited: {cited}\npassages:\n{format_hits(result.hits)}"
+
+
+def cmd_webui(args: argparse.Namespace) -> int:
+    from tuneforge.webui import webui_main
+
+    return webui_main(args)
 
 
 def cmd_data(args: argparse.Namespace) -> int:
@@ -273,24 +288,27 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--seed", type=int, default=None)
     c.set_defaults(func=cmd_chat)
 
-    b = sub.add_parser("bench", help="benchmarks: tuneforge bench methods [--methods lora,dora,...]")
-    b.add_argument("what", choices=["methods"])
-    b.add_argument("overrides", nargs="*", help="key.path=value overrides for every method (right after 'methods')")
+    b = sub.add_parser("bench", help="benchmarks: tuneforge bench methods|speed (docs/bench_methods.md, docs/speed.md)")
+    b.add_argument("what", choices=["methods", "speed"])
+    b.add_argument("overrides", nargs="*", help="key.path=value overrides for every run (right after the benchmark)")
     b.add_argument("--methods", help="comma-separated method names (default: lora,qlora,dora,ia3,bitfit,...)")
     b.add_argument("--model", default="embedded")
-    b.add_argument("--steps", type=int, default=30)
+    b.add_argument("--steps", type=int, default=None, help="optimiser steps (methods: 30, speed: 12)")
     b.add_argument("--batch-size", type=int, default=4)
-    b.add_argument("--cutoff-len", type=int, default=128)
+    b.add_argument("--cutoff-len", type=int, default=None, help="methods: 128, speed: 512")
+    b.add_argument("--repeats", type=int, default=2, help="speed: hf / tuneforge pairs, alternating")
+    b.add_argument("--ablation", default=None, help="speed: variants run once (default: every lever alone)")
+    b.add_argument("--eval-items", type=int, default=40, help="speed: CommonsenseQA items for the eval comparison")
     b.add_argument("--lr", type=float, default=1e-3, help="learning rate (full-weight methods: lr / 10)")
     b.add_argument("--score-items", type=int, default=40, help="held-out iso_dates_test items scored")
     b.add_argument("--threads", type=int, default=None)
-    b.add_argument("--out", default="runs/bench-methods", help="output folder")
+    b.add_argument("--out", default=None, help="output folder (default: runs/bench-methods, runs/bench-speed)")
     b.set_defaults(func=cmd_bench)
 
     x = sub.add_parser("export", help="merge a run into an HF model folder (or GGUF) and verify it")
     x.add_argument("--run", required=True, help="a run folder, e.g. runs/quickstart")
     x.add_argument("--out", help="output folder (default: RUN/merged)")
-    x.add_argument("--format", choices=["hf", "gguf"], default="hf")
+    x.add_argument("--format", choices=["hf", "gguf", "gguf-lora"], default="hf", help="gguf-lora: the adapter only")
     x.add_argument("--gguf-type", choices=["f16", "q8_0"], default="f16")
     x.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
     x.set_defaults(func=cmd_export)
@@ -326,6 +344,14 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--adapter", help="chat: adapter folder to apply on --model")
     r.add_argument("--json", action="store_true", help="chat: print the answer, citations and sources as JSON")
     r.set_defaults(func=cmd_rag)
+
+    w = sub.add_parser("webui", help="web UI: config form, training, evaluation, chat and export (docs/webui.md)")
+    w.add_argument("overrides", nargs="*", help="key.path=value presets of the form, e.g. model.path=DIR")
+    w.add_argument("--config", help="a config YAML that fills the form")
+    w.add_argument("--host", default="127.0.0.1", help="any non-loopback host requires --auth")
+    w.add_argument("--port", type=int, default=7860)
+    w.add_argument("--auth", help="USER:PASSWORD for the login page (default: env TUNEFORGE_WEBUI_AUTH)")
+    w.set_defaults(func=cmd_webui)
 
     dp = sub.add_parser("data", help="data recipes: tuneforge data prepare DOCS... --out DIR --name NAME")
     dp.add_argument("action", choices=["prepare"])
