@@ -30,7 +30,9 @@ def test_hf_and_tuneforge_workers_train_the_same_samples(
     tf = speed.train_worker(spec(tmp_path, tiny_model_dir, "train", "tuneforge"))
     for r in (hf, tf):
         assert r["steps"] == 2 and r["samples"] == 8 and r["train_s"] > 0
-        assert r["tokens_per_s"] == pytest.approx(r["tokens"] / r["train_s"], rel=0.01)
+        # train_s is recorded to 0.01 s: on a fast machine that rounding alone moves tokens/train_s by > 1%.
+        lo, hi = r["tokens"] / (r["train_s"] + 0.005), r["tokens"] / max(r["train_s"] - 0.005, 1e-9)
+        assert lo * 0.999 <= r["tokens_per_s"] <= hi * 1.001
         assert r["peak_rss_mb"] > 0 and r["peaks"] == peaks
         assert r["frac_fp32_peak"] == pytest.approx(r["flops_per_s"] / 2e10)
         assert len(r["losses"]) == 2
