@@ -167,7 +167,7 @@ def test_resume_after_kill_reproduces_the_uninterrupted_loss_sequence(tmp_path: 
     resumed = run_stage(load_config(path, ["train.resume=true"]))
     got, want = losses(resumed.run_dir), losses(reference.run_dir)
     assert [s for s, _ in got] == list(range(1, 9))
-    assert got == pytest.approx(want, rel=1e-5, abs=1e-6)
+    assert [loss for _, loss in got] == pytest.approx([loss for _, loss in want], rel=1e-5, abs=1e-6)
 
 
 def test_resume_refuses_a_changed_config(tmp_path: Path, tiny_model_dir: Path) -> None:
