@@ -103,11 +103,15 @@ class Page:
             self.shot("failure")
             raise
 
+    def present(self, css: str, timeout: float = 20) -> Any:
+        """The element, once it is in the page (an opened accordion renders its widgets a moment later)."""
+        return self.wait(lambda: (self.d.find_elements(By.CSS_SELECTOR, css) or [None])[0], timeout, f"no {css}")
+
     def text_of(self, key: str) -> str:
         return str(self.find(by_key(key, "textarea, input")).get_attribute("value") or "")
 
     def fill(self, key: str, value: str) -> None:
-        box = self.find(by_key(key, "textarea, input"))
+        box = self.present(by_key(key, "textarea, input"))
         self.d.execute_script("arguments[0].scrollIntoView({block: 'center'})", box)
         box.send_keys(Keys.CONTROL, "a")
         box.send_keys(Keys.DELETE)
@@ -115,7 +119,7 @@ class Page:
         self.d.execute_script("arguments[0].blur()", box)  # Gradio sends the value; no other widget gets focus
 
     def click(self, css: str) -> None:
-        el = self.find(css)
+        el = self.present(css)
         self.d.execute_script("arguments[0].scrollIntoView({block: 'center'})", el)
         el.click()
 
