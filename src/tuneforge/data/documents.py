@@ -15,7 +15,6 @@ from __future__ import annotations
 import ast
 import csv
 import itertools
-import json
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -23,6 +22,7 @@ from pathlib import Path
 from typing import Literal
 
 from tuneforge.data.schema import DataError
+from tuneforge.data.sources import read_jsonl
 
 TEXT_SUFFIXES = (".txt", ".md", ".markdown", ".rst")
 CODE_SUFFIXES = (".py", ".js", ".ts", ".java", ".c", ".h", ".cpp", ".hpp", ".go", ".rs", ".rb", ".sh", ".sql")
@@ -91,21 +91,14 @@ def read_file(file: Path, doc_id: str) -> Iterator[Document]:
 
 
 def _read_jsonl(file: Path, doc_id: str) -> Iterator[Document]:
-    with file.open(encoding="utf-8-sig") as f:
-        for n, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise DataError(f"{file}:{n}: not valid JSON ({e.msg} at column {e.colno})") from None
-            if not isinstance(row, dict):
-                raise DataError(f"{file}:{n}: expected an object with a text field, got {row!r:.60}")
-            field = next((k for k in TEXT_FIELDS if isinstance(row.get(k), str)), None)
-            text = row[field] if field else "\n".join(f"{k}: {v}" for k, v in row.items() if isinstance(v, str))
-            if not text.strip():
-                raise DataError(f"{file}:{n}: no text (give a string field, e.g. {', '.join(TEXT_FIELDS)})")
-            yield Document(f"{doc_id}:row {n}", text, "text", str(row.get("title", "")))
+    for where, row in read_jsonl(file):
+        if not isinstance(row, dict):
+            raise DataError(f"{where}: expected an object with a text field, got {row!r:.60}")
+        field = next((k for k in TEXT_FIELDS if isinstance(row.get(k), str)), None)
+        text = row[field] if field else "\n".join(f"{k}: {v}" for k, v in row.items() if isinstance(v, str))
+        if not text.strip():
+            raise DataError(f"{where}: no text (give a string field, e.g. {', '.join(TEXT_FIELDS)})")
+        yield Document(f"{doc_id}:row {where.rsplit(':', 1)[1]}", text, "text", str(row.get("title", "")))
 
 
 def _read_csv(file: Path, doc_id: str) -> Iterator[Document]:

@@ -24,7 +24,7 @@ def _read_json(path: Path) -> Iterator[tuple[str, Record]]:
         data = json.loads(text)
     except json.JSONDecodeError as e:
         if e.msg == "Extra data":  # JSON lines saved as .json: Hugging Face's json loader accepts them too
-            yield from _read_jsonl(path)
+            yield from read_jsonl(path)
             return
         raise DataError(f"{path}:{e.lineno}: not valid JSON ({e.msg} at column {e.colno})") from None
     if isinstance(data, dict):
@@ -41,7 +41,8 @@ def _read_json(path: Path) -> Iterator[tuple[str, Record]]:
         yield f"{path}:row {i}", record
 
 
-def _read_jsonl(path: Path) -> Iterator[tuple[str, Record]]:
+def read_jsonl(path: Path) -> Iterator[tuple[str, Record]]:
+    """("file:line", parsed JSON) per non-blank line; invalid JSON is a DataError naming the line."""
     with path.open(encoding="utf-8-sig") as f:
         for n, line in enumerate(f, start=1):
             if not line.strip():
@@ -82,7 +83,7 @@ def _read_txt(path: Path) -> Iterator[tuple[str, Record]]:
 
 READERS: dict[str, Callable[[Path], Iterator[tuple[str, Record]]]] = {
     ".json": _read_json,
-    ".jsonl": _read_jsonl,
+    ".jsonl": read_jsonl,
     ".csv": _read_csv,
     ".parquet": _read_parquet,
     ".txt": _read_txt,
