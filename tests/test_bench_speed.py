@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tuneforge.bench import speed
+from tuneforge.bench import speed, speed_worker
 from tuneforge.cli import build_parser
 
 
@@ -25,9 +25,9 @@ def test_hf_and_tuneforge_workers_train_the_same_samples(
     tmp_path: Path, tiny_model_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     peaks = {"fp32_default": 2e10, "fp32": 2e10, "bf16": 1e9}  # timed matmuls are the bench's business, not a test's
-    monkeypatch.setattr(speed, "measure_peaks", lambda: peaks)
-    hf = speed.train_worker(spec(tmp_path, tiny_model_dir, "hf", "hf"))
-    tf = speed.train_worker(spec(tmp_path, tiny_model_dir, "train", "tuneforge"))
+    monkeypatch.setattr(speed_worker, "measure_peaks", lambda: peaks)
+    hf = speed_worker.train_worker(spec(tmp_path, tiny_model_dir, "hf", "hf"))
+    tf = speed_worker.train_worker(spec(tmp_path, tiny_model_dir, "train", "tuneforge"))
     for r in (hf, tf):
         assert r["steps"] == 2 and r["samples"] == 8 and r["train_s"] > 0
         # train_s is recorded to 0.01 s: on a fast machine that rounding alone moves tokens/train_s by > 1%.
@@ -48,9 +48,9 @@ def test_hf_and_tuneforge_workers_train_the_same_samples(
 def test_useful_flops_formula() -> None:
     dims = {"hidden": 2, "vocab": 10, "layers": 3, "frozen_linear": 100, "lora": 7}
     counts = {"tokens": 5, "label_tokens": 2, "sum_t2": 13}
-    assert speed.useful_flops(dims, counts) == 5 * (400 + 42) + 2 * 4 * 2 * 10 + 6 * 3 * 2 * 13
+    assert speed_worker.useful_flops(dims, counts) == 5 * (400 + 42) + 2 * 4 * 2 * 10 + 6 * 3 * 2 * 13
     rows = {"input_ids": [[1, 2, 3], [4, 5]], "labels": [[-100, 2, 3], [-100, -100]]}
-    assert speed.data_counts(rows) == {"samples": 2, "tokens": 5, "label_tokens": 2, "sum_t2": 13}
+    assert speed_worker.data_counts(rows) == {"samples": 2, "tokens": 5, "label_tokens": 2, "sum_t2": 13}
 
 
 def test_naive_loop_agrees_with_the_batched_scorer(tiny_model_dir: Path) -> None:
@@ -64,7 +64,7 @@ def test_naive_loop_agrees_with_the_batched_scorer(tiny_model_dir: Path) -> None
     conts = [list(tok(t, add_special_tokens=False)["input_ids"]) for t in (" yes", " no way", " the fox")]
     pairs = [(c, x) for c in ctx for x in conts]
     batched = [s.logprob for s in LM(model, tok, batch_size=4, progress=False).loglikelihoods(pairs)]
-    naive = [speed.naive_loglikelihood(model, c, x) for c, x in pairs]
+    naive = [speed_worker.naive_loglikelihood(model, c, x) for c, x in pairs]
     assert naive == pytest.approx(batched, abs=1e-4)
 
 
