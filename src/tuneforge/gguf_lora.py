@@ -54,6 +54,13 @@ def converter_script() -> Path:
     return script
 
 
+def hf_converter_script() -> Path | None:
+    """llama.cpp's convert_hf_to_gguf.py beside the LoRA converter (fetched together), if it is there."""
+    folder = Path(os.environ.get("TUNEFORGE_LLAMA_CPP") or default_dir()).expanduser()
+    script = folder / "convert_hf_to_gguf.py"
+    return script if script.is_file() else None
+
+
 def fetch(dest: Path | None = None, spec: str = LLAMA_CPP_PYTHON) -> Path:
     """pip-download the llama-cpp-python sdist and unpack only the converter and what it imports into `dest`."""
     dest = dest or default_dir()
