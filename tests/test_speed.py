@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -17,6 +18,7 @@ from tuneforge.data.collate import PackedRowsCollator
 from tuneforge.models.loader import load_tokenizer
 from tuneforge.models.loss import label_only_loss, label_only_parts
 from tuneforge.stages import run_stage
+from tuneforge.stages.speed import packing_mismatch
 from tuneforge.utils import cpu
 
 
@@ -154,3 +156,41 @@ def test_all_levers_train_on_the_plain_loss(
     assert [s for s, _ in first[True]] == [s for s, _ in first[False]] == [1, 2]
     for (_, a), (_, b) in zip(first[True], first[False], strict=True):
         assert a == pytest.approx(b, abs=2e-4)
+
+
+@pytest.mark.parametrize(("method", "packed"), [({"name": "lora", "r": 4}, True), ({"name": "prompt_tuning"}, False)])
+def test_packing_is_on_by_default_and_checked_on_the_model(
+    tmp_path: Path, tiny_model_dir: Path, method: dict, packed: bool, caplog: pytest.LogCaptureFixture
+) -> None:
+    """data.packing defaults to on; a method whose packed rows would change the loss trains padded, saying why."""
+    raw = make_cfg(tmp_path, tiny_model_dir, method=method)
+    cfg = load_config(cfg_file(tmp_path, raw), [])
+    assert cfg.data.packing is True
+    result = run_stage(cfg)
+    decision = json.loads((result.run_dir / "cpu.json").read_text(encoding="utf-8"))["packing"]
+    if packed:
+        assert decision == "used"
+        assert "data.packing: not applied" not in caplog.text
+    else:  # prompt tuning: virtual tokens in front of the row, which packed samples would not see
+        assert decision.startswith("prompt_tuning is prompt learning")
+        assert "data.packing: not applied" in caplog.text
+    assert len(losses(result.run_dir)) == 2
+
+
+def test_packing_check_catches_a_model_that_lets_samples_attend_to_each_other(tiny_model_dir: Path) -> None:
+    rows, tokenizer = rows_and_tokenizer(tiny_model_dir)
+    model = lora_model(tiny_model_dir).train()
+    assert packing_mismatch(model, tokenizer, rows) is None
+    assert model.training  # restored after the check's eval-mode forwards
+
+    class IgnoresPositions(torch.nn.Module):  # custom modelling code that drops position ids
+        def __init__(self, inner: torch.nn.Module) -> None:
+            super().__init__()
+            self.inner = inner
+
+        def forward(self, position_ids=None, **kwargs):
+            return self.inner(**kwargs)
+
+    why = packing_mismatch(IgnoresPositions(model), tokenizer, rows)
+    assert why is not None and "differs from padded" in why
+    assert packing_mismatch(model, tokenizer, rows[:1]) is None  # one sample: nothing to cross

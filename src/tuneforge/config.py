@@ -74,7 +74,11 @@ class DataConfig(Section):
     )
     cutoff_len: int = Field(1024, gt=8, description="Maximum tokens per sample; longer samples are truncated.")
     val_size: float = Field(0.0, ge=0, description="Validation split: a fraction (<1) or a sample count (>=1).")
-    packing: bool = Field(False, description="Padding-free batches: samples concatenated, attention kept apart.")
+    packing: bool = Field(
+        True,
+        description="SFT: padding-free batches, samples side by side in rows, attention kept apart (checked once "
+        "against padded batches on the model; padded where it would change the loss).",
+    )
     packing_row_tokens: int | None = Field(
         None, gt=8, description="Longest packed row when data.packing is on (default: cutoff_len); see docs/speed.md."
     )
@@ -126,7 +130,9 @@ class TrainConfig(Section):
     seed: int = Field(42, description="Seed for initialisation, data order and dropout.")
     resume: bool = Field(False, description="Continue from the last checkpoint in the run folder.")
     gradient_checkpointing: bool = Field(False, description="Recompute activations in backward: less memory, slower.")
-    group_by_length: bool = Field(True, description="Batch samples of similar length (less padding; off with packing).")
+    group_by_length: bool = Field(
+        True, description="Batch samples of similar length (less padding); used when SFT batches are padded."
+    )
     label_only_logits: bool = Field(
         True, description="Project onto the vocabulary only at label positions, in chunks (never the full logits)."
     )

@@ -45,11 +45,15 @@ class PackedRowsCollator:
         return best[2]
 
     def __call__(self, features: Sequence[dict[str, Any]]) -> dict[str, torch.Tensor]:
+        return self.pack(features, self.rows([len(f["input_ids"]) for f in features]))
+
+    def pack(self, features: Sequence[dict[str, Any]], layout: Sequence[Sequence[int]]) -> dict[str, torch.Tensor]:
+        """The batch tensors for a given layout (sample indices per row)."""
         lengths = [len(f["input_ids"]) for f in features]
         ids: list[list[int]] = []
         labels: list[list[int]] = []
         positions: list[list[int]] = []
-        for row in self.rows(lengths):
+        for row in layout:
             r_ids: list[int] = []
             r_labels: list[int] = []
             r_pos: list[int] = []

@@ -24,13 +24,49 @@ log = logging.getLogger("tuneforge.train")
 # The start-up check of the label-only loss: this many tokens of the first row, and the relative tolerance.
 CHECK_TOKENS = 96
 CHECK_RTOL = 1e-4
+# The start-up check of data.packing: this many training samples in one row vs padded.
+PACK_CHECK_SAMPLES = 4
 
 
 def sft_collator(cfg: RunConfig, tokenizer: Any) -> PackedRowsCollator | DataCollatorForSeq2Seq:
     if cfg.data.packing:
-        pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-        return PackedRowsCollator(cfg.data.packing_row_tokens or cfg.data.cutoff_len, int(pad or 0))
+        return PackedRowsCollator(cfg.data.packing_row_tokens or cfg.data.cutoff_len, pad_id(tokenizer))
     return DataCollatorForSeq2Seq(tokenizer, padding=True, label_pad_token_id=-100)
+
+
+def pad_id(tokenizer: Any) -> int:
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    return int(pad or 0)
+
+
+def packing_mismatch(model: Any, tokenizer: Any, samples: Any) -> str | None:
+    """Why padding-free rows would change this model's loss (None: they do not), checked once before training.
+
+    Up to PACK_CHECK_SAMPLES training samples are put side by side in ONE row and the model's own loss on it is
+    compared with the loss of the same samples as a padded batch (eval mode, no dropout). A model or method
+    that lets packed samples attend to each other (custom modelling code that ignores restarting position ids,
+    prompt-learning methods whose virtual tokens sit in front of the row) fails the check and trains padded.
+    """
+    n = min(len(samples), PACK_CHECK_SAMPLES)
+    features = [samples[i] for i in range(n)]
+    features = [f for f in features if any(x != -100 for x in list(f["labels"])[1:])]
+    if len(features) < 2:
+        return None  # nothing that could attend across samples
+    packed = PackedRowsCollator(sum(len(f["input_ids"]) for f in features), pad_id(tokenizer))
+    padded = DataCollatorForSeq2Seq(tokenizer, padding=True, label_pad_token_id=-100)
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            one_row = float(model(**packed.pack(features, [list(range(len(features)))]), use_cache=False).loss)
+            plain = float(model(**padded(features), use_cache=False).loss)
+    except Exception as e:  # a model that refuses position ids or the layout
+        return f"the model failed on a packed row: {type(e).__name__}: {e}"
+    finally:
+        model.train(was_training)
+    if not math.isfinite(one_row) or not math.isclose(one_row, plain, rel_tol=CHECK_RTOL):
+        return f"loss on {len(features)} samples in one row {one_row:.6f} differs from padded {plain:.6f}"
+    return None
 
 
 def cpu_settings(cfg: RunConfig) -> dict[str, Any]:
@@ -101,4 +137,4 @@ class SpeedTrainer(Trainer):
         return label_only_loss(*self.label_only, inputs, num_items_in_batch)
 
 
-__all__ = ["SpeedTrainer", "cpu_settings", "sft_collator"]
+__all__ = ["SpeedTrainer", "cpu_settings", "packing_mismatch", "sft_collator"]
