@@ -159,11 +159,11 @@ def test_all_levers_train_on_the_plain_loss(
 
 
 @pytest.mark.parametrize(("method", "packed"), [({"name": "lora", "r": 4}, True), ({"name": "prompt_tuning"}, False)])
-def test_packing_is_on_by_default_and_checked_on_the_model(
+def test_packing_is_checked_on_the_model(
     tmp_path: Path, tiny_model_dir: Path, method: dict, packed: bool, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """data.packing defaults to on; a method whose packed rows would change the loss trains padded, saying why."""
-    raw = make_cfg(tmp_path, tiny_model_dir, method=method)
+    """data.packing is checked per run; a method whose packed rows would change the loss trains padded, saying why."""
+    raw = make_cfg(tmp_path, tiny_model_dir, method=method, data={"packing": True})
     cfg = load_config(cfg_file(tmp_path, raw), [])
     assert cfg.data.packing is True
     result = run_stage(cfg)

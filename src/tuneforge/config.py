@@ -75,9 +75,9 @@ class DataConfig(Section):
     cutoff_len: int = Field(1024, gt=8, description="Maximum tokens per sample; longer samples are truncated.")
     val_size: float = Field(0.0, ge=0, description="Validation split: a fraction (<1) or a sample count (>=1).")
     packing: bool = Field(
-        True,
+        False,
         description="SFT: padding-free batches, samples side by side in rows, attention kept apart (checked once "
-        "against padded batches on the model; padded where it would change the loss).",
+        "against padded batches on the model; padded where it would change the loss). Pays on mixed lengths.",
     )
     packing_row_tokens: int | None = Field(
         None, gt=8, description="Longest packed row when data.packing is on (default: cutoff_len); see docs/speed.md."

@@ -6,7 +6,7 @@ same tokens and the loss afterwards is comparable:
 
 - `hf`: the plain path — transformers Trainer + PEFT, fp32, padded batches of 4 (DataCollatorForSeq2Seq),
   random order, the full logits; only the data rendering is tuneforge's (the same token ids for everyone);
-- `tuneforge`: `tuneforge train` with its defaults (packing, label-only loss; see docs/speed.md);
+- `tuneforge`: `tuneforge train` with its defaults plus data.packing (see docs/speed.md);
 - the ablation: `tf_plain` (every lever off) and one lever on at a time.
 
 `hf` and `tuneforge` alternate (A B A B, `--repeats`), so load from other processes hits both alike; the
@@ -67,14 +67,14 @@ PLAIN = [
 # name -> config overrides of a tuneforge run (None: the plain HF baseline). Later overrides win.
 VARIANTS: dict[str, list[str] | None] = {
     "hf": None,
-    "tuneforge": [],  # its defaults: packing and the label-only loss
+    "tuneforge": ["data.packing=true"],  # the defaults (label-only loss) + packing, for this mixed-length data
     "tf_plain": PLAIN,
     "+group_by_length": [*PLAIN, "train.group_by_length=true"],
     "+packing": [*PLAIN, "data.packing=true"],
     "+label_only_logits": [*PLAIN, "train.label_only_logits=true"],
     "+onednn_fp32": [*PLAIN, "train.onednn_fp32=true"],
-    "tuneforge+gradient_checkpointing": ["train.gradient_checkpointing=true"],
-    "tuneforge+bf16_autocast": ["train.bf16_autocast=true"],
+    "tuneforge+gradient_checkpointing": ["data.packing=true", "train.gradient_checkpointing=true"],
+    "tuneforge+bf16_autocast": ["data.packing=true", "train.bf16_autocast=true"],
 }
 PAIRED = ("hf", "tuneforge")
 DEFAULT_ABLATION = ("tf_plain", "+group_by_length", "+packing", "+label_only_logits", "+onednn_fp32")
