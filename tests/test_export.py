@@ -80,5 +80,5 @@ def test_verify_table_has_kl_and_says_when_llama_cpp_did_not_run(tmp_path: Path)
     result.llama_note = "model-f16.gguf in llama.cpp (llama-cpp-python 0.3.x)"
     text = format_table(result)
     assert "model-f16.gguf in llama.cpp" in text and "same token ids" in text and "**3/4**" in text
-    with pytest.raises(ExportError, match="vocabulary"):
+    with pytest.raises(ValueError, match="vocabulary"):
         compare([a], [torch.zeros(5)])

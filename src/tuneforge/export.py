@@ -22,8 +22,7 @@ from typing import Any
 import torch
 
 from tuneforge import gguf_lora, llamacpp
-from tuneforge.data.render import render_prompt
-from tuneforge.data.schema import Message
+from tuneforge.logprob_check import compare, llama_cpp_rows, next_token_logprobs, table, verify_prompts
 from tuneforge.methods import merge, method_of, saved_params
 from tuneforge.modelfile import write_modelfile
 from tuneforge.models import embedded
@@ -33,13 +32,6 @@ from tuneforge.serve.engine import LocalEngine, model_config_of_run
 
 log = logging.getLogger("tuneforge.export")
 
-# Fixed prompts of the verification: chat prompts, scored at the position of the first answer token.
-VERIFY_PROMPTS: tuple[str, ...] = (
-    "What is the capital of France?",
-    "Write the date 3 March 2021 in ISO format.",
-    "Explain LoRA in one sentence.",
-    "hi",
-)
 GGUF_TYPES = ("f16", "q8_0")
 FORMATS = ("hf", "gguf", "gguf-lora")
 
@@ -114,10 +106,6 @@ def export_run(
     return result
 
 
-def verify_prompts(tokenizer: Any) -> list[list[int]]:
-    return [render_prompt(tokenizer, [Message("user", p)]) for p in VERIFY_PROMPTS]
-
-
 def check_in_llama_cpp(
     result: ExportResult,
     source: list[torch.Tensor],
@@ -140,26 +128,6 @@ def check_in_llama_cpp(
 def _llama_failed(result: ExportResult, why: str) -> None:
     result.llama_note = why[:1000]
     log.warning("%s", result.llama_note)
-
-
-def llama_cpp_rows(
-    source: list[torch.Tensor], prompts: list[list[int]], tokenizer: Any, gguf: Path, lora: Path | None = None
-) -> tuple[str, list[dict[str, Any]]]:
-    """(what ran, compare() rows + same_tokens) for `gguf` (+ GGUF adapter `lora`) run in llama.cpp."""
-    what = f"{gguf.name}" + (f" + adapter {lora.name}" if lora is not None else "")
-    log.info("reloading %s in llama.cpp (llama-cpp-python %s)", what, llamacpp.version())
-    llm = llamacpp.load(gguf, lora, n_ctx=max(len(p) for p in prompts) + 16)
-    try:
-        rows = compare(source, llamacpp.next_token_logprobs(llm, prompts))
-        texts = [tokenizer.decode(p, skip_special_tokens=False, clean_up_tokenization_spaces=False) for p in prompts]
-        for row, same in zip(rows, llamacpp.tokenizer_agrees(llm, texts, prompts), strict=True):
-            row["same_tokens"] = same
-    finally:
-        if hasattr(llm, "close"):
-            llm.close()
-    if not all(r["top1_match"] for r in rows):
-        log.warning("%s in llama.cpp: the top-1 token differs from the source on some prompts (verify.md)", what)
-    return f"{what} in llama.cpp (llama-cpp-python {llamacpp.version()})", rows
 
 
 def _check_target(out_dir: Path, overwrite: bool) -> None:
@@ -196,40 +164,11 @@ def load_saved(out_dir: Path) -> Any:
     return AutoModelForCausalLM.from_pretrained(str(out_dir), use_safetensors=True).eval()
 
 
-@torch.inference_mode()
-def next_token_logprobs(model: Any, prompts: list[list[int]]) -> list[torch.Tensor]:
-    out = []
-    for ids in prompts:
-        logits = model(input_ids=torch.tensor([ids])).logits[0, -1].float()
-        out.append(torch.log_softmax(logits, dim=-1))
-    return out
-
-
 def load_gguf(path: Path) -> Any:
     """A GGUF file dequantised back into a transformers model, to compare it with the source."""
     from transformers import AutoModelForCausalLM
 
     return AutoModelForCausalLM.from_pretrained(str(path.parent), gguf_file=path.name).eval()
-
-
-def compare(source: list[torch.Tensor], exported: list[torch.Tensor]) -> list[dict[str, Any]]:
-    """Per prompt: max |Δ log-prob| over the vocabulary, KL(source ‖ export) in nats, top-1 of each."""
-    rows = []
-    for prompt, a, b in zip(VERIFY_PROMPTS, source, exported, strict=True):
-        if a.shape != b.shape:
-            raise ExportError(f"the export's vocabulary has {b.shape[-1]} entries, the source's {a.shape[-1]}")
-        rows.append(
-            {
-                "prompt": prompt,
-                "max_abs_diff": float((a - b).abs().max()),
-                # ≥ 0 in exact arithmetic; float32 log-softmax rounding can leave -1e-7
-                "kl": max(0.0, float((a.double().exp() * (a.double() - b.double())).sum())),
-                "top1_source": int(a.argmax()),
-                "top1_export": int(b.argmax()),
-                "top1_match": bool(a.argmax() == b.argmax()),
-            }
-        )
-    return rows
 
 
 def export_lora_gguf(run_dir: Path, out_dir: Path | None, gguf_type: str, overwrite: bool) -> ExportResult:
@@ -308,17 +247,17 @@ def _check_lora_in_llama_cpp(
 
 
 def format_table(result: ExportResult) -> str:
-    text = _lora_table(result) if result.lora_rows else _table(result.rows)
+    text = _lora_table(result) if result.lora_rows else table(result.rows)
     if result.gguf is not None and result.gguf_rows:
-        text += f"\n\nGGUF {result.gguf.name} (reloaded through transformers' GGUF reader):\n\n" + _table(
+        text += f"\n\nGGUF {result.gguf.name} (reloaded through transformers' GGUF reader):\n\n" + table(
             result.gguf_rows
         )
     if result.llama_rows:
-        text += f"\n\n{result.llama_note}, the same token ids:\n\n" + _table(result.llama_rows)
+        text += f"\n\n{result.llama_note}, the same token ids:\n\n" + table(result.llama_rows)
     elif result.llama_note:
         text += f"\n\nllama.cpp: {result.llama_note}"
     for note, rows in result.llama_more:
-        text += f"\n\n{note}, the same token ids:\n\n" + _table(rows)
+        text += f"\n\n{note}, the same token ids:\n\n" + table(rows)
     return text
 
 
@@ -338,24 +277,6 @@ def _lora_table(result: ExportResult) -> str:
     worst_a = max(r["max_abs_diff_a"] for r in result.lora_rows)
     worst_b = max(r["max_abs_diff_b"] for r in result.lora_rows)
     lines.append(f"| **all {len(result.lora_rows)} modules** | | | | **{worst_a:.2e}** | **{worst_b:.2e}** |")
-    return "\n".join(lines)
-
-
-def _table(rows: list[dict[str, Any]]) -> str:
-    tokens = any("same_tokens" in r for r in rows)
-    head = "| prompt | max abs diff (log-prob) | KL (nats) | top-1 source | top-1 export | agree |"
-    lines = [head + (" same token ids |" if tokens else ""), "|---|---|---|---|---|---|" + ("---|" if tokens else "")]
-    for r in rows:
-        agree = "yes" if r["top1_match"] else "NO"
-        line = f"| {r['prompt']} | {r['max_abs_diff']:.2e} | {r['kl']:.2e} | {r['top1_source']} | {r['top1_export']} | "
-        lines.append(line + f"{agree} |" + ((" yes |" if r["same_tokens"] else " NO |") if tokens else ""))
-    worst = max((r["max_abs_diff"] for r in rows), default=0.0)
-    worst_kl = max((r["kl"] for r in rows), default=0.0)
-    agree_all = sum(r["top1_match"] for r in rows) / max(len(rows), 1)
-    last = f"| **all** | **{worst:.2e}** | **{worst_kl:.2e}** | | | **{agree_all:.0%}** |"
-    if tokens:
-        last += f" **{sum(r['same_tokens'] for r in rows)}/{len(rows)}** |"
-    lines.append(last)
     return "\n".join(lines)
 
 
