@@ -18,7 +18,8 @@ from safetensors.torch import load_file, save_file
 
 from tuneforge import gguf_lora, llamacpp
 from tuneforge.cli import load_config
-from tuneforge.export import export_run, next_token_logprobs, verify_prompts
+from tuneforge.export import export_run
+from tuneforge.logprob_check import kl, next_token_logprobs, verify_prompts
 from tuneforge.models import embedded
 from tuneforge.quickstart import QUICKSTART_CONFIG
 from tuneforge.serve.engine import LocalEngine
@@ -48,12 +49,6 @@ def lora_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return result.run_dir
 
 
-def _base_logprobs(run: Path) -> list[torch.Tensor]:
-    cfg = load_config(QUICKSTART_CONFIG, [])
-    engine = LocalEngine(cfg.model, None)
-    return next_token_logprobs(engine.model, verify_prompts(engine.tokenizer))
-
-
 def test_merged_gguf_export_matches_base_plus_adapter(lora_run: Path) -> None:
     result = export_run(lora_run, fmt="gguf", gguf_type="f16")
     assert result.gguf == lora_run / "merged" / "model-f16.gguf" and result.gguf.stat().st_size > 200e6
@@ -81,9 +76,11 @@ def test_lora_gguf_adapter_runs_in_llama_cpp_like_the_peft_adapter(lora_run: Pat
     assert kl_export < 1e-3
     # the adapter matters: the base alone is much further from base + adapter than llama.cpp's run of it
     source = LocalEngine(load_config(QUICKSTART_CONFIG, []).model, lora_run / "adapter")
-    with_adapter = next_token_logprobs(source.model, verify_prompts(source.tokenizer))
-    base = _base_logprobs(lora_run)
-    kl_base = max(float((a.exp() * (a - b)).sum()) for a, b in zip(with_adapter, base, strict=True))
+    prompts = verify_prompts(source.tokenizer)
+    with_adapter = next_token_logprobs(source.model, prompts)
+    with source.model.disable_adapter():
+        base = next_token_logprobs(source.model, prompts)
+    kl_base = max(kl(a, b) for a, b in zip(with_adapter, base, strict=True))
     assert kl_base > 10 * kl_export, (kl_export, kl_base)
     # the Modelfile's base (the shipped 4-bit GGUF) + adapter: no further from the source than that file alone
     # is from the HF base (llama.cpp runs 4-bit weights with 8-bit activations)

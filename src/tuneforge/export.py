@@ -116,8 +116,7 @@ def check_in_llama_cpp(
 ) -> None:
     """Score the prompts in llama.cpp (when llama-cpp-python is installed) and add the comparison to `result`."""
     if not llamacpp.available():
-        result.llama_note = f"not run in llama.cpp: llama-cpp-python is not installed ({llamacpp.INSTALL_HINT})"
-        log.info("%s", result.llama_note)
+        _llama_not_installed(result)
         return
     try:
         result.llama_note, result.llama_rows = llama_cpp_rows(source, prompts, tokenizer, gguf, lora)
@@ -125,19 +124,25 @@ def check_in_llama_cpp(
         _llama_failed(result, f"llama.cpp could not run {gguf.name}: {type(e).__name__}: {e}")
 
 
+def _llama_not_installed(result: ExportResult) -> None:
+    result.llama_note = f"not run in llama.cpp: llama-cpp-python is not installed ({llamacpp.INSTALL_HINT})"
+    log.info("%s", result.llama_note)
+
+
 def _llama_failed(result: ExportResult, why: str) -> None:
     result.llama_note = why[:1000]
     log.warning("%s", result.llama_note)
 
 
-def _check_target(out_dir: Path, overwrite: bool) -> None:
+def _check_target(
+    out_dir: Path, overwrite: bool, marker: str = "config.json", kind: str = "an HF model folder"
+) -> None:
+    """Refuse a non-empty `out_dir` unless --overwrite, and even then unless it holds `marker` (one of ours)."""
     if out_dir.exists() and any(out_dir.iterdir()):
         if not overwrite:
             raise FileExistsError(f"{out_dir} already exists; choose another --out or pass --overwrite to replace it")
-        if not (out_dir / "config.json").is_file():
-            raise FileExistsError(
-                f"{out_dir} is not an HF model folder (no config.json); --overwrite will not delete it"
-            )
+        if not (out_dir / marker).is_file():
+            raise FileExistsError(f"{out_dir} is not {kind} (no {marker}); --overwrite will not delete it")
 
 
 def _is_plain(model: Any) -> bool:
@@ -178,14 +183,9 @@ def export_lora_gguf(run_dir: Path, out_dir: Path | None, gguf_type: str, overwr
     lora_config = gguf_lora.check_lora_adapter(output)
     base_dir = resolve_model_path(model_cfg)
     out_dir = Path(out_dir) if out_dir is not None else run_dir / "gguf-lora"
-    if out_dir.exists() and any(out_dir.iterdir()):
-        if not overwrite:
-            raise FileExistsError(f"{out_dir} already exists; choose another --out or pass --overwrite to replace it")
-        if not (out_dir / "Modelfile").is_file():
-            raise FileExistsError(
-                f"{out_dir} is not a tuneforge GGUF export (no Modelfile); --overwrite will not delete it"
-            )
-        shutil.rmtree(out_dir)
+    _check_target(out_dir, overwrite, "Modelfile", "a tuneforge GGUF export")
+    if out_dir.exists():
+        shutil.rmtree(out_dir)  # overwrite=True, checked above
     out_dir.mkdir(parents=True, exist_ok=True)
     out = gguf_lora.convert(script, output, base_dir, out_dir / f"adapter-{gguf_type}.gguf", gguf_type)
     base_config = json.loads((base_dir / "config.json").read_text(encoding="utf-8"))
@@ -206,7 +206,7 @@ def export_lora_gguf(run_dir: Path, out_dir: Path | None, gguf_type: str, overwr
     if llamacpp.available():
         _check_lora_in_llama_cpp(result, model_cfg, output, base_from, base_dir)
     else:
-        check_in_llama_cpp(result, [], [], tokenizer, out)  # records why it was not run
+        _llama_not_installed(result)
     write_report(result, run_dir)
     return result
 

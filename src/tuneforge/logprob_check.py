@@ -46,6 +46,12 @@ def next_token_logprobs(model: Any, prompts: list[list[int]]) -> list[torch.Tens
     return out
 
 
+def kl(source: torch.Tensor, export: torch.Tensor) -> float:
+    """KL(source ‖ export) in nats from two log-probability vectors."""
+    a, b = source.double(), export.double()
+    return max(0.0, float((a.exp() * (a - b)).sum()))  # ≥ 0 exactly; float32 log-softmax rounding leaves -1e-7
+
+
 def compare(source: list[torch.Tensor], exported: list[torch.Tensor]) -> list[dict[str, Any]]:
     """Per prompt: max |Δ log-prob| over the vocabulary, KL(source ‖ export) in nats, top-1 of each."""
     rows = []
@@ -56,8 +62,7 @@ def compare(source: list[torch.Tensor], exported: list[torch.Tensor]) -> list[di
             {
                 "prompt": prompt,
                 "max_abs_diff": float((a - b).abs().max()),
-                # ≥ 0 in exact arithmetic; float32 log-softmax rounding can leave -1e-7
-                "kl": max(0.0, float((a.double().exp() * (a.double() - b.double())).sum())),
+                "kl": kl(a, b),
                 "top1_source": int(a.argmax()),
                 "top1_export": int(b.argmax()),
                 "top1_match": bool(a.argmax() == b.argmax()),

@@ -26,7 +26,7 @@ from tuneforge.models.loader import load_model, load_tokenizer
 from tuneforge.runs import check_run_available, open_run
 from tuneforge.stages.callbacks import ReadableProgress, RunMetrics
 from tuneforge.stages.common import RunResult, final_losses, prepare_resume, set_threads, training_arguments
-from tuneforge.stages.speed import SpeedTrainer, cpu_settings, packing_mismatch, sft_collator
+from tuneforge.stages.speed import SpeedTrainer, cpu_settings, packing_refusal, sft_collator
 
 log = logging.getLogger("tuneforge.train")
 
@@ -49,7 +49,6 @@ def run(cfg: RunConfig, callbacks: Sequence[TrainerCallback] = ()) -> RunResult:
 
     run_dir = open_run(cfg)
     (run_dir.root / "data_stats.json").write_text(json.dumps(data.stats, indent=2), encoding="utf-8")
-    (run_dir.root / "cpu.json").write_text(json.dumps(cpu, indent=2), encoding="utf-8")
 
     set_seed(cfg.train.seed)  # adapter initialisation (e.g. LoRA A) must not depend on what ran before
     model = load_model(cfg.model, tokenizer, **model_load_kwargs(cfg.method))
@@ -65,17 +64,12 @@ def run(cfg: RunConfig, callbacks: Sequence[TrainerCallback] = ()) -> RunResult:
     # boundaries so no attention crosses samples; rows are capped (data.packing_row_tokens), see data/collate.py.
     # Checked once on this model and method; where packed rows would change the loss, batches are padded.
     if cfg.data.packing:
-        why = (
-            f"{cfg.method.name} is prompt learning: packed samples restart their positions and would not see the "
-            "virtual tokens in front of the row"
-            if METHODS[cfg.method.name].family == "prompt"
-            else packing_mismatch(model, tokenizer, data.train)
-        )
+        why = packing_refusal(cfg, model, tokenizer, data.train)
         if why is not None:
             log.warning("data.packing: not applied (%s); padded batches instead", why)
             cfg = cfg.model_copy(update={"data": cfg.data.model_copy(update={"packing": False})})
         cpu["packing"] = why or "used"
-        (run_dir.root / "cpu.json").write_text(json.dumps(cpu, indent=2), encoding="utf-8")
+    (run_dir.root / "cpu.json").write_text(json.dumps(cpu, indent=2), encoding="utf-8")
     collator = sft_collator(cfg, tokenizer)
 
     args = training_arguments(cfg, run_dir, has_eval=data.val is not None, label_names=["labels"])

@@ -16,6 +16,7 @@ from transformers import DataCollatorForSeq2Seq, Trainer
 
 from tuneforge.config import RunConfig
 from tuneforge.data.collate import PackedRowsCollator
+from tuneforge.methods import METHODS
 from tuneforge.models.loss import label_only_loss, label_only_parts
 from tuneforge.utils.cpu import native_bf16, use_onednn_fp32
 
@@ -31,7 +32,26 @@ PACK_CHECK_SAMPLES = 4
 def sft_collator(cfg: RunConfig, tokenizer: Any) -> PackedRowsCollator | DataCollatorForSeq2Seq:
     if cfg.data.packing:
         return PackedRowsCollator(cfg.data.packing_row_tokens or cfg.data.cutoff_len, pad_id(tokenizer))
+    return padded_collator(tokenizer)
+
+
+def padded_collator(tokenizer: Any) -> DataCollatorForSeq2Seq:
     return DataCollatorForSeq2Seq(tokenizer, padding=True, label_pad_token_id=-100)
+
+
+def packing_refusal(cfg: RunConfig, model: Any, tokenizer: Any, samples: Any) -> str | None:
+    """Why this run must not pack its batches (None: packing keeps the loss), decided once before training.
+
+    Prompt-learning methods by their family in the method table: their virtual tokens sit in front of the row,
+    so packed samples, whose positions restart, would not see them (the loss check cannot tell at
+    initialisation, when the virtual tokens barely matter). Every other model and method by packing_mismatch.
+    """
+    if METHODS[cfg.method.name].family == "prompt":
+        return (
+            f"{cfg.method.name} is prompt learning: packed samples restart their positions and would not see the "
+            "virtual tokens in front of the row"
+        )
+    return packing_mismatch(model, tokenizer, samples)
 
 
 def pad_id(tokenizer: Any) -> int:
@@ -53,7 +73,7 @@ def packing_mismatch(model: Any, tokenizer: Any, samples: Any) -> str | None:
     if len(features) < 2:
         return None  # nothing that could attend across samples
     packed = PackedRowsCollator(sum(len(f["input_ids"]) for f in features), pad_id(tokenizer))
-    padded = DataCollatorForSeq2Seq(tokenizer, padding=True, label_pad_token_id=-100)
+    padded = padded_collator(tokenizer)
     was_training = model.training
     model.eval()
     try:
@@ -137,4 +157,4 @@ class SpeedTrainer(Trainer):
         return label_only_loss(*self.label_only, inputs, num_items_in_batch)
 
 
-__all__ = ["SpeedTrainer", "cpu_settings", "packing_mismatch", "sft_collator"]
+__all__ = ["SpeedTrainer", "cpu_settings", "packing_mismatch", "packing_refusal", "sft_collator"]
