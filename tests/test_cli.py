@@ -18,7 +18,8 @@ def test_train_then_chat_one_shot(tmp_path: Path, tiny_model_dir: Path, capsys: 
     assert main(args) == 0
     out = capsys.readouterr().out
     from tuneforge.data.schema import Message
-    from tuneforge.serve.engine import GenerationParams, LocalEngine, model_config_of_run
+    from tuneforge.inference import GenerationParams, LocalEngine
+    from tuneforge.runs import model_config_of_run
 
     engine = LocalEngine(*model_config_of_run(run))
     expected = engine.generate([Message("user", "What is 2 plus 2?")], GenerationParams(max_new_tokens=5))

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from tuneforge.cli import load_config
+from tuneforge.inference import GenerationParams, LocalEngine
 from tuneforge.quickstart import QUICKSTART_CONFIG
-from tuneforge.serve.engine import GenerationParams, LocalEngine
 from tuneforge.stages import run_stage
 
 pytestmark = pytest.mark.slow

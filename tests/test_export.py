@@ -48,7 +48,7 @@ def test_gguf_without_converter_fails_before_loading(tmp_path: Path, monkeypatch
     monkeypatch.delenv("TUNEFORGE_GGUF_CONVERTER", raising=False)
     monkeypatch.setenv("PATH", str(tmp_path))
     monkeypatch.setenv("TUNEFORGE_LLAMA_CPP", str(tmp_path))  # no fetched convert_hf_to_gguf.py either
-    with pytest.raises(ExportError, match=r"python -m tuneforge\.gguf_lora --fetch"):
+    with pytest.raises(ExportError, match=r"python -m tuneforge\.export\.gguf_lora --fetch"):
         export_run(tmp_path / "no-run", fmt="gguf")
 
 

@@ -16,13 +16,12 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from tuneforge import gguf_lora, llamacpp
 from tuneforge.cli import load_config
-from tuneforge.export import export_run
-from tuneforge.logprob_check import kl, next_token_logprobs, verify_prompts
+from tuneforge.export import export_run, gguf_lora, llamacpp
+from tuneforge.export.logprob_check import kl, next_token_logprobs, verify_prompts
+from tuneforge.inference import LocalEngine
 from tuneforge.models import embedded
 from tuneforge.quickstart import QUICKSTART_CONFIG
-from tuneforge.serve.engine import LocalEngine
 from tuneforge.stages import run_stage
 
 pytestmark = pytest.mark.slow
@@ -35,7 +34,9 @@ needs_llama_cpp = pytest.mark.skipif(
 @pytest.fixture(scope="module")
 def lora_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     if gguf_lora.hf_converter_script() is None:
-        pytest.skip("llama.cpp's converters are not fetched (python -m tuneforge.gguf_lora --fetch; .ci/run does)")
+        pytest.skip(
+            "llama.cpp's converters are not fetched (python -m tuneforge.export.gguf_lora --fetch; .ci/run does)"
+        )
     out = tmp_path_factory.mktemp("runs")
     overrides = [f"output.dir={out}", "train.max_steps=1", "train.save_steps=0", "data.mix_size=8"]
     overrides += ["data.cutoff_len=64", "method.r=8", "method.alpha=16"]

@@ -11,9 +11,8 @@ from safetensors.torch import load_file, save_file
 
 from tests.test_export import train
 from tests.tiny import build_tokenizer
-from tuneforge import gguf_lora, llamacpp
-from tuneforge.export import export_run, format_table
-from tuneforge.modelfile import TemplateError, chat_pieces, modelfile_text
+from tuneforge.export import export_run, format_table, gguf_lora, llamacpp
+from tuneforge.export.modelfile import TemplateError, chat_pieces, modelfile_text
 
 BRANCH = re.compile(r'\{\{ (?:else )?if eq \.Role "(\w+)" \}\}(.*?)\{\{ \.Content \}\}(.*?)(?=\{\{ (?:else|end))', re.S)
 GENERATION = re.compile(r'\{\{ if and \$last \(ne \.Role "assistant"\) \}\}(.*?)\{\{ end \}\}\{\{ end \}\}$', re.S)
@@ -91,7 +90,7 @@ def test_untranslatable_template_falls_back_to_the_gguf_template() -> None:
 
 def test_gguf_lora_without_converter_says_how_to_fetch_it(tmp_path: Path, monkeypatch) -> None:
     monkeypatch.setenv("TUNEFORGE_LLAMA_CPP", str(tmp_path))
-    with pytest.raises(gguf_lora.LoraGgufError, match=r"python -m tuneforge\.gguf_lora --fetch"):
+    with pytest.raises(gguf_lora.LoraGgufError, match=r"python -m tuneforge\.export\.gguf_lora --fetch"):
         export_run(tmp_path / "no-run", fmt="gguf-lora")
 
 

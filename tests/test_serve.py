@@ -8,8 +8,8 @@ import pytest
 from fastapi.testclient import TestClient
 
 from tuneforge.config import ModelConfig
+from tuneforge.inference import LocalEngine
 from tuneforge.serve.app import ServeError, check_bind, create_app, load_engines, parse_tool_calls
-from tuneforge.serve.engine import LocalEngine
 
 
 @pytest.fixture(scope="module")

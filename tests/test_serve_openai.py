@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 
 from tuneforge.config import ModelConfig
+from tuneforge.inference import LocalEngine
 from tuneforge.serve.app import create_app
-from tuneforge.serve.engine import LocalEngine
 
 openai = pytest.importorskip("openai")
 uvicorn = pytest.importorskip("uvicorn")

@@ -8,7 +8,8 @@ from pathlib import Path
 
 from tuneforge.config import ModelConfig
 from tuneforge.data.schema import Message
-from tuneforge.serve.engine import GenerationParams, LocalEngine, model_config_of_run
+from tuneforge.inference import GenerationParams, LocalEngine
+from tuneforge.runs import model_config_of_run
 
 HELP = "commands: /reset clears the history, /exit (or Ctrl-D) quits"
 

@@ -213,7 +213,7 @@ def cmd_data(args: argparse.Namespace) -> int:
     if args.model or args.run:
         from tuneforge.chat import open_engine
         from tuneforge.data.schema import Message
-        from tuneforge.serve.engine import GenerationParams
+        from tuneforge.inference import GenerationParams
 
         engine = open_engine(args)
         params = GenerationParams(max_new_tokens=args.max_new_tokens)

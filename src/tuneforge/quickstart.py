@@ -16,7 +16,7 @@ from typing import Any
 from tuneforge.config import RunConfig
 from tuneforge.data.schema import Message
 from tuneforge.data.synthetic.generate import HERE as SHIPPED_DIR
-from tuneforge.serve.engine import GenerationParams, LocalEngine
+from tuneforge.inference import GenerationParams, LocalEngine
 from tuneforge.stages import run_stage
 
 log = logging.getLogger("tuneforge.quickstart")

@@ -18,11 +18,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tuneforge.config import RunConfig
+from tuneforge.config import ModelConfig, RunConfig
+from tuneforge.errors import TuneforgeError
 
 
-class RunExistsError(FileExistsError):
+class RunExistsError(TuneforgeError, FileExistsError):
     pass
+
+
+class RunFolderError(TuneforgeError, ValueError):
+    """A folder given as a run is not one, or has no trained output yet."""
 
 
 @dataclass(frozen=True)
@@ -71,6 +76,15 @@ class RunDir:
                 return p
         return None
 
+    def model_section(self) -> ModelConfig:
+        """The `model:` section the run was trained with (its base model), from the saved config.yaml."""
+        import yaml
+
+        if not self.config.is_file():
+            raise RunFolderError(f"{self.root} is not a tuneforge run folder (no config.yaml)")
+        raw = yaml.safe_load(self.config.read_text(encoding="utf-8")) or {}
+        return ModelConfig.model_validate(raw.get("model", {}))
+
     def append_metrics(self, record: dict[str, Any]) -> None:
         with self.metrics.open("a", encoding="utf-8") as f:
             f.write(json.dumps({"time": round(time.time(), 3), **record}) + "\n")
@@ -79,6 +93,16 @@ class RunDir:
         if not self.metrics.exists():
             return []
         return [json.loads(line) for line in self.metrics.read_text(encoding="utf-8").splitlines() if line]
+
+
+def model_config_of_run(run_dir: Path) -> tuple[ModelConfig, Path]:
+    """The base model section of a finished run and its trained output (adapter/ or model/)."""
+    run = RunDir(Path(run_dir))
+    model_cfg = run.model_section()
+    output = run.trained_output()
+    if output is None:
+        raise RunFolderError(f"run {run.root} has no trained output yet (neither adapter/ nor model/): did it finish?")
+    return model_cfg, output
 
 
 def check_run_available(cfg: RunConfig) -> RunDir:

@@ -25,7 +25,7 @@ def check(run_dir: Path) -> dict[str, Any]:
 
     from tuneforge.methods import load_trained, merge, model_load_kwargs, saved_params
     from tuneforge.models.loader import load_model, load_tokenizer
-    from tuneforge.serve.engine import model_config_of_run
+    from tuneforge.runs import model_config_of_run
 
     model_cfg, adapter = model_config_of_run(run_dir)
     params = saved_params(adapter)

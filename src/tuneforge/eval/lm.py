@@ -16,7 +16,7 @@ from typing import Any
 
 import torch
 
-from tuneforge.serve.engine import GenerationParams
+from tuneforge.inference import GenerationParams
 
 
 @dataclass(frozen=True)

@@ -141,7 +141,7 @@ def load_tasks(cfg: RunConfig) -> list[LoadedTask]:
 def resolve_models(cfg: RunConfig, runs: Sequence[str | Path] = ()) -> list[ModelRef]:
     """Base model first (the reference of every comparison), then each run's trained output."""
     from tuneforge.models.loader import resolve_model_path
-    from tuneforge.serve.engine import model_config_of_run
+    from tuneforge.runs import model_config_of_run
 
     run_dirs = list(dict.fromkeys(Path(r) for r in (*cfg.eval.runs, *runs)))  # each run once
     if not run_dirs and RunDir(cfg.run_dir).trained_output() is not None:
@@ -199,7 +199,7 @@ def evaluate(
     progress: bool = True,
 ) -> EvalReport:
     """Evaluate the base model and/or runs on `cfg.eval.tasks`; write report.md/.json/.png; return the report."""
-    from tuneforge.serve.engine import LocalEngine
+    from tuneforge.inference import LocalEngine
 
     tasks = load_tasks(cfg)
     models = resolve_models(cfg, runs)

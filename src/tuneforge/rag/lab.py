@@ -204,7 +204,7 @@ def _loaded(name: str, examples: list[Example], path: str) -> LoadedTask:
 
 def run_lab(s: LabSettings) -> dict[str, Any]:
     """Build data and index, fine-tune, score every arm; write lab.md / lab.json / lab.png and report/."""
-    from tuneforge.serve.engine import LocalEngine
+    from tuneforge.inference import LocalEngine
 
     out = Path(s.out)
     if out.exists() and any(out.iterdir()):

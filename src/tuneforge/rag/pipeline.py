@@ -15,8 +15,8 @@ from dataclasses import dataclass
 
 from tuneforge.config import RagConfig
 from tuneforge.data.schema import Message
+from tuneforge.inference import GenerationParams, LocalEngine
 from tuneforge.rag.index import Hit, RagIndex
-from tuneforge.serve.engine import GenerationParams, LocalEngine
 
 RAG_SYSTEM = (
     "Answer the question using the numbered passages. Cite the passages you used by their numbers in "

@@ -21,7 +21,8 @@ from typing import Any
 from tuneforge.config import ModelConfig
 from tuneforge.data.render import render_prompt
 from tuneforge.data.schema import DataError, Message
-from tuneforge.serve.engine import GenerationParams, LocalEngine, model_config_of_run
+from tuneforge.inference import GenerationParams, LocalEngine
+from tuneforge.runs import model_config_of_run
 from tuneforge.serve.protocol import (
     AssistantMessage,
     ChatChoice,

@@ -16,8 +16,8 @@ import gradio as gr
 
 from tuneforge.config import ConfigError, ModelConfig, RunConfig
 from tuneforge.data.schema import Message
-from tuneforge.runs import RunDir
-from tuneforge.serve.engine import GenerationParams, LocalEngine, model_config_of_run
+from tuneforge.inference import GenerationParams, LocalEngine
+from tuneforge.runs import RunDir, model_config_of_run
 from tuneforge.webui.form import build_config, config_yaml, write_config
 from tuneforge.webui.jobs import Jobs, cli_command
 from tuneforge.webui.widgets import (

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any
 import gradio as gr
 
 from tuneforge.config import ConfigError, RunConfig
-from tuneforge.serve.engine import GenerationParams
+from tuneforge.inference import GenerationParams
 from tuneforge.webui.form import FIELDS, STAGE_SECTIONS, build_config, dataset_names
 from tuneforge.webui.widgets import BASE_MODEL, list_runs, make_widget, method_updates
 

