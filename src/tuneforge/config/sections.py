@@ -7,10 +7,12 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from tuneforge.errors import TuneforgeError
+
 EMBEDDED_MODEL = "embedded"
 
 
-class ConfigError(ValueError):
+class ConfigError(TuneforgeError, ValueError):
     """A configuration that cannot run; the message names the key, the value and what is allowed."""
 
 

@@ -9,11 +9,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal, get_args
 
+from tuneforge.errors import TuneforgeError
+
 Role = Literal["system", "user", "assistant", "tool"]
 ROLES: tuple[str, ...] = get_args(Role)
 
 
-class DataError(ValueError):
+class DataError(TuneforgeError, ValueError):
     """Bad input data; the message names the file, the row or line, and the key or value at fault."""
 
 

@@ -27,9 +27,10 @@ from pathlib import Path
 from typing import Any
 
 from tuneforge.data.sources import read_records
+from tuneforge.errors import TuneforgeError
 
 
-class EvalError(ValueError):
+class EvalError(TuneforgeError, ValueError):
     """An evaluation that cannot run; the message names the setting or file at fault."""
 
 

@@ -25,6 +25,7 @@ from typing import Any
 
 import numpy as np
 
+from tuneforge.errors import TuneforgeError
 from tuneforge.models.embedded import cache_root
 
 LLAMA_CPP_PYTHON = "llama-cpp-python==0.3.36"  # the sdist whose vendor/llama.cpp scripts were tested
@@ -34,7 +35,7 @@ NEEDED = (SCRIPT, "convert_hf_to_gguf.py", "conversion/", "gguf-py/")
 TOLERANCE = {"f16": 2e-3, "q8_0": 2e-2}
 
 
-class LoraGgufError(ValueError):
+class LoraGgufError(TuneforgeError, ValueError):
     pass
 
 

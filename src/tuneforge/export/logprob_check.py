@@ -15,12 +15,13 @@ import torch
 
 from tuneforge.data.render import render_prompt
 from tuneforge.data.schema import Message
+from tuneforge.errors import TuneforgeError
 from tuneforge.export import llamacpp
 
 log = logging.getLogger("tuneforge.export")
 
 
-class CheckError(ValueError):
+class CheckError(TuneforgeError, ValueError):
     pass
 
 

@@ -17,13 +17,14 @@ from pathlib import Path
 from typing import Any
 
 from tuneforge.data.render import end_of_turn_ids
+from tuneforge.errors import TuneforgeError
 
 SENTINELS = {"system": "SYSQ7f3a", "user": "USRQ1b2c", "assistant": "ASTQ9d4e"}
 SECOND_USER = "USRQ5e6f"
 ROLES = ("system", "user", "assistant")
 
 
-class TemplateError(ValueError):
+class TemplateError(TuneforgeError, ValueError):
     pass
 
 

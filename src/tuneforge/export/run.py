@@ -21,6 +21,7 @@ from typing import Any
 
 import torch
 
+from tuneforge.errors import TuneforgeError
 from tuneforge.export import gguf_lora, llamacpp
 from tuneforge.export.logprob_check import compare, llama_cpp_rows, next_token_logprobs, table, verify_prompts
 from tuneforge.export.modelfile import write_modelfile
@@ -36,7 +37,7 @@ GGUF_TYPES = ("f16", "q8_0")
 FORMATS = ("hf", "gguf", "gguf-lora")
 
 
-class ExportError(ValueError):
+class ExportError(TuneforgeError, ValueError):
     pass
 
 

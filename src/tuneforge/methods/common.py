@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any, Final, Literal, TypeVar
 from pydantic import Field, ValidationError, field_validator
 
 from tuneforge.config import MethodSection
+from tuneforge.errors import TuneforgeError
 
 if TYPE_CHECKING:
     from peft import PeftConfig
@@ -19,7 +20,7 @@ P = TypeVar("P", bound=MethodSection)
 ALL_LINEAR: Final = "all-linear"
 
 
-class MethodError(ValueError):
+class MethodError(TuneforgeError, ValueError):
     """A method that cannot be applied to this model; the message names the setting and what is available."""
 
 

@@ -6,8 +6,10 @@ such as `tuneforge doctor` asking for the cache folder, never pay for importing 
 
 from __future__ import annotations
 
+from tuneforge.errors import TuneforgeError
 
-class ModelError(ValueError):
+
+class ModelError(TuneforgeError, ValueError):
     """A model or tokenizer that cannot be loaded; the message names the path and what to do instead."""
 
 

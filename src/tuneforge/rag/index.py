@@ -28,6 +28,7 @@ from typing import Any, Literal, Protocol
 import numpy as np
 
 from tuneforge.data.documents import Chunk, Chunking, chunk_document, document_files, read_file, terms
+from tuneforge.errors import TuneforgeError
 
 log = logging.getLogger("tuneforge.rag")
 
@@ -37,7 +38,7 @@ FORMAT_VERSION = 1
 RAG_EXTRA = "pip install 'tuneforge[rag]'"
 
 
-class RagError(ValueError):
+class RagError(TuneforgeError, ValueError):
     """An index or search that cannot run; the message names the folder, file or setting at fault."""
 
 

@@ -21,6 +21,7 @@ from typing import Any
 from tuneforge.config import ModelConfig
 from tuneforge.data.render import render_prompt
 from tuneforge.data.schema import DataError, Message
+from tuneforge.errors import TuneforgeError
 from tuneforge.inference import GenerationParams, LocalEngine
 from tuneforge.runs import model_config_of_run
 from tuneforge.serve.protocol import (
@@ -55,7 +56,7 @@ log = logging.getLogger("tuneforge.serve")
 TOOL_CALL = re.compile(r"<tool_call>\s*(\{.*?\})\s*</tool_call>", re.DOTALL)
 
 
-class ServeError(ValueError):
+class ServeError(TuneforgeError, ValueError):
     pass
 
 
