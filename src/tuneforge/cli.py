@@ -9,11 +9,13 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from tuneforge.config import ConfigError, RunConfig, load
+from tuneforge.config import RunConfig, load
+from tuneforge.errors import TuneforgeError
 from tuneforge.utils.logs import offline_env, setup_logging
 
-# Errors a user can act on: printed as one message, never as a traceback.
-USER_ERRORS: tuple[type[BaseException], ...] = (ConfigError, FileExistsError, FileNotFoundError, ValueError)
+# Errors a user can act on: printed as one message, never as a traceback (exit 2). Anything else is a bug in
+# tuneforge or a library and shows its traceback (exit 1): a `ValueError` from deep inside torch is not the user's.
+USER_ERRORS: tuple[type[BaseException], ...] = (TuneforgeError,)
 
 
 def load_config(path: str | Path, overrides: Sequence[str]) -> RunConfig:
@@ -157,7 +159,7 @@ def cmd_rag(args: argparse.Namespace) -> int:
     index = RagIndex.open(cfg.rag.index_dir)
     if args.action == "search":
         if not args.query:
-            raise ValueError("tuneforge rag search needs a query: tuneforge rag search 'who founded Varnholt?'")
+            raise TuneforgeError("tuneforge rag search needs a query: tuneforge rag search 'who founded Varnholt?'")
         print(pipeline.format_hits(pipeline.retrieve(index, args.query, cfg.rag)))
         return 0
     from tuneforge.chat import open_engine

@@ -46,13 +46,13 @@ def _load(name: str) -> list[dict[str, str]]:
     return json.loads((SHIPPED_DIR / name).read_text(encoding="utf-8"))
 
 
-def probe(engine: LocalEngine, name: str, batch: int = 8) -> Probe:
+def probe(engine: LocalEngine, name: str, batch: int = 8, label: str = "model") -> Probe:
     ident = _load("identity_test.json")
     dates = _load("iso_dates_test.json")
     ask = [[Message("user", r["instruction"])] for r in ident]
-    answers = _batched(engine, ask, GenerationParams(max_new_tokens=40), batch)
+    answers = engine.generate_many(ask, GenerationParams(max_new_tokens=40), batch, f"{label}: identity probe")
     ask_d = [[Message("user", r["instruction"])] for r in dates]
-    answers_d = _batched(engine, ask_d, GenerationParams(max_new_tokens=14), batch)
+    answers_d = engine.generate_many(ask_d, GenerationParams(max_new_tokens=14), batch, f"{label}: date probe")
     exact = sum(a.strip() == r["output"] for a, r in zip(answers_d, dates, strict=True))
     examples = [{"q": ident[i]["instruction"], "a": answers[i]} for i in range(2)]
     examples += [{"q": dates[i]["instruction"], "a": answers_d[i], "gold": dates[i]["output"]} for i in range(2)]
@@ -64,13 +64,6 @@ def probe(engine: LocalEngine, name: str, batch: int = 8) -> Probe:
         date_total=len(dates),
         examples=examples,
     )
-
-
-def _batched(engine: LocalEngine, convs: list[list[Message]], params: GenerationParams, size: int) -> list[str]:
-    out: list[str] = []
-    for i in range(0, len(convs), size):
-        out += engine.generate_batch(convs[i : i + size], params)
-    return out
 
 
 def report(cfg: RunConfig, before: Probe, after: Probe, train: dict[str, Any], seconds: float) -> str:
@@ -109,14 +102,14 @@ def _cell(text: str) -> str:
 def run(cfg: RunConfig) -> dict[str, Any]:
     started = time.perf_counter()
     name = cfg.data.variables.get("name", "")
-    log.info("probing the base model on held-out questions")
+    log.info("probing the base model on held-out questions (before training)")
     base = LocalEngine(cfg.model)
-    before = probe(base, name)
+    before = probe(base, name, label="base")
     del base
     result = run_stage(cfg)
-    log.info("probing the tuned model")
+    log.info("probing the tuned model on the same held-out questions")
     tuned = LocalEngine(cfg.model, result.output_dir)
-    after = probe(tuned, name)
+    after = probe(tuned, name, label="tuned")
     seconds = time.perf_counter() - started
     text = report(cfg, before, after, result.summary(), seconds)
     eval_dir = result.run_dir / "eval"

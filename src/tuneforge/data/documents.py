@@ -23,6 +23,7 @@ from typing import Literal
 
 from tuneforge.data.schema import DataError
 from tuneforge.data.sources import read_jsonl
+from tuneforge.errors import unreadable_text
 
 TEXT_SUFFIXES = (".txt", ".md", ".markdown", ".rst")
 CODE_SUFFIXES = (".py", ".js", ".ts", ".java", ".c", ".h", ".cpp", ".hpp", ".go", ".rs", ".rb", ".sh", ".sql")
@@ -83,7 +84,7 @@ def read_file(file: Path, doc_id: str) -> Iterator[Document]:
         try:
             text = file.read_text(encoding="utf-8-sig")
         except UnicodeDecodeError as e:
-            raise DataError(f"{file}: not UTF-8 text (byte {e.start}); convert it or leave it out") from None
+            raise DataError(str(unreadable_text(file, e))) from None
         kind: Literal["text", "code", "python"] = (
             "python" if suffix == ".py" else "code" if suffix in CODE_SUFFIXES else "text"
         )

@@ -8,16 +8,33 @@ downloads data.
 from __future__ import annotations
 
 import csv
+import functools
 import json
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 from tuneforge.data.schema import DataError
+from tuneforge.errors import unreadable_text
 
 Record = dict[str, Any]
+Reader = Callable[[Path], Iterator[tuple[str, Record]]]
 
 
+def _names_the_file(reader: Reader) -> Reader:
+    """A file that is not UTF-8 becomes a DataError naming it (the codec's own message names no file)."""
+
+    @functools.wraps(reader)
+    def read(path: Path) -> Iterator[tuple[str, Record]]:
+        try:
+            yield from reader(path)
+        except UnicodeDecodeError as e:
+            raise DataError(str(unreadable_text(path, e))) from None
+
+    return read
+
+
+@_names_the_file
 def _read_json(path: Path) -> Iterator[tuple[str, Record]]:
     text = path.read_text(encoding="utf-8-sig")
     try:
@@ -41,6 +58,7 @@ def _read_json(path: Path) -> Iterator[tuple[str, Record]]:
         yield f"{path}:row {i}", record
 
 
+@_names_the_file
 def read_jsonl(path: Path) -> Iterator[tuple[str, Record]]:
     """("file:line", parsed JSON) per non-blank line; invalid JSON is a DataError naming the line."""
     with path.open(encoding="utf-8-sig") as f:
@@ -54,6 +72,7 @@ def read_jsonl(path: Path) -> Iterator[tuple[str, Record]]:
             yield f"{path}:{n}", record
 
 
+@_names_the_file
 def _read_csv(path: Path) -> Iterator[tuple[str, Record]]:
     with path.open(encoding="utf-8-sig", newline="") as f:
         reader = csv.DictReader(f)
@@ -73,6 +92,7 @@ def _read_parquet(path: Path) -> Iterator[tuple[str, Record]]:
             yield f"{path}:row {n}", record
 
 
+@_names_the_file
 def _read_txt(path: Path) -> Iterator[tuple[str, Record]]:
     with path.open(encoding="utf-8-sig") as f:
         for n, line in enumerate(f, start=1):
@@ -81,7 +101,7 @@ def _read_txt(path: Path) -> Iterator[tuple[str, Record]]:
                 yield f"{path}:{n}", {"text": text}
 
 
-READERS: dict[str, Callable[[Path], Iterator[tuple[str, Record]]]] = {
+READERS: dict[str, Reader] = {
     ".json": _read_json,
     ".jsonl": read_jsonl,
     ".csv": _read_csv,

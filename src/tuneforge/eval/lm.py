@@ -17,6 +17,7 @@ from typing import Any
 import torch
 
 from tuneforge.inference import GenerationParams
+from tuneforge.utils.progress import progress_bar
 
 
 @dataclass(frozen=True)
@@ -39,9 +40,7 @@ class LM:
         return list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
 
     def _bar(self, total: int, desc: str) -> Any:
-        from tqdm.auto import tqdm
-
-        return tqdm(total=total, desc=desc, disable=not self.progress, leave=False, unit="seq")
+        return progress_bar(total, desc, unit="seq", enabled=self.progress)
 
     @torch.inference_mode()
     def loglikelihoods(self, pairs: Sequence[tuple[list[int], list[int]]], desc: str = "") -> list[Scored]:

@@ -37,6 +37,10 @@ GGUF_TYPES = ("f16", "q8_0")
 FORMATS = ("hf", "gguf", "gguf-lora")
 
 
+class ExportExistsError(TuneforgeError, FileExistsError):
+    """The output folder exists: an export never replaces what it did not write, nor anything without --overwrite."""
+
+
 class ExportError(TuneforgeError, ValueError):
     pass
 
@@ -141,9 +145,9 @@ def _check_target(
     """Refuse a non-empty `out_dir` unless --overwrite, and even then unless it holds `marker` (one of ours)."""
     if out_dir.exists() and any(out_dir.iterdir()):
         if not overwrite:
-            raise FileExistsError(f"{out_dir} already exists; choose another --out or pass --overwrite to replace it")
+            raise ExportExistsError(f"{out_dir} already exists; choose another --out or pass --overwrite to replace it")
         if not (out_dir / marker).is_file():
-            raise FileExistsError(f"{out_dir} is not {kind} (no {marker}); --overwrite will not delete it")
+            raise ExportExistsError(f"{out_dir} is not {kind} (no {marker}); --overwrite will not delete it")
 
 
 def _is_plain(model: Any) -> bool:

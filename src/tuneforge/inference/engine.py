@@ -23,6 +23,7 @@ from tuneforge.data.schema import Message
 from tuneforge.errors import TuneforgeError
 from tuneforge.methods import load_trained, model_load_kwargs, saved_params
 from tuneforge.models.loader import load_model, load_tokenizer
+from tuneforge.utils.progress import progress_bar
 
 log = logging.getLogger("tuneforge.engine")
 
@@ -108,6 +109,22 @@ class LocalEngine:
                 torch.manual_seed(params.seed)
             out = self.model.generate(input_ids=ids, attention_mask=mask, **params.kwargs(self.tokenizer))
         return [str(self.tokenizer.decode(row[width:], skip_special_tokens=True)).strip() for row in out]
+
+    def generate_many(
+        self,
+        conversations: Sequence[Sequence[Message]],
+        params: GenerationParams = GenerationParams(),
+        batch_size: int = 8,
+        desc: str = "generating",
+    ) -> list[str]:
+        """Many prompts in batches of `batch_size`, with a progress bar: a long phase is never silent."""
+        out: list[str] = []
+        with progress_bar(len(conversations), desc, unit="answer") as bar:
+            for start in range(0, len(conversations), batch_size):
+                batch = conversations[start : start + batch_size]
+                out += self.generate_batch(batch, params)
+                bar.update(len(batch))
+        return out
 
     def stream(self, messages: Sequence[Message], params: GenerationParams = GenerationParams()) -> Iterator[str]:
         """Yield text pieces as they are generated (for the terminal chat and SSE streaming)."""

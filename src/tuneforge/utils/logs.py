@@ -20,6 +20,30 @@ class _StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
         pass
 
 
+# Warnings libraries print that a user of tuneforge cannot act on: (logger, text in the message).
+# bitsandbytes >= 0.49 looks for an optional kernel on the Hugging Face hub whenever the CPU has AVX512-BF16 / AMX
+# and warns when the `kernels` package is missing; tuneforge never downloads at run time, and the fallback it
+# takes is bitsandbytes' own CPU kernel, so the warning only alarms (it printed on every command).
+UNACTIONABLE = (("bitsandbytes.backends.cpu.ops", "Failed to load CPU gemm_4bit_forward from kernels-community"),)
+
+
+class _DropUnactionable(logging.Filter):
+    def __init__(self, text: str) -> None:
+        super().__init__()
+        self.text = text
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return self.text not in record.getMessage()
+
+
+def quiet_unactionable() -> None:
+    """Drop the UNACTIONABLE records at their own loggers (a filter on a parent would not see them)."""
+    for name, text in UNACTIONABLE:
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, _DropUnactionable) and f.text == text for f in logger.filters):
+            logger.addFilter(_DropUnactionable(text))
+
+
 def setup_logging(verbose: bool = False) -> None:
     level = logging.DEBUG if verbose else logging.INFO
     handler = _StderrHandler()
@@ -30,6 +54,7 @@ def setup_logging(verbose: bool = False) -> None:
     # Records still propagate (to the root logger's handlers, if an embedding program or pytest set any);
     # tuneforge itself never configures the root logger, so nothing is printed twice.
     if not verbose:
+        quiet_unactionable()
         # transformers/datasets warn about things users cannot act on (e.g. GGUF dequantisation notes).
         from transformers.utils import logging as hf_logging
 

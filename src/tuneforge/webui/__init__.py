@@ -10,6 +10,7 @@ import os
 from pathlib import Path
 
 from tuneforge.config import RunConfig, load
+from tuneforge.errors import TuneforgeError
 
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
@@ -29,13 +30,17 @@ def initial_config(config: str | None, overrides: list[str]) -> RunConfig:
     return cfg.model_copy(update={"name": f"webui-{n}"})
 
 
+class WebUIError(TuneforgeError, ValueError):
+    """A web UI setting the user can fix (host, login, missing extra)."""
+
+
 def parse_auth(host: str, auth: str | None) -> tuple[str, str] | None:
     """Loopback needs no login; any other host must have one (the page starts processes on this machine)."""
     auth = auth or os.environ.get("TUNEFORGE_WEBUI_AUTH")
     if auth is not None and ":" not in auth:
-        raise ValueError("--auth must look like USER:PASSWORD")
+        raise WebUIError("--auth must look like USER:PASSWORD")
     if host not in LOOPBACK and not auth:
-        raise ValueError(
+        raise WebUIError(
             f"--host {host} exposes the web UI (which starts training processes) beyond this machine; "
             "give --auth USER:PASSWORD (or TUNEFORGE_WEBUI_AUTH)"
         )
@@ -51,7 +56,7 @@ def webui_main(args: argparse.Namespace) -> int:
     try:
         import gradio  # noqa: F401
     except ImportError:
-        raise ValueError('tuneforge webui needs gradio: pip install -e ".[webui]"') from None
+        raise WebUIError('tuneforge webui needs gradio: pip install -e ".[webui]"') from None
     from tuneforge.webui.app import launch
 
     print(f"tuneforge web UI on http://{args.host}:{args.port} (Ctrl-C stops it)", flush=True)
