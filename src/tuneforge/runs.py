@@ -1,8 +1,11 @@
-"""The run folder contract shared by every workflow.
+"""The run folder contract shared by every workflow: this module is the only one that knows its file names.
 
 runs/<name>/
   config.yaml      the resolved configuration (every default filled in)
   metrics.jsonl    one JSON object per logged step / evaluation
+  data_stats.json  samples read / used / skipped per dataset, token counts
+  result.json      steps, final losses, tokens/s, trainable parameters
+  cpu.json         the CPU kind and the fast-path decisions of this run
   checkpoints/     Trainer checkpoints (checkpoint-<step>/), for resume
   adapter/         a PEFT adapter folder (parameter-efficient methods)
   model/           a full HF model folder (full / freeze)
@@ -65,6 +68,25 @@ class RunDir:
     @property
     def merged(self) -> Path:
         return self.root / "merged"
+
+    @property
+    def data_stats(self) -> Path:
+        return self.root / "data_stats.json"
+
+    @property
+    def result(self) -> Path:
+        return self.root / "result.json"
+
+    @property
+    def cpu(self) -> Path:
+        return self.root / "cpu.json"
+
+    def is_run(self) -> bool:
+        return self.config.is_file()
+
+    def write_json(self, path: Path, data: Any) -> None:
+        """One of the run's JSON files (data_stats, result, cpu ...), indented for a person to read."""
+        path.write_text(json.dumps(data, indent=2), encoding="utf-8")
 
     def last_checkpoint(self) -> Path | None:
         found = [p for p in self.checkpoints.glob("checkpoint-*") if p.name.split("-")[-1].isdigit()]

@@ -74,7 +74,7 @@ def list_runs(runs_dir: str) -> list[str]:
     root = Path(runs_dir or "runs")
     if not root.is_dir():
         return []
-    found = [p for p in root.iterdir() if (p / "config.yaml").is_file() and RunDir(p).trained_output() is not None]
+    found = [p for p in root.iterdir() if RunDir(p).is_run() and RunDir(p).trained_output() is not None]
     return [str(p) for p in sorted(found, key=lambda p: p.stat().st_mtime, reverse=True)]
 
 
