@@ -18,7 +18,7 @@ from tuneforge.data.collate import PackedRowsCollator
 from tuneforge.models.loader import load_tokenizer
 from tuneforge.models.loss import label_only_loss, label_only_parts
 from tuneforge.stages import run_stage
-from tuneforge.stages.speed import packing_mismatch
+from tuneforge.stages.sft import packing_mismatch
 from tuneforge.utils import cpu
 
 

@@ -80,6 +80,12 @@ class PackedRowsCollator:
         }
 
 
+def pad_id(tokenizer: Any) -> int:
+    """The id padding runs are filled with: the tokenizer's pad token, else its EOS."""
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    return int(pad or 0)
+
+
 def _first_fit_decreasing(lengths: Sequence[int], width: int) -> list[list[int]]:
     rows: list[list[int]] = []
     room: list[int] = []
@@ -95,4 +101,4 @@ def _first_fit_decreasing(lengths: Sequence[int], width: int) -> list[list[int]]
     return rows
 
 
-__all__ = ["PackedRowsCollator"]
+__all__ = ["PackedRowsCollator", "pad_id"]

@@ -1,4 +1,5 @@
-"""What every training stage shares: TrainingArguments from the config, threads, resume, the result record."""
+"""The pieces every training stage is built from: the result record, threads and the CPU matmul route,
+TrainingArguments from the config, resume. The steps that use them, in order, are in skeleton.py."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from transformers import TrainingArguments
 
 from tuneforge.config import RunConfig
 from tuneforge.runs import RunDir
+from tuneforge.utils.cpu import native_bf16, use_onednn_fp32
 
 log = logging.getLogger("tuneforge.train")
 
@@ -40,6 +42,20 @@ def set_threads(cfg: RunConfig) -> int:
     threads = cfg.train.threads or os.cpu_count() or 1
     torch.set_num_threads(threads)
     return threads
+
+
+def cpu_settings(cfg: RunConfig) -> dict[str, Any]:
+    """Apply the matmul route for this process (docs/speed.md); returns what was decided, for cpu.json."""
+    if torch.cuda.is_available():
+        return {"device": "cuda"}
+    route = use_onednn_fp32(cfg.train.onednn_fp32)
+    bf16 = native_bf16()
+    if cfg.train.bf16_autocast and not bf16:
+        log.warning(
+            "train.bf16_autocast: this CPU has no native bf16 matmul (AVX512-BF16/AMX); bf16 is emulated, slowly"
+        )
+    log.info("fp32 matmul via oneDNN: %s (%s); native bf16: %s", route.used, route.reason, bf16)
+    return {"onednn_fp32": route.used, "onednn_fp32_reason": route.reason, "native_bf16": bf16}
 
 
 def training_arguments(

@@ -10,26 +10,27 @@ from __future__ import annotations
 import json
 import logging
 import math
-import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from datasets import Dataset
-from transformers import Trainer, TrainerCallback, default_data_collator, set_seed
+from transformers import Trainer, TrainerCallback, default_data_collator
 
-from tuneforge.config import MethodSection, RunConfig
+from tuneforge.config import RunConfig
 from tuneforge.data.build import build_text
 from tuneforge.data.schema import DataError
-from tuneforge.methods import METHODS, MethodError, model_load_kwargs
-from tuneforge.models.loader import load_model, load_tokenizer
+from tuneforge.models.loader import load_tokenizer
 from tuneforge.models.vocab import init_new_embeddings, learn_tokens, tokens_per_char
-from tuneforge.runs import check_run_available, open_run
-from tuneforge.stages.common import RunResult, set_threads, training_arguments
-from tuneforge.stages.trl_common import optimizers, prepare_model, stage_callbacks, train_and_save
+from tuneforge.stages.common import RunResult, training_arguments
+from tuneforge.stages.skeleton import build_trainer, finish, load_trainable, prepare, train, with_saved_modules
 
 log = logging.getLogger("tuneforge.train")
 EMBEDDINGS = ["embed_tokens", "lm_head"]  # Llama-style names; check_saved_modules names what a model lacks
+CANNOT_SAVE_EMBEDDINGS = (
+    "vocab.corpus adds tokens whose embeddings must train, but method {method!r} cannot save them "
+    "(no modules_to_save); use lora (or a LoRA variant), full or freeze"
+)
 WHOLE = 10**9  # cutoff for reading: documents are cut into blocks after concatenation, never truncated
 
 
@@ -45,51 +46,47 @@ def pack_blocks(ds: Dataset, block: int) -> Dataset:
 
 
 def run(cfg: RunConfig, callbacks: Sequence[TrainerCallback] = ()) -> RunResult:
-    started = time.perf_counter()
+    # prepare
     if cfg.vocab.corpus:  # before anything loads: the method must be able to train and save the embeddings
-        cfg = cfg.model_copy(update={"method": with_trained_embeddings(cfg.method)})
-    check_run_available(cfg)
-    threads = set_threads(cfg)
-    tokenizer = load_tokenizer(cfg.model)
+        cfg = cfg.model_copy(update={"method": with_saved_modules(cfg.method, EMBEDDINGS, CANNOT_SAVE_EMBEDDINGS)})
+    job = prepare(cfg)
     vocab: dict[str, Any] = {}
     if cfg.vocab.corpus:
-        tokenizer, vocab = extend_vocabulary(cfg, tokenizer)
-    text = build_text(cfg.data.model_copy(update={"cutoff_len": WHOLE}), tokenizer)
-    train = pack_blocks(text.train, cfg.data.cutoff_len)
+        job.tokenizer, vocab = extend_vocabulary(cfg, job.tokenizer)
+    text = build_text(cfg.data.model_copy(update={"cutoff_len": WHOLE}), job.tokenizer)
+    train_data = pack_blocks(text.train, cfg.data.cutoff_len)
     val = pack_blocks(text.val, cfg.data.cutoff_len) if text.val is not None else None
-    stats: dict[str, Any] = {**text.stats, "train_blocks": len(train), "val_blocks": len(val) if val else 0}
-    log.info("data: %d train / %d validation blocks of %d tokens", len(train), stats["val_blocks"], cfg.data.cutoff_len)
-    run_dir = open_run(cfg)
-
-    set_seed(cfg.train.seed)
-    model = load_model(cfg.model, tokenizer, **model_load_kwargs(cfg.method))
-    if vocab:
-        init_new_embeddings(model, load_tokenizer(cfg.model), vocab["added"], tokenizer)
-        stats["vocab"] = {k: v for k, v in vocab.items() if k != "added"} | {"added": len(vocab["added"])}
-    model, trainable, total = prepare_model(model, cfg, threads)
-    args = training_arguments(cfg, run_dir, val is not None, train_sampling_strategy="random")
-    trainer = Trainer(
-        model=model,
-        args=args,
-        train_dataset=train,
-        eval_dataset=val,
-        data_collator=default_data_collator,
-        processing_class=tokenizer,
-        callbacks=stage_callbacks(model, cfg, run_dir, callbacks),
-        optimizers=optimizers(model, cfg, args),
+    stats: dict[str, Any] = {**text.stats, "train_blocks": len(train_data), "val_blocks": len(val) if val else 0}
+    log.info(
+        "data: %d train / %d validation blocks of %d tokens", len(train_data), stats["val_blocks"], cfg.data.cutoff_len
     )
+    run_dir = job.open_run(None)  # data_stats.json at the end, with the perplexities and the vocabulary
+
+    def new_rows(model: Any) -> None:  # the added tokens' embeddings start from their pieces' mean
+        init_new_embeddings(model, load_tokenizer(cfg.model), vocab["added"], job.tokenizer)
+
+    model, counts = load_trainable(job, before_method=new_rows if vocab else None)
+    if vocab:
+        stats["vocab"] = {k: v for k, v in vocab.items() if k != "added"} | {"added": len(vocab["added"])}
+
+    # build trainer
+    args = training_arguments(cfg, run_dir, val is not None, train_sampling_strategy="random")
+    trainer = build_trainer(Trainer, job, model, args, train_data, val, callbacks, data_collator=default_data_collator)
+
+    # train, finish
     before = perplexity(trainer) if val is not None else None
-    result = train_and_save(cfg, run_dir, trainer, tokenizer, (trainable, total), started, stats)
+    output = train(job, trainer)
+    result = finish(job, trainer, output, counts, stats)
     after = perplexity(trainer) if val is not None else None
     if before is not None and after is not None:
         log.info("held-out perplexity: %.3f before, %.3f after", before, after)
         figures = {"perplexity_before": before, "perplexity_after": after}
-        (run_dir.root / "pt_perplexity.json").write_text(json.dumps(figures, indent=2), encoding="utf-8")
+        run_dir.write_json(run_dir.root / "pt_perplexity.json", figures)
         result.data_stats.update(figures)
     if vocab:
-        save_merged(trainer.model, tokenizer, run_dir.root / "merged")
+        save_merged(trainer.model, job.tokenizer, run_dir.merged)
         (run_dir.root / "vocab.json").write_text(json.dumps(vocab, indent=2, ensure_ascii=False), encoding="utf-8")
-    (run_dir.root / "data_stats.json").write_text(json.dumps(result.data_stats, indent=2), encoding="utf-8")
+    run_dir.write_json(run_dir.data_stats, result.data_stats)
     return result
 
 
@@ -104,20 +101,6 @@ def extend_vocabulary(cfg: RunConfig, tokenizer: Any) -> tuple[Any, dict[str, An
     after = tokens_per_char(tokenizer, held)
     log.info("vocabulary: +%d tokens; tokens per character on held-out text %.4f -> %.4f", len(added), before, after)
     return tokenizer, {"tokens_per_char_before": before, "tokens_per_char_after": after, "added": added}
-
-
-def with_trained_embeddings(params: MethodSection) -> Any:
-    """New tokens need trained embedding rows: adapter methods also train (and save) embed_tokens and lm_head."""
-    if METHODS[params.name].output == "model":
-        return params
-    if "modules_to_save" not in type(params).model_fields:
-        raise MethodError(
-            f"vocab.corpus adds tokens whose embeddings must train, but method {params.name!r} cannot save them "
-            "(no modules_to_save); use lora (or a LoRA variant), full or freeze"
-        )
-    modules = list(params.modules_to_save)  # type: ignore[attr-defined]  # checked just above
-    wanted = [m for m in EMBEDDINGS if m not in modules]
-    return params.model_copy(update={"modules_to_save": [*modules, *wanted]})
 
 
 def save_merged(model: Any, tokenizer: Any, folder: Path) -> None:
