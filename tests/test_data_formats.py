@@ -15,6 +15,7 @@ import pytest
 from tuneforge.data.formats import FORMATS, format_record, make_format_spec
 from tuneforge.data.schema import Conversation, DataError, Message, Text
 from tuneforge.data.sources import read_records
+from tuneforge.data.toolcalls import ToolCall, parse_calls
 
 S, U, A, T = "system", "user", "assistant", "tool"
 
@@ -136,7 +137,7 @@ def test_sharegpt_function_call_and_observation() -> None:
     got = fmt("sharegpt", GLAIVE_LIKE, columns={"tools": "tools"})
     assert got == conv(
         (U, "Find a recipe with rice."),
-        (A, '{"name": "search", "arguments": {"q": "rice"}}'),
+        (A, '<tool_call>\n{"name": "search", "arguments": {"q": "rice"}}\n</tool_call>'),
         (T, '{"recipes": ["fried rice"]}'),
         (A, "Try fried rice."),
         tools=GLAIVE_LIKE["tools"],
@@ -166,14 +167,38 @@ def test_sharegpt_remapped_columns_and_tags() -> None:
     assert got == conv((S, "S"), (U, "Hi"), (A, "Yo"))
 
 
-def test_sharegpt_function_call_given_as_an_object_becomes_json_text() -> None:
+def test_sharegpt_function_call_given_as_an_object_becomes_the_tool_call_text() -> None:
     record = {
         "conversations": [
             {"from": "human", "value": "Add 1 and 2"},
             {"from": "function_call", "value": {"name": "add", "arguments": {"a": 1, "b": 2}}},
         ]
     }
-    assert fmt("sharegpt", record).messages[1] == Message(A, '{"name": "add", "arguments": {"a": 1, "b": 2}}')
+    said = '<tool_call>\n{"name": "add", "arguments": {"a": 1, "b": 2}}\n</tool_call>'
+    assert fmt("sharegpt", record).messages[1] == Message(A, said)
+
+
+def test_sharegpt_parallel_function_calls_become_one_block_each() -> None:
+    calls = [{"name": "a", "arguments": {}}, {"name": "b", "arguments": '{"x": 1}'}]
+    record = {
+        "conversations": [{"from": "human", "value": "go"}, {"from": "function_call", "value": json.dumps(calls)}]
+    }
+    assert parse_calls(fmt("sharegpt", record).messages[1].content) == ("", [ToolCall("a"), ToolCall("b", {"x": 1})])
+
+
+@pytest.mark.parametrize(
+    ("value", "why"),
+    [
+        ("search for rice", r"conversations\[1\]\.value is not a JSON tool call"),
+        ('{"arguments": {}}', r"conversations\[1\]\.value must be an object with a 'name'"),
+        ('{"name": "f", "arguments": "{x"}', r"conversations\[1\]\.value\.arguments is not valid JSON"),
+        ('[{"name": "f", "arguments": [1]}]', r"conversations\[1\]\.value\[0\]\.arguments must be a JSON object"),
+    ],
+)
+def test_sharegpt_malformed_function_call_names_row_and_turn(value: str, why: str) -> None:
+    record = {"conversations": [{"from": "human", "value": "x"}, {"from": "function_call", "value": value}]}
+    with pytest.raises(DataError, match=rf"^chats.json:row 3: {why}"):
+        format_record("sharegpt", record, make_format_spec("sharegpt"), "chats.json:row 3")
 
 
 def test_sharegpt_broken_alternation_names_source_and_turn() -> None:
@@ -216,11 +241,33 @@ def test_openai_messages_with_text_parts_tool_calls_and_tool_role() -> None:
     assert fmt("openai", record) == conv(
         (S, "Use tools."),
         (U, "Weather\nin Oslo?"),
-        (A, '[{"name": "w", "arguments": "{}"}]'),
+        (A, '<tool_call>\n{"name": "w", "arguments": {}}\n</tool_call>'),
         (T, "rain"),
         (A, "It rains."),
         tools='[{"type": "function", "function": {"name": "w"}}]',
     )
+
+
+def test_openai_parallel_tool_calls_follow_the_content() -> None:
+    calls = [
+        {"id": "c1", "type": "function", "function": {"name": "w", "arguments": '{"city": "Oslo"}'}},
+        {"id": "c2", "type": "function", "function": {"name": "w", "arguments": {"city": "Rome"}}},
+    ]
+    record = {
+        "messages": [
+            {"role": "user", "content": "Both?"},
+            {"role": "assistant", "content": "Checking.", "tool_calls": calls},
+        ]
+    }
+    said = fmt("openai", record).messages[-1].content
+    assert parse_calls(said) == ("Checking.", [ToolCall("w", {"city": "Oslo"}), ToolCall("w", {"city": "Rome"})])
+
+
+def test_openai_malformed_tool_call_names_row_and_message() -> None:
+    bad = [{"function": {"name": "w", "arguments": "not json"}}]
+    record = {"messages": [{"role": "user", "content": "x"}, {"role": "assistant", "content": None, "tool_calls": bad}]}
+    with pytest.raises(DataError, match=r"^calls.jsonl:row 7: messages\[1\]\.tool_calls\[0\]\.arguments is not valid"):
+        format_record("openai", record, make_format_spec("openai"), "calls.jsonl:row 7")
 
 
 def test_openai_unknown_role() -> None:

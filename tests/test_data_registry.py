@@ -113,7 +113,7 @@ def test_sharegpt_entry_with_tools_column(data_dir: Path) -> None:
     assert conv == Conversation(
         msgs(
             ("user", "Weather in Oslo?"),
-            ("assistant", '{"name": "weather", "arguments": {"city": "Oslo"}}'),
+            ("assistant", '<tool_call>\n{"name": "weather", "arguments": {"city": "Oslo"}}\n</tool_call>'),
             ("tool", '{"sky": "rain"}'),
             ("assistant", "It rains."),
         ),

@@ -9,10 +9,11 @@ import numpy as np
 import pytest
 
 from tuneforge.config import GenerationMetric, TaskFormat, TaskType
+from tuneforge.data.toolcalls import ToolCall, parse_calls
 from tuneforge.eval import READERS, TASK_TYPES
 from tuneforge.eval import metrics as m
 from tuneforge.eval.stats import bootstrap, mean_interval, paired_bootstrap, resample_indices
-from tuneforge.eval.toolcall import ToolCall, calls_match, names_match, parse_tool_calls
+from tuneforge.eval.toolcall import calls_match, names_match
 
 
 def test_config_names_match_the_tables() -> None:
@@ -107,6 +108,11 @@ def test_same_number_tolerance() -> None:
 
 
 # --- tool calls --------------------------------------------------------------------------------------
+
+
+def parse_tool_calls(text: str) -> list[ToolCall]:
+    return parse_calls(text)[1]
+
 
 TRIANGLE = [{"calculate_triangle_area": {"base": [10], "height": [5], "unit": ["units", ""]}}]
 

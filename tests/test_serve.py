@@ -8,8 +8,11 @@ import pytest
 from fastapi.testclient import TestClient
 
 from tuneforge.config import ModelConfig
+from tuneforge.data.formats import format_record, make_format_spec
+from tuneforge.data.toolcalls import parse_calls
 from tuneforge.inference import LocalEngine
-from tuneforge.serve.app import ServeError, check_bind, create_app, load_engines, parse_tool_calls
+from tuneforge.serve.app import Generator, ServeError, check_bind, create_app, load_engines, to_messages
+from tuneforge.serve.protocol import ChatMessage, OpenAIToolCall
 
 
 @pytest.fixture(scope="module")
@@ -147,14 +150,15 @@ def test_concurrent_requests_are_queued_and_all_answered(client: TestClient) -> 
 
 
 def test_tool_calls_are_parsed_into_the_openai_shape(client: TestClient) -> None:
-    text, calls = parse_tool_calls(
+    text, calls = parse_calls(
         'Sure.\n<tool_call>\n{"name": "get_weather", "arguments": {"city": "Oslo"}}\n</tool_call>'
     )
     assert text == "Sure."
-    assert calls[0].function.name == "get_weather"
-    assert json.loads(calls[0].function.arguments) == {"city": "Oslo"}
-    assert parse_tool_calls('{"name": "f", "parameters": {}}')[1][0].function.name == "f"
-    assert parse_tool_calls("no call here") == ("no call here", [])
+    wire = OpenAIToolCall.of(calls[0])
+    assert wire.function.name == "get_weather"
+    assert json.loads(wire.function.arguments) == {"city": "Oslo"}
+    assert parse_calls('{"name": "f", "parameters": {}}')[1][0].name == "f"
+    assert parse_calls("no call here") == ("no call here", [])
     tools = [{"type": "function", "function": {"name": "get_weather", "parameters": {"type": "object"}}}]
     history = [
         {"role": "user", "content": "weather in Oslo?"},
@@ -167,6 +171,58 @@ def test_tool_calls_are_parsed_into_the_openai_shape(client: TestClient) -> None
     ]
     out = chat(client, messages=history, tools=tools)
     assert out["choices"][0]["finish_reason"] in ("stop", "length", "tool_calls")
+
+
+TOOLS = [{"type": "function", "function": {"name": "get_weather", "parameters": {"type": "object"}}}]
+CALLS = [
+    {"id": "c1", "type": "function", "function": {"name": "get_weather", "arguments": '{"city": "Oslo"}'}},
+    {"id": "c2", "type": "function", "function": {"name": "get_weather", "arguments": '{"city": "Rome"}'}},
+]
+
+
+def trained_answer() -> str:
+    """What a model trained on tuneforge's own openai-format data says when it calls tools."""
+    record = {
+        "messages": [
+            {"role": "user", "content": "Weather in Oslo and Rome?"},
+            {"role": "assistant", "content": None, "tool_calls": CALLS},
+        ],
+        "tools": TOOLS,
+    }
+    return format_record("openai", record, make_format_spec("openai"), "d:1").messages[-1].content
+
+
+def test_an_answer_in_the_training_format_comes_back_as_tool_calls(client: TestClient, monkeypatch) -> None:
+    said = trained_answer()
+    monkeypatch.setattr(Generator, "run", lambda self, engine, ids, req, max_new: (said, 9, "stop"))
+    out = chat(client, messages=[{"role": "user", "content": "Weather in Oslo and Rome?"}], tools=TOOLS)
+    choice = out["choices"][0]
+    assert choice["finish_reason"] == "tool_calls" and choice["message"]["content"] is None
+    got = [
+        (c["type"], c["function"]["name"], json.loads(c["function"]["arguments"]))
+        for c in choice["message"]["tool_calls"]
+    ]
+    assert got == [("function", "get_weather", {"city": "Oslo"}), ("function", "get_weather", {"city": "Rome"})]
+    assert all(c["id"].startswith("call_") for c in choice["message"]["tool_calls"])
+    # without tools in the request the same answer is plain content, as before
+    plain = chat(client, messages=[{"role": "user", "content": "hi"}])["choices"][0]
+    assert plain["finish_reason"] == "stop" and plain["message"]["content"] == said
+
+
+def test_a_call_in_the_history_renders_as_the_training_data_does() -> None:
+    history = [
+        ChatMessage(role="user", content="Weather in Oslo and Rome?"),
+        ChatMessage(role="assistant", tool_calls=CALLS),
+    ]
+    assert to_messages(history)[1].content == trained_answer()
+
+
+def test_history_call_with_arguments_that_are_not_json_is_a_400(client: TestClient) -> None:
+    bad = [{"id": "c1", "type": "function", "function": {"name": "get_weather", "arguments": "{city"}}]
+    msgs = [{"role": "user", "content": "x"}, {"role": "assistant", "tool_calls": bad}]
+    r = client.post("/v1/chat/completions", json={"model": "tiny", "messages": msgs, "max_tokens": 2})
+    assert r.status_code == 400
+    assert r.json()["error"]["message"].startswith("messages[1].tool_calls[0].function.arguments is not valid JSON")
 
 
 def test_load_engines_names_models(tiny_model_dir: Path, adapter_dir: Path) -> None:

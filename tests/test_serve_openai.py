@@ -12,8 +12,9 @@ from pathlib import Path
 import pytest
 
 from tuneforge.config import ModelConfig
+from tuneforge.data.toolcalls import ToolCall, render_calls
 from tuneforge.inference import LocalEngine
-from tuneforge.serve.app import create_app
+from tuneforge.serve.app import Generator, create_app
 
 openai = pytest.importorskip("openai")
 uvicorn = pytest.importorskip("uvicorn")
@@ -73,3 +74,16 @@ def test_two_concurrent_live_requests_are_both_answered(base_url: str) -> None:
 
     with ThreadPoolExecutor(2) as pool:
         assert all(f in ("stop", "length") for f in pool.map(ask, range(2)))
+
+
+def test_openai_client_receives_the_trained_call_format_as_tool_calls(base_url: str, monkeypatch) -> None:
+    said = render_calls([ToolCall("get_weather", {"city": "Oslo"})])
+    monkeypatch.setattr(Generator, "run", lambda self, engine, ids, req, max_new: (said, 7, "stop"))
+    client = openai.OpenAI(base_url=base_url, api_key="k", max_retries=0)
+    tools = [{"type": "function", "function": {"name": "get_weather", "parameters": {"type": "object"}}}]
+    msgs = [{"role": "user", "content": "Weather in Oslo?"}]
+    reply = client.chat.completions.create(model="tiny", messages=msgs, tools=tools, max_tokens=8)
+    choice = reply.choices[0]
+    assert choice.finish_reason == "tool_calls" and choice.message.content is None
+    (call,) = choice.message.tool_calls or []
+    assert call.function.name == "get_weather" and call.function.arguments == '{"city": "Oslo"}'

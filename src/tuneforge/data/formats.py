@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from tuneforge.data.schema import Conversation, DataError, Message, Preference, Sample, Text
+from tuneforge.data.toolcalls import calls_from_json, render_calls
 
 # Field -> default column, per format (LLaMA-Factory's defaults; `openai` and `text` are tuneforge's).
 DEFAULT_COLUMNS: dict[str, dict[str, str | None]] = {
@@ -185,7 +186,10 @@ def alpaca(record: dict[str, Any], spec: FormatSpec) -> Conversation:
 
 
 def sharegpt(record: dict[str, Any], spec: FormatSpec) -> Conversation:
-    """A list of {from, value} turns: human/observation at odd positions, gpt/function_call at even ones."""
+    """A list of {from, value} turns: human/observation at odd positions, gpt/function_call at even ones.
+
+    A function_call value (JSON text, an object or a list of them) becomes the tool-call text of data.toolcalls.
+    """
     c, t = spec.columns, spec.tags
     turns = _turns(record, c["messages"])
     role_key, content_key = str(t["role_tag"]), str(t["content_tag"])
@@ -205,7 +209,11 @@ def sharegpt(record: dict[str, Any], spec: FormatSpec) -> Conversation:
                 f"{c['messages']}[{i}] has {role_key}={tag!r} where {' or '.join(map(repr, allowed))} is "
                 "expected: turns must alternate user/observation, then assistant/function call"
             )
-        content = _content(turns[i], content_key, c["messages"], i)
+        if tag == t["function_tag"]:
+            raw = _content(turns[i], content_key, c["messages"], i, raw=True)
+            content = render_calls(calls_from_json(raw, f"{c['messages']}[{i}].{content_key}"))
+        else:
+            content = _content(turns[i], content_key, c["messages"], i)
         messages.append(Message(roles[tag], content))  # type: ignore[arg-type]
     if not messages or len(messages) % 2:
         raise DataError(
@@ -218,7 +226,11 @@ def sharegpt(record: dict[str, Any], spec: FormatSpec) -> Conversation:
 
 
 def openai(record: dict[str, Any], spec: FormatSpec) -> Conversation:
-    """OpenAI chat messages: {role, content}, content as text or text parts; assistant `tool_calls` too."""
+    """OpenAI chat messages: {role, content}, content as text or text parts; assistant `tool_calls` too.
+
+    An assistant's `tool_calls` follow its content as the tool-call text of data.toolcalls (one format from
+    training to serving); the calls' ids are not part of what the model says.
+    """
     c, t = spec.columns, spec.tags
     turns = _turns(record, c["messages"])
     role_key, content_key = str(t["role_tag"]), str(t["content_tag"])
@@ -238,8 +250,9 @@ def openai(record: dict[str, Any], spec: FormatSpec) -> Conversation:
         if role == "assistant" and calls:
             if not (isinstance(calls, list) and all(isinstance(call, dict) for call in calls)):
                 raise DataError(f"{c['messages']}[{i}].tool_calls must be a list of objects, got {calls!r:.80}")
-            # As LLaMA-Factory does: the calls' `function` objects, as JSON text, are what the model says.
-            content = json.dumps([call.get("function", call) for call in calls], ensure_ascii=False)
+            said = turn.get(content_key)
+            text = "" if said is None else _parts(said, f"{c['messages']}[{i}]")
+            content = render_calls(calls_from_json(calls, f"{c['messages']}[{i}].tool_calls"), text)
         else:
             content = _parts(_content(turn, content_key, c["messages"], i, raw=True), f"{c['messages']}[{i}]")
         messages.append(Message(role, content))  # type: ignore[arg-type]

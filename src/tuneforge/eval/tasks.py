@@ -14,11 +14,12 @@ from typing import Any, ClassVar, Protocol
 import numpy as np
 
 from tuneforge.config import TaskSpec
+from tuneforge.data.toolcalls import parse_calls
 from tuneforge.eval import metrics as m
 from tuneforge.eval.lm import LM, Scored
 from tuneforge.eval.prompts import Item, chat, prompt_ids, template_renders_tools, tool_messages, user_text
 from tuneforge.eval.readers import LETTERS, EvalError, Example
-from tuneforge.eval.toolcall import calls_match, names_match, parse_tool_calls
+from tuneforge.eval.toolcall import calls_match, names_match
 
 
 @dataclass(frozen=True)
@@ -324,7 +325,7 @@ class ToolCallTask(_Base):
     def score(self, items: Sequence[Item], responses: Sequence[Response]) -> TaskScores:
         right, names, preds = [], [], []
         for item, r in zip(items, responses, strict=True):
-            calls, expected = parse_tool_calls(r.text), list(item.example.calls or ())
+            calls, expected = parse_calls(r.text)[1], list(item.example.calls or ())
             right.append(float(calls_match(calls, expected)))
             names.append(float(names_match(calls, expected)))
             got = [{"name": c.name, "arguments": c.arguments} for c in calls]

@@ -1,10 +1,6 @@
-"""Tool calls: read them out of a model's answer, compare them with a reference by structure (BFCL-style).
+"""Tool calls compared with a reference by structure (BFCL-style AST match).
 
-A call is (name, arguments). The answer may hold JSON (`{"name": ..., "arguments": {...}}`, a list of them,
-OpenAI's `{"function": {...}}` with arguments as a JSON string, Hermes/Qwen `<tool_call>` blocks) or Python
-call syntax (`[f(a=1), g(b="x")]`, the format BFCL asks prompt-only models for). Free text without any of
-these is "no call" — the right answer to an irrelevant request.
-
+A call is data.toolcalls.ToolCall (name, arguments); data.toolcalls.parse_calls reads it out of an answer.
 The reference is BFCL's possible-answer form: one `{function_name: {param: [acceptable values]}}` per expected
 call, where "" among the values means the parameter may be left out. Strings compare after BFCL's
 normalisation (case, spaces and some punctuation ignored), numbers by value (an int is a valid float),
@@ -13,96 +9,11 @@ lists element by element, dicts key by key; parallel calls match in any order.
 
 from __future__ import annotations
 
-import ast
-import json
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
-
-@dataclass(frozen=True)
-class ToolCall:
-    name: str
-    arguments: dict[str, Any] = field(default_factory=dict)
-
-
-_TOOL_CALL_BLOCK = re.compile(r"<tool_call>\s*(.*?)\s*(?:</tool_call>|$)", re.DOTALL)
-_FENCE = re.compile(r"```[a-zA-Z]*\n?(.*?)```", re.DOTALL)
-
-
-def parse_tool_calls(text: str) -> list[ToolCall]:
-    """Every call found in `text`, in order; [] when it holds none."""
-    blocks = _TOOL_CALL_BLOCK.findall(text)
-    if blocks:
-        return [c for b in blocks for c in _from_json_text(b)]
-    fenced = _FENCE.findall(text)
-    for candidate in [*fenced, text]:
-        calls = _from_json_text(candidate) or _from_python(candidate)
-        if calls:
-            return calls
-    return []
-
-
-def _from_json_text(text: str) -> list[ToolCall]:
-    decoder = json.JSONDecoder()
-    for start, ch in enumerate(text):
-        if ch not in "[{":
-            continue
-        try:
-            value, _ = decoder.raw_decode(text, start)
-        except json.JSONDecodeError:
-            continue
-        calls = _from_json_value(value)
-        if calls:
-            return calls
-    return []
-
-
-def _from_json_value(value: Any) -> list[ToolCall]:
-    if isinstance(value, list):
-        out = [c for v in value for c in _from_json_value(v)]
-        return out if len(out) == len(value) else []
-    if not isinstance(value, dict):
-        return []
-    if isinstance(value.get("function"), dict):  # OpenAI: {"type": "function", "function": {...}}
-        return _from_json_value(value["function"])
-    if isinstance(value.get("tool_calls"), list):
-        return _from_json_value(value["tool_calls"])
-    name = value.get("name")
-    if isinstance(name, str):
-        args = value.get("arguments", value.get("parameters", {}))
-        if isinstance(args, str):  # OpenAI sends arguments as a JSON string
-            try:
-                args = json.loads(args)
-            except json.JSONDecodeError:
-                return []
-        return [ToolCall(name, args)] if isinstance(args, dict) else []
-    if len(value) == 1:  # BFCL's own {name: {arguments}} shape
-        ((key, args),) = value.items()
-        if isinstance(args, dict):
-            return [ToolCall(str(key), args)]
-    return []
-
-
-def _from_python(text: str) -> list[ToolCall]:
-    text = text.strip()
-    try:
-        tree = ast.parse(text, mode="eval").body
-    except SyntaxError:
-        return []
-    nodes = tree.elts if isinstance(tree, ast.List | ast.Tuple) else [tree]
-    calls = []
-    for node in nodes:
-        if not isinstance(node, ast.Call) or node.args:
-            return []
-        try:
-            args = {kw.arg: ast.literal_eval(kw.value) for kw in node.keywords if kw.arg is not None}
-        except ValueError:
-            return []
-        calls.append(ToolCall(ast.unparse(node.func), args))
-    return calls
-
+from tuneforge.data.toolcalls import ToolCall
 
 # --- comparison with BFCL possible answers -----------------------------------------------------------
 
@@ -177,4 +88,4 @@ def _assign(calls: list[ToolCall], expected: list[Any], ok: Any) -> bool:
     return any(ok(call, first) and _assign(calls[:i] + calls[i + 1 :], rest, ok) for i, call in enumerate(calls))
 
 
-__all__ = ["ToolCall", "call_matches", "calls_match", "names_match", "parse_tool_calls", "same_value"]
+__all__ = ["call_matches", "calls_match", "names_match", "same_value"]

@@ -12,7 +12,6 @@ import ipaddress
 import json
 import logging
 import os
-import re
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,6 +20,7 @@ from typing import Any
 from tuneforge.config import ModelConfig
 from tuneforge.data.render import render_prompt
 from tuneforge.data.schema import DataError, Message
+from tuneforge.data.toolcalls import parse_calls, render_calls
 from tuneforge.errors import TuneforgeError
 from tuneforge.inference import GenerationParams, LocalEngine
 from tuneforge.runs import model_config_of_run
@@ -36,11 +36,10 @@ from tuneforge.serve.protocol import (
     Completion,
     CompletionChoice,
     CompletionRequest,
-    FunctionCall,
     ModelCard,
     ModelList,
+    OpenAIToolCall,
     Sampling,
-    ToolCall,
     Usage,
     error_body,
 )
@@ -53,7 +52,6 @@ except ImportError as e:  # pragma: no cover - the message names the extra
     raise ImportError("tuneforge serve needs the serve extra: pip install 'tuneforge[serve]'") from e
 
 log = logging.getLogger("tuneforge.serve")
-TOOL_CALL = re.compile(r"<tool_call>\s*(\{.*?\})\s*</tool_call>", re.DOTALL)
 
 
 class ServeError(TuneforgeError, ValueError):
@@ -158,39 +156,12 @@ def cut_at_stop(text: str, stops: list[str]) -> tuple[str, bool]:
 
 
 def to_messages(messages: list[ChatMessage]) -> list[Message]:
-    """OpenAI messages as tuneforge messages; assistant tool calls become the <tool_call> text models are trained on."""
+    """OpenAI messages as tuneforge messages; assistant tool calls become the tool-call text models are trained on."""
     out = []
-    for m in messages:
-        text = m.text()
-        if m.tool_calls:
-            calls = [_tool_call_text(c) for c in m.tool_calls]
-            text = "\n".join([text, *calls]).strip()
-        out.append(Message("system" if m.role == "developer" else m.role, text))
+    for i, m in enumerate(messages):
+        calls = [c.to_call(f"messages[{i}].tool_calls[{j}].function") for j, c in enumerate(m.tool_calls or ())]
+        out.append(Message("system" if m.role == "developer" else m.role, render_calls(calls, m.text())))
     return out
-
-
-def _tool_call_text(call: ToolCall) -> str:
-    args = call.function.arguments or "{}"
-    return f'<tool_call>\n{{"name": {json.dumps(call.function.name)}, "arguments": {args}}}\n</tool_call>'
-
-
-def parse_tool_calls(text: str) -> tuple[str, list[ToolCall]]:
-    """Tool calls in the model's answer: <tool_call>{...}</tool_call> blocks, or an answer that is one JSON call."""
-    found = [m.group(1) for m in TOOL_CALL.finditer(text)]
-    rest = TOOL_CALL.sub("", text).strip()
-    if not found and text.strip().startswith("{"):
-        found, rest = [text.strip()], ""
-    calls = []
-    for raw in found:
-        try:
-            obj = json.loads(raw)
-        except json.JSONDecodeError:
-            return text, []
-        if not isinstance(obj, dict) or "name" not in obj:
-            return text, []
-        args = obj.get("arguments", obj.get("parameters", {}))
-        calls.append(ToolCall(function=FunctionCall(name=str(obj["name"]), arguments=json.dumps(args))))
-    return (rest, calls) if calls else (text, [])
 
 
 def _err(status: int, message: str, param: str | None = None) -> HTTPException:
@@ -261,9 +232,10 @@ def create_app(
         if req.stream:
             return StreamingResponse(_chat_events(gen, engine, ids, req, max_new), media_type="text/event-stream")
         text, n, finish = gen.run(engine, ids, req, max_new)
-        calls: list[ToolCall] = []
+        calls: list[OpenAIToolCall] = []
         if tools:
-            text, calls = parse_tool_calls(text)
+            text, found = parse_calls(text)
+            calls = [OpenAIToolCall.of(c) for c in found]
         message = AssistantMessage(content=text if text or not calls else None, tool_calls=calls or None)
         choice = ChatChoice(message=message, finish_reason="tool_calls" if calls else finish)  # type: ignore[arg-type]
         return ChatCompletion(

@@ -5,11 +5,14 @@ Unknown request fields are ignored (clients send many optional ones); what is ac
 
 from __future__ import annotations
 
+import json
 import time
 import uuid
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
+
+from tuneforge.data.toolcalls import ToolCall, calls_from_json
 
 
 class Request(BaseModel):
@@ -21,16 +24,27 @@ class FunctionCall(BaseModel):
     arguments: str = "{}"
 
 
-class ToolCall(BaseModel):
+class OpenAIToolCall(BaseModel):
+    """A tool call as the OpenAI API writes it (arguments as JSON text); tuneforge's own is data.toolcalls.ToolCall."""
+
     id: str = Field(default_factory=lambda: f"call_{uuid.uuid4().hex[:24]}")
     type: Literal["function"] = "function"
     function: FunctionCall
+
+    @classmethod
+    def of(cls, call: ToolCall) -> OpenAIToolCall:
+        fn = FunctionCall(name=call.name, arguments=json.dumps(call.arguments, ensure_ascii=False))
+        return cls(function=fn) if call.id is None else cls(id=call.id, function=fn)
+
+    def to_call(self, where: str) -> ToolCall:
+        """The call in tuneforge's type; arguments that are not a JSON object are a ToolCallError naming `where`."""
+        return calls_from_json({"id": self.id, "function": self.function.model_dump()}, where)[0]
 
 
 class ChatMessage(Request):
     role: Literal["system", "developer", "user", "assistant", "tool"]
     content: str | list[dict[str, Any]] | None = None
-    tool_calls: list[ToolCall] | None = None
+    tool_calls: list[OpenAIToolCall] | None = None
     tool_call_id: str | None = None
     name: str | None = None
 
@@ -79,7 +93,7 @@ class Usage(BaseModel):
 class AssistantMessage(BaseModel):
     role: Literal["assistant"] = "assistant"
     content: str | None
-    tool_calls: list[ToolCall] | None = None
+    tool_calls: list[OpenAIToolCall] | None = None
 
 
 class ChatChoice(BaseModel):
