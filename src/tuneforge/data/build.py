@@ -2,7 +2,8 @@
 
 Every step is seeded from `data.seed`, so the same config gives identical datasets. Mixing works on sample
 keys (dataset, row) rather than copies, which lets the validation split hold out every copy of a sample that
-a small, repeated dataset contributes: no validation sample is ever trained on.
+a small, repeated dataset contributes: no validation sample is ever trained on. The steps resolve → read →
+mix → split (`read_samples`, `mix`, `split`) are shared with preference.py, which builds rm/dpo/kto data.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import random
 import re
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, TypeVar
 
 from datasets import Dataset
 
@@ -33,6 +34,7 @@ PLACEHOLDER = re.compile(r"\{\{([A-Za-z_][A-Za-z0-9_]*)\}\}")
 TRUNCATED_AWAY = "no_assistant_tokens_after_truncation"
 
 Key = tuple[int, int]  # (dataset index, row index): one sample, however often mixing repeats it
+S = TypeVar("S")
 
 
 @dataclass(frozen=True)
@@ -81,15 +83,8 @@ def build_text(cfg: DataConfig, tokenizer: Any) -> TextData:
 def _build(
     cfg: DataConfig, kind: str, render: Callable[[Sample], Rendered | None]
 ) -> tuple[Dataset, Dataset | None, dict[str, Any]]:
-    if not cfg.datasets:
-        raise DataError("data.datasets is empty: list at least one dataset (a `name` or a `path`)")
-    loaded = [_load(spec, cfg, kind, i) for i, spec in enumerate(cfg.datasets)]
-    counts = mix_counts([len(d.rows) for d in loaded], [d.spec.ratio for d in loaded], cfg.mix_size)
-    pool: list[Key] = []
-    for i, (d, count) in enumerate(zip(loaded, counts, strict=True)):
-        picks = resample(len(d.rows), count, random.Random(f"{cfg.seed}/mix/{i}"))
-        pool += [(i, d.rows[j]) for j in picks]  # keys name the record, so copies stay one sample
-    random.Random(cfg.seed).shuffle(pool)
+    loaded = [_load(spec, cfg, kind, i) for i, spec in enumerate(require_datasets(cfg))]
+    counts, pool = mix([d.rows for d in loaded], [d.spec.ratio for d in loaded], cfg)
     train_keys, val_keys = split(pool, cfg.val_size)
     cache: dict[Key, Rendered | None] = {}
     stats: dict[str, Any] = {"datasets": {}}
@@ -124,12 +119,11 @@ def _build(
 def _load(spec: DatasetSpec, cfg: DataConfig, kind: str, index: int) -> _Loaded:
     resolved = resolve(spec, cfg.dataset_dir)
     fmt, fspec = _format_for(resolved, kind)
-    records: Iterable[tuple[str, Record]] = (pair for file in resolved.files for pair in read_records(file))
-    if resolved.num_samples is None and spec.max_samples is not None:
-        records = itertools.islice(records, spec.max_samples)  # max_samples keeps the first rows: read no more
-    samples = [substitute(format_record(fmt, rec, fspec, src), cfg.variables) for src, rec in records]
-    if not samples:
-        raise DataError(f"dataset {resolved.name!r} has no records (files: {', '.join(map(str, resolved.files))})")
+    # max_samples keeps the first rows, so no more are read; num_samples resamples them all first
+    limit = spec.max_samples if resolved.num_samples is None else None
+    samples = read_samples(
+        resolved, lambda src, rec: substitute(format_record(fmt, rec, fspec, src), cfg.variables), limit
+    )
     rows = list(range(len(samples)))
     if resolved.num_samples is not None:  # LLaMA-Factory's num_samples: resampled before max_samples
         rows = resample(len(samples), resolved.num_samples, random.Random(f"{cfg.seed}/num_samples/{index}"))
@@ -138,6 +132,36 @@ def _load(spec: DatasetSpec, cfg: DataConfig, kind: str, index: int) -> _Loaded:
     earlier = [s.name or s.path for s in cfg.datasets[:index]]
     name = f"{resolved.name}#{index}" if resolved.name in earlier else resolved.name  # stats keys stay distinct
     return _Loaded(name, spec, resolved, samples, rows)
+
+
+def require_datasets(cfg: DataConfig) -> list[DatasetSpec]:
+    if not cfg.datasets:
+        raise DataError("data.datasets is empty: list at least one dataset (a `name` or a `path`)")
+    return list(cfg.datasets)
+
+
+def read_samples(resolved: ResolvedDataset, to_sample: Callable[[str, Record], S], limit: int | None) -> list[S]:
+    """The records of `resolved`'s files (the first `limit` of them, if given), each made a sample by
+    `to_sample(source, record)`; a dataset without records is an error."""
+    records: Iterable[tuple[str, Record]] = (pair for file in resolved.files for pair in read_records(file))
+    if limit is not None:
+        records = itertools.islice(records, limit)
+    samples = [to_sample(src, rec) for src, rec in records]
+    if not samples:
+        raise DataError(f"dataset {resolved.name!r} has no records (files: {', '.join(map(str, resolved.files))})")
+    return samples
+
+
+def mix(rows: Sequence[Sequence[int]], ratios: Sequence[float | None], cfg: DataConfig) -> tuple[list[int], list[Key]]:
+    """(counts, pool): each dataset's count (mix_counts) and the seeded, shuffled pool of sample keys, the
+    selected `rows` of each dataset resampled to its count. Keys name the record, so copies stay one sample."""
+    counts = mix_counts([len(r) for r in rows], ratios, cfg.mix_size)
+    pool: list[Key] = []
+    for i, (selected, count) in enumerate(zip(rows, counts, strict=True)):
+        picks = resample(len(selected), count, random.Random(f"{cfg.seed}/mix/{i}"))
+        pool += [(i, selected[j]) for j in picks]
+    random.Random(cfg.seed).shuffle(pool)
+    return counts, pool
 
 
 def _format_for(d: ResolvedDataset, kind: str) -> tuple[str, FormatSpec]:
@@ -279,4 +303,16 @@ def _to_dataset(rows: list[Rendered]) -> Dataset:
     )
 
 
-__all__ = ["SFTData", "TextData", "build_sft", "build_text", "mix_counts", "resample", "split", "substitute"]
+__all__ = [
+    "SFTData",
+    "TextData",
+    "build_sft",
+    "build_text",
+    "mix",
+    "mix_counts",
+    "read_samples",
+    "require_datasets",
+    "resample",
+    "split",
+    "substitute",
+]

@@ -14,8 +14,6 @@ tokenizer's chat template itself, the same template the SFT renderer uses.
 from __future__ import annotations
 
 import dataclasses
-import itertools
-import random
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -23,11 +21,10 @@ from typing import Any, Literal
 from datasets import Dataset
 
 from tuneforge.config import DataConfig, DatasetSpec
-from tuneforge.data.build import mix_counts, resample, split, substitute
+from tuneforge.data.build import mix, read_samples, require_datasets, split, substitute
 from tuneforge.data.formats import FormatSpec, format_record
 from tuneforge.data.registry import ResolvedDataset, resolve
 from tuneforge.data.schema import Conversation, DataError, KTOSample, Message, Preference
-from tuneforge.data.sources import Record, read_records
 
 Kind = Literal["pairs", "kto"]
 
@@ -41,19 +38,14 @@ class PreferenceData:
 
 def build_preference(cfg: DataConfig, kind: Kind = "pairs") -> PreferenceData:
     """Preference pairs (kind "pairs", for rm/dpo) or KTO examples (kind "kto"), mixed and split like SFT data."""
-    if not cfg.datasets:
-        raise DataError("data.datasets is empty: list at least one dataset (a `name` or a `path`)")
+    specs = require_datasets(cfg)
     loaded: list[list[Preference | KTOSample]] = []
     stats: dict[str, Any] = {"datasets": {}}
-    for i, spec in enumerate(cfg.datasets):
+    for i, spec in enumerate(specs):
         resolved, samples = _read_dataset(spec, cfg, kind)
         loaded.append(samples)
         stats["datasets"][f"{resolved.name}#{i}"] = {"format": resolved.format, "read": len(samples)}
-    counts = mix_counts([len(s) for s in loaded], [d.ratio for d in cfg.datasets], cfg.mix_size)
-    pool = []
-    for i, count in enumerate(counts):
-        pool += [(i, j) for j in resample(len(loaded[i]), count, random.Random(f"{cfg.seed}/mix/{i}"))]
-    random.Random(cfg.seed).shuffle(pool)
+    _, pool = mix([range(len(s)) for s in loaded], [d.ratio for d in specs], cfg)
     train_keys, val_keys = split(pool, cfg.val_size)
     train = _to_dataset([loaded[i][j] for i, j in train_keys])
     val = _to_dataset([loaded[i][j] for i, j in val_keys]) if val_keys else None
@@ -73,12 +65,8 @@ def _read_dataset(
     spec: DatasetSpec, cfg: DataConfig, kind: Kind
 ) -> tuple[ResolvedDataset, list[Preference | KTOSample]]:
     resolved = resolve(spec, cfg.dataset_dir)
-    records: Iterable[tuple[str, Record]] = (pair for f in resolved.files for pair in read_records(f))
-    if spec.max_samples is not None:
-        records = itertools.islice(records, spec.max_samples)
-    samples = [read_sample(resolved, kind, rec, src) for src, rec in records]
-    if not samples:
-        raise DataError(f"dataset {resolved.name!r} has no records")
+    # max_samples keeps the first rows (LLaMA-Factory's num_samples resampling: SFT and text builds only)
+    samples = read_samples(resolved, lambda src, rec: read_sample(resolved, kind, rec, src), spec.max_samples)
     return resolved, [_fill(s, cfg.variables) for s in samples]
 
 
