@@ -1,4 +1,4 @@
-"""docs/config.md is generated from the config models, so the documented names are the real ones.
+"""docs/config.md is generated from the config models and the stage table, so the documented names are the real ones.
 
 Regenerate with: TUNEFORGE_WRITE_DOCS=1 pytest tests/test_docs_config.py
 """
@@ -13,6 +13,7 @@ from pathlib import Path
 from pydantic import BaseModel
 
 from tuneforge.config import DatasetSpec, RunConfig
+from tuneforge.stages.table import STAGES, stage_sections
 
 DOC = Path(__file__).resolve().parents[1] / "docs" / "config.md"
 
@@ -45,12 +46,22 @@ def render() -> str:
     ]
     top = [(n, f) for n, f in RunConfig.model_fields.items() if _section_model(f.annotation) is None]
     lines += ["## top level", "", "| key | type | default | meaning |", "|---|---|---|---|"]
-    lines += [f"| `{n}` | {_type_name(f.annotation)} | `{f.default!r}` | {f.description or ''} |" for n, f in top]
+    for n, f in top:
+        kind = " \\| ".join(repr(s) for s in STAGES) if n == "stage" else _type_name(f.annotation)
+        lines.append(f"| `{n}` | {kind} | `{f.default!r}` | {f.description or ''} |")
+    lines += ["", "## stages", "", "The stage table (`tuneforge.stages.table.STAGES`): a stage's own sections are"]
+    lines += ["refused with any other stage; only the stages that score pairs take `data.test_datasets`.", ""]
+    lines += ["| stage | own sections | scores pairs | what it trains |", "|---|---|---|---|"]
+    for row in STAGES.values():
+        own = ", ".join(f"`{s}:`" for s in row.sections) or "—"
+        lines.append(f"| `{row.name}` | {own} | {'yes' if row.scores_pairs else 'no'} | {row.summary} |")
+    owners = stage_sections()
     for name, field in RunConfig.model_fields.items():
         model = _section_model(field.annotation)
         if model is None or name == "method":
             continue
-        lines += ["", f"## `{name}:`", "", "| key | type | default | meaning |", "|---|---|---|---|"]
+        title = f"## `{name}:`" + (f" (stage {', '.join(owners[name])})" if name in owners else "")
+        lines += ["", title, "", "| key | type | default | meaning |", "|---|---|---|---|"]
         for key, f in model.model_fields.items():
             default = "(required)" if f.is_required() else repr(f.get_default(call_default_factory=True))
             lines.append(f"| `{name}.{key}` | {_type_name(f.annotation)} | `{default}` | {f.description or ''} |")

@@ -14,7 +14,7 @@ from safetensors.torch import load_file
 from tests.test_sft import make_cfg
 from tuneforge.config import ConfigError, load
 from tuneforge.methods import METHOD_PARAMS
-from tuneforge.stages import run_stage
+from tuneforge.stages import STAGES, run_stage
 
 
 def write_pairs(path: Path, n: int = 12) -> Path:
@@ -69,7 +69,7 @@ def test_dpo_full_method_changes_parameters(tmp_path: Path, tiny_llama3_dir: Pat
 def test_dpo_section_only_with_stage_dpo(tmp_path: Path, tiny_model_dir: Path) -> None:
     raw = make_cfg(tmp_path, tiny_model_dir, dpo={"loss": "ipo"})
     with pytest.raises(ConfigError, match="section `dpo` applies to stage 'dpo'"):
-        load(raw, methods=METHOD_PARAMS)
+        load(raw, methods=METHOD_PARAMS, stages=STAGES)
 
 
 def test_dpo_bad_loss_and_smoothing_named(tmp_path: Path, tiny_model_dir: Path) -> None:

@@ -20,7 +20,7 @@ from tuneforge.data.render import IGNORE_INDEX
 from tuneforge.data.schema import DataError
 from tuneforge.methods import METHOD_PARAMS
 from tuneforge.models.loader import load_tokenizer
-from tuneforge.stages import run_stage
+from tuneforge.stages import STAGES, run_stage
 from tuneforge.stages.preference_eval import FILE, figures, implicit_reward, render_pairs, score
 
 
@@ -128,7 +128,7 @@ def test_test_datasets_only_for_preference_stages(tmp_path: Path, tiny_model_dir
     test = write_pairs(tmp_path / "test_pairs.jsonl", n=3)
     raw = make_cfg(tmp_path, tiny_model_dir, data={"test_datasets": [{"path": str(test), "format": "preference"}]})
     with pytest.raises(ConfigError, match=r"data\.test_datasets holds held-out preference pairs.*stage 'sft'"):
-        load(raw, methods=METHOD_PARAMS)
+        load(raw, methods=METHOD_PARAMS, stages=STAGES)
 
 
 def test_held_out_pairs_beyond_cutoff_fail_before_training(tmp_path: Path, tiny_model_dir: Path) -> None:

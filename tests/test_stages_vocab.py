@@ -15,7 +15,7 @@ from tests.tiny import build_model, build_tokenizer
 from tuneforge.config import ConfigError, load
 from tuneforge.methods import METHOD_PARAMS
 from tuneforge.models.vocab import init_new_embeddings, learn_tokens
-from tuneforge.stages import run_stage
+from tuneforge.stages import STAGES, run_stage
 
 WORDS = ["photosynthesis", "chlorophyll", "mitochondria", "ribosome", "cytoplasm", "membrane", "enzyme", "glucose"]
 
@@ -61,4 +61,4 @@ def test_pt_with_vocab_extension(tmp_path: Path, tiny_llama3_dir: Path) -> None:
 def test_vocab_section_only_with_pt(tmp_path: Path, tiny_model_dir: Path) -> None:
     raw = make_cfg(tmp_path, tiny_model_dir, vocab={"corpus": str(corpus(tmp_path / "c.txt"))})
     with pytest.raises(ConfigError, match="section `vocab` applies to stage 'pt'"):
-        load(raw, methods=METHOD_PARAMS)
+        load(raw, methods=METHOD_PARAMS, stages=STAGES)

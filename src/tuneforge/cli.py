@@ -20,8 +20,9 @@ USER_ERRORS: tuple[type[BaseException], ...] = (TuneforgeError,)
 
 def load_config(path: str | Path, overrides: Sequence[str]) -> RunConfig:
     from tuneforge.methods import METHOD_PARAMS
+    from tuneforge.stages.table import STAGES
 
-    return load(path, overrides, methods=METHOD_PARAMS)
+    return load(path, overrides, methods=METHOD_PARAMS, stages=STAGES)
 
 
 def _overrides(args: argparse.Namespace) -> list[str]:

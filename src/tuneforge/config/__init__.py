@@ -4,15 +4,26 @@ Every setting has one name, used alike as YAML key, config field, CLI override p
 and documentation entry. Sections forbid unknown keys; errors name the key, the value and what is allowed,
 and suggest the nearest key for a typo.
 
-Method parameters are validated by the params model of the chosen method. The method table lives in a
-higher layer (`tuneforge.methods`), so the caller hands it to `load()` (see `MethodTable`).
+Method parameters are validated by the params model of the chosen method; which stages exist, which sections
+belong to which stage and which stages score preference pairs come from the stage table. Both tables live in
+higher layers (`tuneforge.methods`, `tuneforge.stages.table`), so the caller hands them to `load()` (see
+`MethodTable`, `StageTable`). A method lists the stages it cannot train on its params model
+(`refused_stages`, of `StageRefusal`s), checked whenever its params are resolved.
 
 Modules: `sections` (model, data, method, train, output), `stage_sections` (eval, dpo, kto, rm, vocab, rag),
-`run` (RunConfig and the stage x method limits), `loading` (load, overrides, readable errors).
+`run` (RunConfig and its stage checks), `loading` (load, overrides, readable errors).
 """
 
 from tuneforge.config.loading import apply_override, format_errors, load
-from tuneforge.config.run import PREFERENCE_STAGES, STAGE_METHOD_LIMITS, MethodTable, RunConfig, Stage
+from tuneforge.config.run import (
+    MethodTable,
+    RunConfig,
+    Stage,
+    StageFacts,
+    StageRefusal,
+    StageTable,
+    refused_stages,
+)
 from tuneforge.config.sections import (
     EMBEDDED_MODEL,
     ConfigError,
@@ -40,9 +51,7 @@ from tuneforge.config.stage_sections import (
 
 __all__ = [
     "EMBEDDED_MODEL",
-    "PREFERENCE_STAGES",
     "REFERENCE_FREE_LOSSES",
-    "STAGE_METHOD_LIMITS",
     "ConfigError",
     "DataConfig",
     "DatasetSpec",
@@ -59,6 +68,9 @@ __all__ = [
     "RunConfig",
     "Section",
     "Stage",
+    "StageFacts",
+    "StageRefusal",
+    "StageTable",
     "TaskFormat",
     "TaskSpec",
     "TaskType",
@@ -67,4 +79,5 @@ __all__ = [
     "apply_override",
     "format_errors",
     "load",
+    "refused_stages",
 ]

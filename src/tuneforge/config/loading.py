@@ -10,7 +10,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ValidationError
 
-from tuneforge.config.run import MethodTable, RunConfig
+from tuneforge.config.run import MethodTable, RunConfig, StageTable
 from tuneforge.config.sections import ConfigError, MethodSection
 
 
@@ -18,8 +18,13 @@ def load(
     source: str | Path | Mapping[str, Any],
     overrides: Sequence[str] = (),
     methods: MethodTable | None = None,
+    stages: StageTable | None = None,
 ) -> RunConfig:
-    """Read a YAML file (or a mapping), apply `a.b=c` overrides, validate everything, return a frozen config."""
+    """Read a YAML file (or a mapping), apply `a.b=c` overrides, validate everything, return a frozen config.
+
+    `methods` and `stages` are the method and stage tables (tuneforge.methods.METHOD_PARAMS,
+    tuneforge.stages.table.STAGES): without them only the method's name is checked, and nothing stage-specific.
+    """
     if isinstance(source, Mapping):
         raw: dict[str, Any] = dict(source)
         origin = "<config>"
@@ -39,8 +44,10 @@ def load(
     for item in overrides:
         apply_override(raw, item)
     raw = _normalise_method(raw, methods, origin)
+    if stages is not None:
+        _check_stage_name(raw, stages, origin)
     try:
-        return RunConfig.model_validate(raw)
+        return RunConfig.model_validate(raw, context={"stages": stages})
     except ValidationError as e:
         raise ConfigError(format_errors(e, origin, RunConfig)) from None
 
@@ -91,6 +98,15 @@ def _normalise_method(raw: dict[str, Any], methods: MethodTable | None, origin: 
     except ValidationError as e:
         raise ConfigError(format_errors(e, origin, methods[name], prefix="method")) from None
     return {**raw, "method": params}
+
+
+def _check_stage_name(raw: dict[str, Any], stages: StageTable, origin: str) -> None:
+    name = raw.get("stage", RunConfig.model_fields["stage"].default)
+    if not isinstance(name, str) or name not in stages:
+        raise ConfigError(
+            f"{origin}: stage={name!r} is not a known stage; allowed: {', '.join(stages)}"
+            + _suggest(str(name), list(stages))
+        )
 
 
 def format_errors(err: ValidationError, origin: str, root: type[BaseModel], prefix: str = "") -> str:

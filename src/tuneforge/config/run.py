@@ -1,10 +1,19 @@
-"""RunConfig: every section together, and the stage x method combinations refused at load."""
+"""RunConfig: every section together, and the checks that need the stage table or the chosen method.
+
+The stage table lives in a higher layer (`tuneforge.stages.table.STAGES`), so the config reads it through
+`StageTable`, handed to `load(..., stages=STAGES)` and on to these checks as pydantic's validation context. A
+RunConfig built without it (`RunConfig()`, `load(raw)`) gets no stage checks: the name is not checked against
+the table, nor which sections belong to which stage (callers that train pass the table, as they pass the method
+table). Method x stage refusals live on each method's params model (`refused_stages`), so they are checked
+whenever the method's params are resolved.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Protocol
 
 import yaml
 from pydantic import Field, SerializeAsAny
@@ -27,33 +36,47 @@ from tuneforge.config.stage_sections import (
     VocabConfig,
 )
 
-Stage = Literal["pt", "sft", "rm", "dpo", "kto"]
-PREFERENCE_STAGES = ("rm", "dpo", "kto")  # the stages that score chosen/rejected pairs
-_MPT = "multitask prompt tuning needs task_ids in every batch, which TRL's preference trainers do not pass"
-_ADALORA = (
-    "AdaLoRA trains exactly one adapter, but the reference of {stage} is a frozen second copy of the fresh "
-    "adapter (TRL adds it), which AdaLoRA refuses"
-)
-# Method x stage combinations that cannot work, refused when the config loads: (method, stage) -> why, and
-# what to use instead. Stage rm and vocabulary extension also refuse adapter methods without modules_to_save
-# (they cannot save the new head / embedding rows) before anything loads: see stages/rm.py and stages/pt.py.
-STAGE_METHOD_LIMITS: dict[tuple[str, str], str] = {
-    ("mpt", "rm"): _MPT + "; use prompt_tuning or lora",
-    ("mpt", "dpo"): _MPT + "; use prompt_tuning or lora",
-    ("mpt", "kto"): _MPT + "; use prompt_tuning or lora",
-    ("adalora", "dpo"): _ADALORA.format(stage="dpo") + "; use lora, or dpo.loss=orpo|simpo (no reference)",
-    ("adalora", "kto"): _ADALORA.format(stage="kto") + "; use lora",
-    ("qlora", "rm"): "QLoRA's loading leaves the new score head in bfloat16 while the hidden states reaching it are "
-    "float32, so the head cannot run; use lora",
-}
-NEEDS_REFERENCE = {("adalora", "dpo")}  # limits lifted by dpo.loss orpo/simpo, which keep no reference adapter
+Stage = str  # a name in the stage table (tuneforge.stages.table.STAGES)
+
+
+class StageFacts(Protocol):
+    """What the config reads of a stage table row (tuneforge.stages.table.StageSpec has these and more)."""
+
+    @property
+    def sections(self) -> tuple[str, ...]: ...  # config sections that apply to this stage only
+
+    @property
+    def scores_pairs(self) -> bool: ...  # whether the stage scores chosen/rejected pairs (data.test_datasets)
+
+
+# stage name -> its row; supplied by tuneforge.stages (see the module docstring).
+StageTable = Mapping[str, StageFacts]
+# name -> params model (a MethodSection subclass); supplied by tuneforge.methods.
+MethodTable = Mapping[str, type[MethodSection]]
+
+
+@dataclass(frozen=True, kw_only=True)
+class StageRefusal:
+    """Why a method cannot train a stage and what to use instead; a params model lists them in `refused_stages`.
+
+    `lifted_without_reference`: only the stage's frozen reference copy of the adapter is the problem, so a run
+    that keeps none (dpo.loss orpo or simpo, REFERENCE_FREE_LOSSES) trains.
+    """
+
+    why: str
+    lifted_without_reference: bool = False
+
+
+def refused_stages(method: MethodSection | type[MethodSection]) -> Mapping[str, StageRefusal]:
+    """stage -> refusal, from a params model's `refused_stages` (none on a bare MethodSection: no method table)."""
+    return getattr(method, "refused_stages", {})
 
 
 class RunConfig(Section):
     name: str = Field(
         "run", pattern=r"^[A-Za-z0-9_.\-]+$", description="Run name: the run folder is <output.dir>/<name>."
     )
-    stage: Stage = Field("sft", description="Training stage: pt, sft, rm, dpo or kto.")
+    stage: Stage = Field("sft", description="Training stage: a row of the stage table (docs/stages.md).")
     model: ModelConfig = Field(default_factory=ModelConfig)
     data: DataConfig = Field(default_factory=DataConfig)
     method: SerializeAsAny[MethodSection] = Field(default_factory=MethodSection)
@@ -66,20 +89,42 @@ class RunConfig(Section):
     vocab: VocabConfig = Field(default_factory=VocabConfig)
     rag: RagConfig = Field(default_factory=RagConfig)
 
-    def model_post_init(self, __context: Any) -> None:
-        for section, stage in (("dpo", "dpo"), ("kto", "kto"), ("rm", "rm"), ("vocab", "pt")):
+    def model_post_init(self, context: Any) -> None:
+        stages: StageTable | None = context.get("stages") if isinstance(context, dict) else None
+        if stages is not None:
+            self._check_stage_sections(stages)
+        self._check_method()
+        if stages is not None:
+            self._check_test_datasets(stages)
+
+    def _check_stage_sections(self, stages: StageTable) -> None:
+        owners: dict[str, list[str]] = {}
+        for stage, row in stages.items():
+            for section in row.sections:
+                owners.setdefault(section, []).append(stage)
+        for section, names in owners.items():
             value = getattr(self, section)
-            if self.stage != stage and value != type(value)():  # defaults are harmless (round trips)
-                raise ValueError(f"section `{section}` applies to stage {stage!r}, but stage is {self.stage!r}")
-        why = STAGE_METHOD_LIMITS.get((self.method.name, self.stage))
-        reference_free = self.stage == "dpo" and self.dpo.loss in REFERENCE_FREE_LOSSES
-        if why and not (reference_free and (self.method.name, self.stage) in NEEDS_REFERENCE):
-            raise ValueError(f"method {self.method.name!r} cannot train stage {self.stage!r}: {why}")
-        if self.data.test_datasets and self.stage not in PREFERENCE_STAGES:
+            if self.stage not in names and value != type(value)():  # defaults are harmless (round trips)
+                which = " or ".join(repr(n) for n in names)
+                raise ValueError(f"section `{section}` applies to stage {which}, but stage is {self.stage!r}")
+
+    def _check_method(self) -> None:
+        refusal = refused_stages(self.method).get(self.stage)
+        if refusal and not (refusal.lifted_without_reference and self._reference_free):
+            raise ValueError(f"method {self.method.name!r} cannot train stage {self.stage!r}: {refusal.why}")
+
+    def _check_test_datasets(self, stages: StageTable) -> None:
+        pairs = [name for name, row in stages.items() if row.scores_pairs]
+        if self.data.test_datasets and self.stage not in pairs:
             raise ValueError(
-                f"data.test_datasets holds held-out preference pairs for stages {', '.join(PREFERENCE_STAGES)}; "
+                f"data.test_datasets holds held-out preference pairs for stages {', '.join(pairs)}; "
                 f"stage {self.stage!r} does not score pairs (use data.val_size for its validation split)"
             )
+
+    @property
+    def _reference_free(self) -> bool:
+        """True when the run keeps no frozen reference copy of the model: dpo with loss orpo or simpo."""
+        return self.stage == "dpo" and self.dpo.loss in REFERENCE_FREE_LOSSES
 
     @property
     def run_dir(self) -> Path:
@@ -87,7 +132,3 @@ class RunConfig(Section):
 
     def to_yaml(self) -> str:
         return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False, allow_unicode=True)
-
-
-# name -> params model (a MethodSection subclass); supplied by tuneforge.methods.
-MethodTable = Mapping[str, type[MethodSection]]

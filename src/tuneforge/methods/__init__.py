@@ -1,9 +1,10 @@
 """Fine-tuning methods: the METHODS table (`table.py`) maps a name to its params model, its apply function,
 its output and the hooks a training stage calls; `outputs.py` saves, reloads and merges what a method trained.
 
-Adding a method is one entry in METHODS plus its params model (a `MethodSection` subclass whose `name` is a
-Literal of the method's name) and an `apply(model, params) -> model` that marks what trains. Everything else
-(config validation, saving, reloading for chat, merging) follows from the entry. docs/methods.md lists them.
+Adding a method is one keyword-built entry in METHODS plus its params model (a `MethodSection` subclass whose
+`name` is a Literal of the method's name, with `refused_stages` if some stage cannot work) and an
+`apply(model, params) -> model` that marks what trains. Everything else (config validation, saving, reloading
+for chat, merging) follows from the entry. docs/methods.md lists them.
 """
 
 from __future__ import annotations

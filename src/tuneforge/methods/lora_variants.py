@@ -4,18 +4,31 @@ random matrices, trainable scaling vectors per layer)."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Literal, Self
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, Self
 
 from pydantic import Field, model_validator
 
-from tuneforge.config import MethodSection
+from tuneforge.config import MethodSection, StageRefusal
 from tuneforge.methods.common import MethodError, TargetedParams, check_targets, coerce, wrap_peft
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel, TrainerCallback
 
 
+_ADALORA = (
+    "AdaLoRA trains exactly one adapter, but the reference of {stage} is a frozen second copy of the fresh "
+    "adapter (TRL adds it), which AdaLoRA refuses"
+)
+
+
 class AdaLoraParams(TargetedParams):
+    refused_stages: ClassVar[dict[str, StageRefusal]] = {
+        "dpo": StageRefusal(
+            why=_ADALORA.format(stage="dpo") + "; use lora, or dpo.loss=orpo|simpo (no reference)",
+            lifted_without_reference=True,
+        ),
+        "kto": StageRefusal(why=_ADALORA.format(stage="kto") + "; use lora"),
+    }
     name: Literal["adalora"] = "adalora"
     init_r: int = Field(12, gt=0, description="Rank every adapter starts with.")
     target_r: int = Field(8, gt=0, description="Average rank kept once the budget is allocated.")

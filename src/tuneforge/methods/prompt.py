@@ -16,11 +16,11 @@ None of them is mergeable: there is no weight to fold the prompt into.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Literal, Self
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, Self
 
 from pydantic import Field, model_validator
 
-from tuneforge.config import MethodSection
+from tuneforge.config import MethodSection, StageRefusal
 from tuneforge.methods.common import coerce, wrap_peft
 
 if TYPE_CHECKING:
@@ -74,7 +74,14 @@ class PTuningV2Params(PrefixBase):
     projection: Literal[False] = Field(False, description="Fixed: deep prompts trained directly.")
 
 
+_MPT = StageRefusal(
+    why="multitask prompt tuning needs task_ids in every batch, which TRL's preference trainers do not pass; "
+    "use prompt_tuning or lora"
+)
+
+
 class MptParams(PromptBase):
+    refused_stages: ClassVar[dict[str, StageRefusal]] = {"rm": _MPT, "dpo": _MPT, "kto": _MPT}
     name: Literal["mpt"] = "mpt"
     num_tasks: int = Field(1, gt=0, description="Number of tasks with their own prompt factors.")
     num_ranks: int = Field(1, gt=0, description="Rank of each task's multiplicative prompt matrix.")

@@ -10,11 +10,11 @@ dequantises the base first (dequantise → merge → a plain model in `compute_d
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Literal, Self
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, Self
 
 from pydantic import Field, model_validator
 
-from tuneforge.config import MethodSection
+from tuneforge.config import MethodSection, StageRefusal
 from tuneforge.methods.common import MethodError, coerce
 from tuneforge.methods.lora import LoraBase, apply_lora
 
@@ -25,6 +25,12 @@ INSTALL_HINT = "QLoRA needs bitsandbytes: pip install 'tuneforge[qlora]'"
 
 
 class QloraParams(LoraBase):
+    refused_stages: ClassVar[dict[str, StageRefusal]] = {
+        "rm": StageRefusal(
+            why="QLoRA's loading leaves the new score head in bfloat16 while the hidden states reaching it are "
+            "float32, so the head cannot run; use lora"
+        )
+    }
     name: Literal["qlora"] = "qlora"
     bits: Literal[4, 8] = Field(4, description="Base weights in 4-bit (NF4/FP4) or 8-bit (LLM.int8).")
     quant_type: Literal["nf4", "fp4"] = Field("nf4", description="4-bit data type: nf4 (QLoRA) or fp4.")

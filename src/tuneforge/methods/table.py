@@ -1,8 +1,13 @@
 """The METHODS table: it maps a name to its params model, its apply function and its output.
 
-Adding a method is one entry in METHODS plus its params model (a `MethodSection` subclass whose `name` is a
-Literal of the method's name) and an `apply(model, params) -> model` that marks what trains. Everything else
-(config validation, saving, reloading for chat, merging) follows from the entry. A method that needs more than
+Adding a method is one entry in METHODS, every field named (`Method(name=..., params=..., apply=...,
+output=..., mergeable=..., family=..., summary=...)`, as PEFT's `register_peft_method` takes them), plus its
+params model (a `MethodSection` subclass whose `name` is a Literal of the method's name) and an
+`apply(model, params) -> model` that marks what trains. Everything else (config validation, saving, reloading
+for chat, merging) follows from the entry. A stage the method cannot train is refused on its params model,
+`refused_stages: ClassVar[dict[str, StageRefusal]]` (why, and what to use instead), checked when the config
+loads (`Method.refused_stages` shows it); stages rm and pt's vocabulary extension also refuse, before anything
+loads, adapter methods without `modules_to_save` (see stages/rm.py, stages/pt.py). A method that needs more than
 a prepared model declares it with an optional hook on its entry, which the training stage calls through the
 helpers below:
 
@@ -18,11 +23,11 @@ helpers below:
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
-from tuneforge.config import MethodSection
+from tuneforge.config import MethodSection, StageRefusal, refused_stages
 from tuneforge.methods.adapters import Ia3Params, LnTuningParams, apply_ia3, apply_ln_tuning
 from tuneforge.methods.bitfit import BitfitParams, apply_bitfit
 from tuneforge.methods.bottleneck import ParallelAdapterParams, SeriesAdapterParams, apply_bottleneck
@@ -85,9 +90,10 @@ if TYPE_CHECKING:
 Family = Literal["full", "lora", "prompt", "adapter", "other"]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Method:
-    params: type[MethodSection]
+    name: str  # the value of `method.name`; equals the Literal `name` of its params model
+    params: type[MethodSection]  # its parameters; `refused_stages` on it lists the stages it cannot train
     apply: Callable[[PreTrainedModel, MethodSection], PreTrainedModel]  # returns the model to train
     output: Literal["adapter", "model"]  # what save_trained writes: an adapter folder or a full HF model folder
     mergeable: bool  # whether `merge` can fold the trained weights into the base
@@ -98,124 +104,296 @@ class Method:
     callbacks: Callable[[Any, MethodSection], list[TrainerCallback]] | None = None
     after_load: Callable[[Any, MethodSection], Any] | None = None
 
+    @property
+    def refused_stages(self) -> Mapping[str, StageRefusal]:
+        """stage -> why this method cannot train it (checked when the config loads)."""
+        return refused_stages(self.params)
+
+
+def _table(*methods: Method) -> dict[str, Method]:
+    return {m.name: m for m in methods}
+
 
 def _mpt_after_load(model: Any, params: MethodSection) -> Any:
     add_default_task(model, coerce(params, MptParams).task_id)
     return model
 
 
-METHODS: dict[str, Method] = {
+METHODS: dict[str, Method] = _table(
     # full-weight training
-    "full": Method(FullParams, apply_full, "model", False, "every weight trains", "full"),
-    "freeze": Method(
-        FreezeParams, apply_freeze, "model", False, "only chosen decoder layers (and extra modules) train", "full"
+    Method(
+        name="full",
+        params=FullParams,
+        apply=apply_full,
+        output="model",
+        mergeable=False,
+        family="full",
+        summary="every weight trains",
     ),
-    "galore": Method(
-        GaloreParams,
-        apply_low_rank_optim,
-        "model",
-        False,
-        "every weight trains; gradients of linear layers projected to low rank (GaLore)",
-        "full",
+    Method(
+        name="freeze",
+        params=FreezeParams,
+        apply=apply_freeze,
+        output="model",
+        mergeable=False,
+        family="full",
+        summary="only chosen decoder layers (and extra modules) train",
+    ),
+    Method(
+        name="galore",
+        params=GaloreParams,
+        apply=apply_low_rank_optim,
+        output="model",
+        mergeable=False,
+        family="full",
+        summary="every weight trains; gradients of linear layers projected to low rank (GaLore)",
         optimizer=galore_optimizer,
     ),
-    "apollo": Method(
-        ApolloParams,
-        apply_low_rank_optim,
-        "model",
-        False,
-        "every weight trains; AdamW-like update scaled from a random low-rank projection (APOLLO)",
-        "full",
+    Method(
+        name="apollo",
+        params=ApolloParams,
+        apply=apply_low_rank_optim,
+        output="model",
+        mergeable=False,
+        family="full",
+        summary="every weight trains; AdamW-like update scaled from a random low-rank projection (APOLLO)",
         optimizer=apollo_optimizer,
     ),
     # LoRA family
-    "lora": Method(LoraParams, apply_lora, "adapter", True, "low-rank adapters (PEFT LoRA)", "lora"),
-    "dora": Method(DoraParams, apply_lora, "adapter", True, "LoRA with magnitude/direction split", "lora"),
-    "rslora": Method(RsLoraParams, apply_lora, "adapter", True, "LoRA scaled by alpha/sqrt(r)", "lora"),
-    "pissa": Method(PissaParams, apply_lora, "adapter", True, "LoRA initialised from the principal SVD part", "lora"),
-    "olora": Method(OloraParams, apply_lora, "adapter", True, "LoRA initialised by QR decomposition", "lora"),
-    "lora_plus": Method(
-        LoraPlusParams,
-        apply_lora,
-        "adapter",
-        True,
-        "LoRA with B learning faster than A (LoRA+)",
-        "lora",
+    Method(
+        name="lora",
+        params=LoraParams,
+        apply=apply_lora,
+        output="adapter",
+        mergeable=True,
+        family="lora",
+        summary="low-rank adapters (PEFT LoRA)",
+    ),
+    Method(
+        name="dora",
+        params=DoraParams,
+        apply=apply_lora,
+        output="adapter",
+        mergeable=True,
+        family="lora",
+        summary="LoRA with magnitude/direction split",
+    ),
+    Method(
+        name="rslora",
+        params=RsLoraParams,
+        apply=apply_lora,
+        output="adapter",
+        mergeable=True,
+        family="lora",
+        summary="LoRA scaled by alpha/sqrt(r)",
+    ),
+    Method(
+        name="pissa",
+        params=PissaParams,
+        apply=apply_lora,
+        output="adapter",
+        mergeable=True,
+        family="lora",
+        summary="LoRA initialised from the principal SVD part",
+    ),
+    Method(
+        name="olora",
+        params=OloraParams,
+        apply=apply_lora,
+        output="adapter",
+        mergeable=True,
+        family="lora",
+        summary="LoRA initialised by QR decomposition",
+    ),
+    Method(
+        name="lora_plus",
+        params=LoraPlusParams,
+        apply=apply_lora,
+        output="adapter",
+        mergeable=True,
+        family="lora",
+        summary="LoRA with B learning faster than A (LoRA+)",
         optimizer=loraplus_optimizer,
     ),
-    "qlora": Method(
-        QloraParams,
-        apply_qlora,
-        "adapter",
-        True,
-        "LoRA on a 4-bit NF4 (or 8-bit) quantised base",
-        "lora",
+    Method(
+        name="qlora",
+        params=QloraParams,
+        apply=apply_qlora,
+        output="adapter",
+        mergeable=True,
+        family="lora",
+        summary="LoRA on a 4-bit NF4 (or 8-bit) quantised base",
         load_kwargs=qlora_load_kwargs,
         after_load=keep_cpu_weights_trainable,
     ),
-    "adalora": Method(
-        AdaLoraParams,
-        apply_adalora,
-        "adapter",
-        True,
-        "SVD-form LoRA with ranks re-allocated by importance",
-        "lora",
+    Method(
+        name="adalora",
+        params=AdaLoraParams,
+        apply=apply_adalora,
+        output="adapter",
+        mergeable=True,
+        family="lora",
+        summary="SVD-form LoRA with ranks re-allocated by importance",
         callbacks=adalora_callbacks,
     ),
-    "loha": Method(LohaParams, apply_loha, "adapter", True, "Hadamard product of two low-rank pairs", "lora"),
-    "lokr": Method(LokrParams, apply_lokr, "adapter", True, "Kronecker product of small factors", "lora"),
-    "vera": Method(
-        VeraParams, apply_vera, "adapter", True, "shared frozen random pair, trained scaling vectors", "lora"
+    Method(
+        name="loha",
+        params=LohaParams,
+        apply=apply_loha,
+        output="adapter",
+        mergeable=True,
+        family="lora",
+        summary="Hadamard product of two low-rank pairs",
+    ),
+    Method(
+        name="lokr",
+        params=LokrParams,
+        apply=apply_lokr,
+        output="adapter",
+        mergeable=True,
+        family="lora",
+        summary="Kronecker product of small factors",
+    ),
+    Method(
+        name="vera",
+        params=VeraParams,
+        apply=apply_vera,
+        output="adapter",
+        mergeable=True,
+        family="lora",
+        summary="shared frozen random pair, trained scaling vectors",
     ),
     # prompt learning
-    "prompt_tuning": Method(
-        PromptTuningParams, apply_prompt_tuning, "adapter", False, "learned soft-prompt embeddings", "prompt"
+    Method(
+        name="prompt_tuning",
+        params=PromptTuningParams,
+        apply=apply_prompt_tuning,
+        output="adapter",
+        mergeable=False,
+        family="prompt",
+        summary="learned soft-prompt embeddings",
     ),
-    "p_tuning": Method(
-        PTuningParams, apply_p_tuning, "adapter", False, "soft prompt from an MLP/LSTM encoder", "prompt"
+    Method(
+        name="p_tuning",
+        params=PTuningParams,
+        apply=apply_p_tuning,
+        output="adapter",
+        mergeable=False,
+        family="prompt",
+        summary="soft prompt from an MLP/LSTM encoder",
     ),
-    "prefix_tuning": Method(
-        PrefixTuningParams, apply_prefix_tuning, "adapter", False, "learned key/value prefixes in every layer", "prompt"
+    Method(
+        name="prefix_tuning",
+        params=PrefixTuningParams,
+        apply=apply_prefix_tuning,
+        output="adapter",
+        mergeable=False,
+        family="prompt",
+        summary="learned key/value prefixes in every layer",
     ),
-    "p_tuning_v2": Method(
-        PTuningV2Params,
-        apply_prefix_tuning,
-        "adapter",
-        False,
-        "deep prompts: prefixes on every layer, no MLP",
-        "prompt",
+    Method(
+        name="p_tuning_v2",
+        params=PTuningV2Params,
+        apply=apply_prefix_tuning,
+        output="adapter",
+        mergeable=False,
+        family="prompt",
+        summary="deep prompts: prefixes on every layer, no MLP",
     ),
-    "mpt": Method(
-        MptParams,
-        apply_mpt,
-        "adapter",
-        False,
-        "multitask prompt tuning: shared prompt × per-task low rank",
-        "prompt",
+    Method(
+        name="mpt",
+        params=MptParams,
+        apply=apply_mpt,
+        output="adapter",
+        mergeable=False,
+        family="prompt",
+        summary="multitask prompt tuning: shared prompt × per-task low rank",
         after_load=_mpt_after_load,
     ),
     # adapters
-    "ia3": Method(Ia3Params, apply_ia3, "adapter", True, "learned scaling of keys, values and FFN input", "adapter"),
-    "ln_tuning": Method(
-        LnTuningParams, apply_ln_tuning, "adapter", True, "only the normalisation layers train", "adapter"
+    Method(
+        name="ia3",
+        params=Ia3Params,
+        apply=apply_ia3,
+        output="adapter",
+        mergeable=True,
+        family="adapter",
+        summary="learned scaling of keys, values and FFN input",
     ),
-    "bitfit": Method(
-        BitfitParams, apply_bitfit, "adapter", True, "only biases train (zero biases added if none)", "adapter"
+    Method(
+        name="ln_tuning",
+        params=LnTuningParams,
+        apply=apply_ln_tuning,
+        output="adapter",
+        mergeable=True,
+        family="adapter",
+        summary="only the normalisation layers train",
     ),
-    "series_adapter": Method(
-        SeriesAdapterParams, apply_bottleneck, "adapter", False, "bottleneck adapters after blocks (Houlsby)", "adapter"
+    Method(
+        name="bitfit",
+        params=BitfitParams,
+        apply=apply_bitfit,
+        output="adapter",
+        mergeable=True,
+        family="adapter",
+        summary="only biases train (zero biases added if none)",
     ),
-    "parallel_adapter": Method(
-        ParallelAdapterParams, apply_bottleneck, "adapter", False, "scaled bottleneck adapters beside blocks", "adapter"
+    Method(
+        name="series_adapter",
+        params=SeriesAdapterParams,
+        apply=apply_bottleneck,
+        output="adapter",
+        mergeable=False,
+        family="adapter",
+        summary="bottleneck adapters after blocks (Houlsby)",
+    ),
+    Method(
+        name="parallel_adapter",
+        params=ParallelAdapterParams,
+        apply=apply_bottleneck,
+        output="adapter",
+        mergeable=False,
+        family="adapter",
+        summary="scaled bottleneck adapters beside blocks",
     ),
     # orthogonal and spectral
-    "oft": Method(OftParams, apply_oft, "adapter", True, "block-diagonal orthogonal rotation of inputs", "other"),
-    "boft": Method(BoftParams, apply_boft, "adapter", True, "orthogonal rotation from butterfly factors", "other"),
-    "hra": Method(HraParams, apply_hra, "adapter", True, "chain of Householder reflections", "other"),
-    "fourierft": Method(
-        FourierFtParams, apply_fourierft, "adapter", True, "few learned 2-D Fourier coefficients of ΔW", "other"
+    Method(
+        name="oft",
+        params=OftParams,
+        apply=apply_oft,
+        output="adapter",
+        mergeable=True,
+        family="other",
+        summary="block-diagonal orthogonal rotation of inputs",
     ),
-}
+    Method(
+        name="boft",
+        params=BoftParams,
+        apply=apply_boft,
+        output="adapter",
+        mergeable=True,
+        family="other",
+        summary="orthogonal rotation from butterfly factors",
+    ),
+    Method(
+        name="hra",
+        params=HraParams,
+        apply=apply_hra,
+        output="adapter",
+        mergeable=True,
+        family="other",
+        summary="chain of Householder reflections",
+    ),
+    Method(
+        name="fourierft",
+        params=FourierFtParams,
+        apply=apply_fourierft,
+        output="adapter",
+        mergeable=True,
+        family="other",
+        summary="few learned 2-D Fourier coefficients of ΔW",
+    ),
+)
 
 # name -> params model, for `tuneforge.config.load(..., methods=METHOD_PARAMS)`.
 METHOD_PARAMS: dict[str, type[MethodSection]] = {name: m.params for name, m in METHODS.items()}

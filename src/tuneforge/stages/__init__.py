@@ -1,21 +1,19 @@
-"""Training stages: one file per stage, each `run(cfg) -> RunResult`."""
+"""Training stages: one file per stage, each `run(cfg, callbacks=()) -> RunResult`; the STAGES table
+(`table.py`) says what each stage is. Importing this package is cheap: a stage's file loads when it runs."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 from tuneforge.config import RunConfig
-from tuneforge.stages import dpo, kto, pt, rm, sft
-from tuneforge.stages.common import RunResult
+from tuneforge.stages.table import STAGES, StageSpec, stage_sections
 
-STAGES: dict[str, Callable[..., RunResult]] = {
-    "pt": pt.run,
-    "sft": sft.run,
-    "rm": rm.run,
-    "dpo": dpo.run,
-    "kto": kto.run,
-}
+if TYPE_CHECKING:
+    from tuneforge.stages.common import RunResult
 
 
-def run_stage(cfg: RunConfig, **kwargs) -> RunResult:
-    return STAGES[cfg.stage](cfg, **kwargs)
+def run_stage(cfg: RunConfig, **kwargs: Any) -> RunResult:
+    return STAGES[cfg.stage].run(cfg, **kwargs)
+
+
+__all__ = ["STAGES", "StageSpec", "run_stage", "stage_sections"]

@@ -18,36 +18,20 @@ import yaml
 from pydantic import BaseModel
 from pydantic.fields import FieldInfo
 
-from tuneforge.config import (
-    ConfigError,
-    DataConfig,
-    DpoConfig,
-    KtoConfig,
-    ModelConfig,
-    OutputConfig,
-    RmConfig,
-    RunConfig,
-    TrainConfig,
-    VocabConfig,
-    load,
-)
+from tuneforge.config import ConfigError, RunConfig, load
 from tuneforge.data.registry import load_info, registries
 from tuneforge.methods import METHOD_PARAMS
+from tuneforge.stages.table import STAGES, stage_sections
 
 Kind = Literal["check", "number", "choice", "text"]
 
-# Sections of the form and the config model behind each; the stage sections apply to one stage only.
+# section -> the stages it applies to, for the sections the stage table gives to stages (tuneforge.stages.table).
+STAGE_SECTIONS: dict[str, tuple[str, ...]] = stage_sections()
+# Sections of the form and the config model behind each (RunConfig's own field types).
 SECTIONS: dict[str, type[BaseModel]] = {
-    "model": ModelConfig,
-    "data": DataConfig,
-    "train": TrainConfig,
-    "output": OutputConfig,
-    "dpo": DpoConfig,
-    "kto": KtoConfig,
-    "rm": RmConfig,
-    "vocab": VocabConfig,
+    name: typing.cast(type[BaseModel], RunConfig.model_fields[name].annotation)
+    for name in ("model", "data", "train", "output", *STAGE_SECTIONS)
 }
-STAGE_SECTIONS = {"dpo": "dpo", "kto": "kto", "rm": "rm", "vocab": "pt"}
 # data.datasets is a multi-select of registered names (handled by `datasets_value`), not a generic widget.
 SPECIAL_KEYS = ("data.datasets",)
 TOP_KEYS = ("name", "stage")
@@ -72,6 +56,12 @@ class FieldSpec:
     @property
     def section(self) -> str:
         return self.key.split(".")[0] if "." in self.key else ""
+
+
+def section_title(section: str) -> str:
+    """A section's title in the form; a section of a stage names its stage(s): `vocab (stage pt)`."""
+    stages = STAGE_SECTIONS.get(section)
+    return f"{section} (stage {', '.join(stages)})" if stages else section
 
 
 def _strip_optional(annotation: Any) -> tuple[Any, bool]:
@@ -111,6 +101,8 @@ def _section_fields() -> list[FieldSpec]:
     for name in TOP_KEYS:
         info = RunConfig.model_fields[name]
         kind, choices, integer = kind_of(info.annotation)
+        if name == "stage":  # a plain str in the config: its values are the stage table's rows
+            kind, choices = "choice", tuple(STAGES)
         out.append(FieldSpec(name, kind, info.default, info.description or "", choices, integer))
     for section, model in SECTIONS.items():
         for name, info in model.model_fields.items():
@@ -206,7 +198,7 @@ def defaults(method: str = "lora") -> dict[str, Any]:
 def applies(spec: FieldSpec, stage: str, method: str) -> bool:
     """Whether a widget belongs in the config for this stage and method."""
     if spec.section in STAGE_SECTIONS:
-        return STAGE_SECTIONS[spec.section] == stage
+        return stage in STAGE_SECTIONS[spec.section]
     if spec.section == "method" and spec.key != "method.name":
         return method in spec.methods
     return True
@@ -261,7 +253,7 @@ def dataset_spec(value: str) -> dict[str, str]:
 
 def build_config(values: Mapping[str, Any], datasets: Iterable[str]) -> RunConfig:
     """Validate the form exactly as `tuneforge train` validates a file (ConfigError on any bad value)."""
-    return load(raw_config(values, datasets), methods=METHOD_PARAMS)
+    return load(raw_config(values, datasets), methods=METHOD_PARAMS, stages=STAGES)
 
 
 def config_yaml(cfg: RunConfig) -> str:
@@ -279,7 +271,8 @@ def config_yaml(cfg: RunConfig) -> str:
     order = list(full)  # sections in the config's own order
     minimal = {k: minimal[k] for k in sorted(minimal, key=order.index)}
     text = yaml.safe_dump(minimal, sort_keys=False, allow_unicode=True)
-    if load(yaml.safe_load(text), methods=METHOD_PARAMS) != cfg:  # never show a file that means something else
+    # never show a file that means something else
+    if load(yaml.safe_load(text), methods=METHOD_PARAMS, stages=STAGES) != cfg:
         text = cfg.to_yaml()
     return text
 
@@ -336,5 +329,6 @@ __all__ = [
     "kind_of",
     "method_choices",
     "raw_config",
+    "section_title",
     "write_config",
 ]

@@ -8,7 +8,7 @@ import gradio as gr
 
 from tuneforge.config import ConfigError, RunConfig
 from tuneforge.inference import GenerationParams
-from tuneforge.webui.form import FIELDS, STAGE_SECTIONS, build_config, dataset_names
+from tuneforge.webui.form import FIELDS, STAGE_SECTIONS, build_config, dataset_names, section_title
 from tuneforge.webui.widgets import BASE_MODEL, list_runs, make_widget, method_updates
 
 if TYPE_CHECKING:
@@ -16,17 +16,6 @@ if TYPE_CHECKING:
 
 TOP_ROW = ("name", "stage", "model.path", "output.dir")
 ROW_SIZE = 3
-SECTION_TITLES = {
-    "model": "model",
-    "data": "data",
-    "method": "method",
-    "train": "train",
-    "output": "output",
-    "dpo": "dpo (stage dpo)",
-    "kto": "kto (stage kto)",
-    "rm": "rm (stage rm)",
-    "vocab": "vocab (stage pt)",
-}
 
 
 def build(ui: WebUI, values: dict[str, Any], datasets: list[str], cfg: RunConfig) -> gr.Blocks:
@@ -54,9 +43,9 @@ def build(ui: WebUI, values: dict[str, Any], datasets: list[str], cfg: RunConfig
             with gr.Tab("Train", id="tab-train", elem_id="tab-train"), gr.Row():
                 with gr.Column(scale=3):
                     for section in ("data", "method", "train", "output", *STAGE_SECTIONS):
-                        shown = section not in STAGE_SECTIONS or STAGE_SECTIONS[section] == cfg.stage
+                        shown = section not in STAGE_SECTIONS or cfg.stage in STAGE_SECTIONS[section]
                         with gr.Accordion(
-                            SECTION_TITLES[section], open=section in ("data", "method"), visible=shown
+                            section_title(section), open=section in ("data", "method"), visible=shown
                         ) as box:
                             boxes[section] = box
                             if section == "data":
@@ -160,7 +149,7 @@ def build(ui: WebUI, values: dict[str, Any], datasets: list[str], cfg: RunConfig
             return ui.preview(*form_values(args))
 
         def on_stage(stage: str) -> list[Any]:
-            return [gr.update(visible=STAGE_SECTIONS[s] == stage) for s in STAGE_SECTIONS]
+            return [gr.update(visible=stage in STAGE_SECTIONS[s]) for s in STAGE_SECTIONS]
 
         def train(*args: Any) -> tuple[str, str]:
             status = ui.start_train(*form_values(args))
