@@ -73,3 +73,42 @@ def test_cli_bench_parser() -> None:
     args = build_parser().parse_args(["bench", "methods", "train.lr=1e-4", "--methods", "lora,dora", "--steps", "3"])
     assert args.what == "methods" and args.methods == "lora,dora" and args.steps == 3
     assert args.overrides == ["train.lr=1e-4"] and args.func.__name__ == "cmd_bench"
+
+
+def test_bench_methods_reads_its_settings_from_the_config(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from tuneforge.bench import methods as bench
+    from tuneforge.cli import main
+
+    seen: list[BenchSettings] = []
+
+    def fake_bench(s: BenchSettings, out: Path) -> list[dict]:
+        seen.append(s)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "bench.md").write_text("| method |\n")
+        return [{"status": "ok"}]
+
+    monkeypatch.setattr(bench, "bench_methods", fake_bench)
+    words = ["bench", "methods", "bench.methods=lora,full", "train.max_steps=3", "method.r=4", "train.grad_accum=2"]
+    assert main([*words, f"bench.out={tmp_path}", "--lr", "1e-2"]) == 0
+    s = seen[-1]
+    assert (list(s.methods), s.steps, s.lr, s.cutoff_len) == (["lora", "full"], 3, 1e-2, 128)
+    assert (s.score_items, s.seed) == (40, 42)
+    assert "--lr is now train.lr=0.01" in capsys.readouterr().err
+    lora, full = (bench.base_config(s, m, tmp_path / "runs") for m in ("lora", "full"))
+    assert lora["method"] == {"r": 4, "name": "lora"} and lora["train"]["grad_accum"] == 2
+    assert (lora["train"]["lr"], full["train"]["lr"]) == (1e-2, pytest.approx(1e-3))  # full weights: lr / 10
+    assert lora["train"]["lr_scheduler"] == "constant" and lora["data"]["datasets"] == [{"name": "iso_dates"}]
+    # the old flags: every one names its key
+    old = ["--methods", "lora", "--steps", "2", "--score-items", "5", "--out", str(tmp_path)]
+    assert main(["bench", "methods", *old]) == 0
+    s = seen[-1]
+    assert (list(s.methods), s.steps, s.score_items) == (["lora"], 2, 5)
+    err = capsys.readouterr().err
+    assert '--methods is now bench.methods="lora"' in err and "--score-items is now eval.limit=5" in err
+    # mistakes: an unknown key, a key the benchmark sets itself
+    assert main(["bench", "methods", "bench.method=lora"]) == 2
+    assert "did you mean 'methods'" in capsys.readouterr().err
+    assert main(["bench", "methods", "data.datasets=[{name: identity}]"]) == 2
+    assert "sets data.datasets itself" in capsys.readouterr().err

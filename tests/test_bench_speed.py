@@ -118,3 +118,36 @@ def test_cli_parses_bench_speed() -> None:
     args = build_parser().parse_args(["bench", "speed", "train.threads=2", "--steps", "3", "--repeats", "1"])
     assert args.what == "speed" and args.overrides == ["train.threads=2"] and args.steps == 3
     assert args.cutoff_len is None and args.ablation is None  # filled with the speed defaults by speed_cli
+
+
+def test_bench_speed_reads_its_settings_from_the_config(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from tuneforge.cli import main
+
+    seen: list[speed.SpeedSettings] = []
+
+    def fake_bench(s: speed.SpeedSettings, out: Path) -> dict:
+        seen.append(s)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "speed.md").write_text("# speed\n")
+        return {"runs": []}
+
+    monkeypatch.setattr(speed, "bench_speed", fake_bench)
+    words = ["bench", "speed", "train.max_steps=3", "bench.repeats=1", "bench.ablation=+packing", "train.threads=2"]
+    assert main([*words, f"bench.out={tmp_path}", "--cutoff-len", "256"]) == 0
+    s = seen[-1]
+    assert (s.steps, s.cutoff_len, s.heldout, s.repeats, list(s.ablation), s.lr) == (3, 256, 16, 1, ["+packing"], 2e-4)
+    assert "--cutoff-len is now data.cutoff_len=256" in capsys.readouterr().err
+    cfg = speed.run_config(s, "tuneforge-1", tmp_path / "runs")
+    assert cfg["data"]["mix_size"] == 3 * 4 + 16 and cfg["train"]["epochs"] == 1 and cfg["train"]["threads"] == 2
+    assert cfg["method"] == speed.LORA
+    # defaults where nothing is set: 12 steps, cutoff 512; the ablation names exist
+    assert main(["bench", "speed", f"bench.out={tmp_path}"]) == 0
+    assert (seen[-1].steps, seen[-1].cutoff_len, tuple(seen[-1].ablation)) == (12, 512, speed.DEFAULT_ABLATION)
+    assert set(speed.DEFAULT_ABLATION) <= set(speed.VARIANTS)
+    # the benchmark's own LoRA is refused as a setting, and so is an unknown key
+    assert main(["bench", "speed", "method.r=16"]) == 2
+    assert "sets method.r itself" in capsys.readouterr().err
+    assert main(["bench", "speed", "bench.repeat=1"]) == 2
+    assert "did you mean 'repeats'" in capsys.readouterr().err

@@ -114,3 +114,68 @@ def test_lab_on_user_documents(tmp_path: Path, tiny_model_dir: Path) -> None:
     assert [a["arm"] for a in summary["arms"]] == ["base", "base + RAG", "ft_docs", "ft_docs + RAG"]
     assert summary["chance"] == pytest.approx((1 / 2 + 1 / 3) / 2, abs=1e-4)
     assert summary["retrieval"]["recall@1"] == 1.0
+
+
+def _capture_lab(monkeypatch: pytest.MonkeyPatch) -> list:
+    """Replace the lab's run by one that keeps its config (the verb's settings, without training anything)."""
+    seen: list = []
+
+    def fake_run_lab(cfg: object) -> dict:
+        seen.append(cfg)
+        out = Path(cfg.lab.out)  # type: ignore[attr-defined]
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "lab.md").write_text("# lab\n")
+        return {}
+
+    monkeypatch.setattr("tuneforge.rag.lab.run_lab", fake_run_lab)
+    return seen
+
+
+def test_lab_takes_config_keys_over_its_presets(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    seen = _capture_lab(monkeypatch)
+    out = tmp_path / "lab"
+    assert main(["lab", "knowledge", "lab.entities=5", "method.r=4", "train.lr=5e-3", f"lab.out={out}"]) == 0
+    cfg = seen[-1]
+    assert (cfg.lab.entities, cfg.method.r, cfg.train.lr, cfg.lab.out) == (5, 4, 5e-3, str(out))
+    # the lab's own defaults where nothing set the key
+    assert (cfg.method.alpha, cfg.train.epochs, cfg.data.cutoff_len) == (32, 8, 128)
+    assert (cfg.rag.top_k, cfg.train.seed, cfg.eval.seed) == (3, 0, 0)
+    assert capsys.readouterr().err == ""
+    # a config file's values win over the presets too; the overrides over the file
+    config = tmp_path / "lab.yaml"
+    config.write_text("train: {lr: 5.0e-4, epochs: 2}\nlab: {entities: 6}\nrag: {retriever: bm25}\n")
+    assert main(["lab", "knowledge", str(config), "train.epochs=3", f"lab.out={tmp_path / 'lab2'}"]) == 0
+    cfg = seen[-1]
+    assert (cfg.train.lr, cfg.train.epochs, cfg.lab.entities, cfg.rag.retriever, cfg.train.seed) == (
+        5e-4,
+        3,
+        6,
+        "bm25",
+        0,
+    )
+
+
+def test_lab_old_flags_still_work_and_name_their_keys(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    seen = _capture_lab(monkeypatch)
+    args = ["lab", "knowledge", "--out", str(tmp_path / "lab"), "--rank", "8", "--seed", "3", "--top-k", "2"]
+    assert main([*args, "--lr", "2e-3", "--bootstrap", "50"]) == 0
+    cfg = seen[-1]
+    assert (cfg.method.r, cfg.method.alpha, cfg.train.seed, cfg.eval.seed) == (8, 16, 3, 3)
+    assert (cfg.rag.top_k, cfg.train.lr, cfg.eval.bootstrap, cfg.lab.out) == (2, 2e-3, 50, str(tmp_path / "lab"))
+    err = capsys.readouterr().err
+    assert "--rank is now method.r=8 method.alpha=16" in err and "--top-k is now rag.top_k=2" in err
+    assert "--seed is now train.seed=3 eval.seed=3" in err and "--bootstrap is now eval.bootstrap=50" in err
+
+
+def test_lab_bad_keys_are_clear_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["lab", "knowledge", "lab.entitys=5"]) == 2
+    assert "lab.entitys" in (err := capsys.readouterr().err) and "did you mean 'entities'" in err
+    assert main(["lab", "knowledge", "lab.entities=2"]) == 2  # 3 distractors per question need 4 people
+    assert "lab.entities" in capsys.readouterr().err
+    # a key the lab sets itself is refused before anything runs
+    assert main(["lab", "knowledge", "data.datasets=[{name: identity}]", f"lab.out={tmp_path / 'x'}"]) == 2
+    assert "sets data.datasets itself" in capsys.readouterr().err and not (tmp_path / "x").exists()

@@ -122,3 +122,36 @@ def test_data_prepare_with_a_model_writes_model_pairs(
     # a random tiny model writes no parsable pair: every prose chunk's reply is counted as unparsed
     assert qa["model_written"] + qa["model_replies_unparsed"] == 4 and card["model_generated"] is True
     assert "functions_without_summary_skipped" in card["datasets"]["kb_code"]
+
+
+def test_data_prepare_takes_config_keys(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from tuneforge.config import PrepareConfig
+    from tuneforge.data.recipes import RECIPES
+
+    assert PrepareConfig().recipes == list(RECIPES)
+    docs = write_corpus(tmp_path / "docs")
+    out = tmp_path / "out"
+    args = ["data", "prepare", str(docs), "prepare.recipes=chunks", "rag.chunk_size=40", "--out", str(out)]
+    assert main([*args, "--name", "kb"]) == 0
+    card = json.loads((out / "kb_data_card.json").read_text())
+    assert set(card["datasets"]) == {"kb_chunks"} and card["chunking"]["size"] == 40
+    assert capsys.readouterr().err == ""
+    # the old flags still work and name their keys; the same files again need prepare.overwrite
+    assert main([*args, "--name", "kb", "--chunk-size", "50"]) == 2
+    assert "prepare.overwrite=true" in capsys.readouterr().err
+    old = ["--name", "kb", "--chunk-size", "50", "--overwrite", "--recipes", "chunks,qa"]
+    assert main(["data", "prepare", str(docs), "--out", str(out), *old]) == 0
+    err = capsys.readouterr().err
+    assert "--chunk-size is now rag.chunk_size=50" in err and "--overwrite is now prepare.overwrite=true" in err
+    card = json.loads((out / "kb_data_card.json").read_text())
+    assert set(card["datasets"]) == {"kb_chunks", "kb_qa"} and card["chunking"]["size"] == 50
+    # a config file: prepare.name and the chunking keys from it
+    config = tmp_path / "prep.yaml"
+    config.write_text("prepare: {name: cfg, recipes: [chunks]}\nrag: {chunking: tokens, chunk_size: 40}\n")
+    assert main(["data", "prepare", str(docs), "--out", str(out), "--config", str(config)]) == 0
+    assert json.loads((out / "cfg_data_card.json").read_text())["chunking"]["mode"] == "tokens"
+    # mistakes: an unknown key, no name
+    assert main(["data", "prepare", str(docs), "prepare.recipe=qa", "--out", str(out), "--name", "z"]) == 2
+    assert "did you mean 'recipes'" in capsys.readouterr().err
+    assert main(["data", "prepare", str(docs), "--out", str(out)]) == 2
+    assert "--name NAME (prepare.name)" in capsys.readouterr().err

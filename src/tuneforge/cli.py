@@ -86,30 +86,51 @@ def cmd_doctor(args: argparse.Namespace) -> int:
     return 0
 
 
+def _verb_config(
+    verb: str, config: str | None, words: Sequence[str], args: argparse.Namespace, presets: dict[str, object]
+) -> RunConfig:
+    """A workflow verb's config: CONFIG (or the defaults), the verb's presets where it leaves a key unset, then
+    the old flags (each printing its keys) and the key=value words."""
+    from tuneforge.config import ConfigError, old_flag_overrides, preset_overrides
+    from tuneforge.methods import METHOD_PARAMS
+    from tuneforge.stages.table import STAGES
+
+    paths = [w for w in words if not _is_override(w)]
+    if paths and config:
+        raise ConfigError(f"give the config once: --config {config} or {paths[0]}")
+    if len(paths) > 1:
+        raise ConfigError(f"one CONFIG file at most, got {', '.join(paths)} (overrides look like key.path=value)")
+    config = config or (paths[0] if paths else None)
+    extra, notes = old_flag_overrides(verb, vars(args))
+    for note in notes:
+        print(note, file=sys.stderr)
+    extra += [w for w in words if _is_override(w)]
+
+    def build(items: list[str]) -> RunConfig:
+        return load_config(config, items) if config else load({}, items, methods=METHOD_PARAMS, stages=STAGES)
+
+    cfg = build(extra)
+    preset = preset_overrides(cfg, presets)
+    return build([*preset, *extra]) if preset else cfg
+
+
+def _is_override(word: str) -> bool:
+    return re.match(r"^[A-Za-z_][\w.]*=", word) is not None
+
+
 def cmd_bench(args: argparse.Namespace) -> int:
-    from tuneforge.bench.methods import DEFAULT_METHODS, BenchSettings, bench_methods
+    from tuneforge.config import BENCH_METHODS_PRESETS, BENCH_SPEED_PRESETS
 
+    presets = BENCH_SPEED_PRESETS if args.what == "speed" else BENCH_METHODS_PRESETS
+    cfg = _verb_config("bench", None, args.overrides, args, presets)
     if args.what == "speed":
-        from tuneforge.bench.speed import speed_cli
+        from tuneforge.bench.speed import speed_main
 
-        return speed_cli(args)
-    args.steps = args.steps or 30
-    args.cutoff_len = args.cutoff_len or 128
-    args.out = args.out or "runs/bench-methods"
-    methods = [m.strip() for m in args.methods.split(",") if m.strip()] if args.methods else DEFAULT_METHODS
-    settings = BenchSettings(
-        methods=methods,
-        model=args.model,
-        steps=args.steps,
-        batch_size=args.batch_size,
-        cutoff_len=args.cutoff_len,
-        lr=args.lr,
-        score_items=args.score_items,
-        threads=args.threads,
-        overrides=args.overrides,
-    )
-    out = Path(args.out)
-    rows = bench_methods(settings, out)
+        return speed_main(cfg)
+    from tuneforge.bench.methods import BenchSettings, bench_methods
+
+    out = Path(cfg.bench.out or "runs/bench-methods")
+    rows = bench_methods(BenchSettings.from_config(cfg), out)
     print((out / "bench.md").read_text(encoding="utf-8"), end="")
     return 0 if all(r["status"] == "ok" for r in rows) else 1
 
@@ -201,17 +222,16 @@ def cmd_webui(args: argparse.Namespace) -> int:
 
 
 def cmd_data(args: argparse.Namespace) -> int:
-    from tuneforge.data.recipes import PrepareSettings, prepare
+    from tuneforge.data.recipes import PrepareSettings, card_markdown, prepare
+    from tuneforge.data.schema import DataError
 
-    recipes = [r.strip() for r in args.recipes.split(",") if r.strip()] if args.recipes else None
-    settings = PrepareSettings(
-        name=args.name,
-        **({"recipes": recipes} if recipes else {}),
-        chunking=args.chunking,
-        chunk_size=args.chunk_size,
-        chunk_overlap=args.chunk_overlap,
-        overwrite=args.overwrite,
-    )
+    flags = [f"prepare.{k}={json.dumps(v)}" for k, v in (("out", args.out), ("name", args.name)) if v]
+    words = [*args.sources, *flags]  # --out and --name: short for prepare.out and prepare.name
+    cfg = _verb_config("prepare", args.config, [w for w in words if _is_override(w)], args, {})
+    sources = [w for w in words if not _is_override(w)]
+    if not sources or not cfg.prepare.out:
+        raise DataError("tuneforge data prepare needs documents and an output folder: DOCS... --out DIR --name NAME")
+    settings = PrepareSettings.from_config(cfg)
     generate = None
     if args.model or args.run:
         from tuneforge.chat import open_engine
@@ -219,7 +239,7 @@ def cmd_data(args: argparse.Namespace) -> int:
         from tuneforge.inference import GenerationParams
 
         engine = open_engine(args)
-        params = GenerationParams(max_new_tokens=args.max_new_tokens)
+        params = GenerationParams(max_new_tokens=cfg.prepare.max_new_tokens)
 
         def generate(prompts: list[str]) -> list[str]:
             out: list[str] = []
@@ -228,22 +248,20 @@ def cmd_data(args: argparse.Namespace) -> int:
                 out += engine.generate_batch(batch, params)
             return out
 
-    card = prepare(args.sources, args.out, settings, generate)
-    from tuneforge.data.recipes import card_markdown
-
+    card = prepare(sources, cfg.prepare.out, settings, generate)
     print(card_markdown(card), end="")
-    print(f"written to {args.out} (dataset_info.json: {', '.join(card['datasets'])})")
+    print(f"written to {cfg.prepare.out} (dataset_info.json: {', '.join(card['datasets'])})")
     return 0
 
 
 def cmd_lab(args: argparse.Namespace) -> int:
-    from tuneforge.rag.lab import LabSettings, run_lab
+    from tuneforge.config import LAB_PRESETS
+    from tuneforge.rag.lab import run_lab
 
-    fields = set(LabSettings.__dataclass_fields__)
-    settings = LabSettings(**{k: v for k, v in vars(args).items() if k in fields and v is not None})
-    run_lab(settings)
-    print((Path(settings.out) / "lab.md").read_text(encoding="utf-8"), end="")
-    print(f"written to {settings.out} (lab.md, lab.json, lab.png, report/)")
+    cfg = _verb_config("lab", None, args.overrides, args, LAB_PRESETS)
+    run_lab(cfg)
+    print((Path(cfg.lab.out) / "lab.md").read_text(encoding="utf-8"), end="")
+    print(f"written to {cfg.lab.out} (lab.md, lab.json, lab.png, report/)")
     return 0
 
 
@@ -291,21 +309,30 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--seed", type=int, default=None)
     c.set_defaults(func=cmd_chat)
 
-    b = sub.add_parser("bench", help="benchmarks: tuneforge bench methods|speed (docs/bench_methods.md, docs/speed.md)")
+    b = sub.add_parser(
+        "bench", help="benchmarks: tuneforge bench methods|speed [CONFIG] [key=value ...] (docs/bench_methods.md)"
+    )
     b.add_argument("what", choices=["methods", "speed"])
-    b.add_argument("overrides", nargs="*", help="key.path=value overrides for every run (right after the benchmark)")
-    b.add_argument("--methods", help="comma-separated method names (default: lora,qlora,dora,ia3,bitfit,...)")
-    b.add_argument("--model", default="embedded")
-    b.add_argument("--steps", type=int, default=None, help="optimiser steps (methods: 30, speed: 12)")
-    b.add_argument("--batch-size", type=int, default=4)
-    b.add_argument("--cutoff-len", type=int, default=None, help="methods: 128, speed: 512")
-    b.add_argument("--repeats", type=int, default=2, help="speed: hf / tuneforge pairs, alternating")
-    b.add_argument("--ablation", default=None, help="speed: variants run once (default: every lever alone)")
-    b.add_argument("--eval-items", type=int, default=40, help="speed: CommonsenseQA items for the eval comparison")
-    b.add_argument("--lr", type=float, default=1e-3, help="learning rate (full-weight methods: lr / 10)")
-    b.add_argument("--score-items", type=int, default=40, help="held-out iso_dates_test items scored")
-    b.add_argument("--threads", type=int, default=None)
-    b.add_argument("--out", default=None, help="output folder (default: runs/bench-methods, runs/bench-speed)")
+    b.add_argument(
+        "overrides",
+        nargs="*",
+        metavar="[CONFIG] key=value",
+        help="a config YAML and key.path=value overrides, e.g. bench.methods=lora,dora train.max_steps=10 "
+        "(right after the benchmark: argparse reads positionals before options)",
+    )
+    # old flags, one release: each prints the key it stands for now
+    b.add_argument("--methods", help="now bench.methods")
+    b.add_argument("--model", help="now model.path")
+    b.add_argument("--steps", type=int, help="now train.max_steps")
+    b.add_argument("--batch-size", type=int, help="now train.batch_size")
+    b.add_argument("--cutoff-len", type=int, help="now data.cutoff_len")
+    b.add_argument("--repeats", type=int, help="now bench.repeats")
+    b.add_argument("--ablation", help="now bench.ablation")
+    b.add_argument("--eval-items", type=int, help="now bench.eval_items")
+    b.add_argument("--lr", type=float, help="now train.lr")
+    b.add_argument("--score-items", type=int, help="now eval.limit")
+    b.add_argument("--threads", type=int, help="now train.threads")
+    b.add_argument("--out", help="now bench.out")
     b.set_defaults(func=cmd_bench)
 
     x = sub.add_parser("export", help="merge a run into an HF model folder (or GGUF) and verify it")
@@ -356,43 +383,61 @@ def build_parser() -> argparse.ArgumentParser:
     w.add_argument("--auth", help="USER:PASSWORD for the login page (default: env TUNEFORGE_WEBUI_AUTH)")
     w.set_defaults(func=cmd_webui)
 
-    dp = sub.add_parser("data", help="data recipes: tuneforge data prepare DOCS... --out DIR --name NAME")
+    dp = sub.add_parser("data", help="data recipes: tuneforge data prepare DOCS... --out DIR --name NAME [key=value]")
     dp.add_argument("action", choices=["prepare"])
-    dp.add_argument("sources", nargs="+", help="document files or folders (txt, md, jsonl, csv, pdf, code)")
-    dp.add_argument("--out", required=True, help="output folder (its dataset_info.json gets the new entries)")
-    dp.add_argument("--name", required=True, help="dataset name prefix: <name>_chunks, <name>_qa, ...")
-    dp.add_argument("--recipes", help="comma-separated: chunks,qa,keywords,code (default: all)")
-    dp.add_argument("--chunking", choices=["paragraph", "tokens"], default="paragraph")
-    dp.add_argument("--chunk-size", type=int, default=200, help="words per chunk at most")
-    dp.add_argument("--chunk-overlap", type=int, default=32, help="words shared by windows (tokens chunking)")
+    dp.add_argument(
+        "sources",
+        nargs="+",
+        metavar="DOCS | key=value",
+        help="document files or folders (txt, md, jsonl, csv, pdf, code), then key.path=value overrides, e.g. "
+        "prepare.recipes=chunks,qa rag.chunk_size=120 (right after the action)",
+    )
+    dp.add_argument("--config", help="a YAML config whose `prepare:` and `rag:` chunking keys are used")
+    dp.add_argument("--out", help="output folder (its dataset_info.json gets the new entries); prepare.out")
+    dp.add_argument("--name", help="dataset name prefix: <name>_chunks, <name>_qa, ...; prepare.name")
     dp_src = dp.add_mutually_exclusive_group()
     dp_src.add_argument("--model", help="a model folder or 'embedded': also write model-generated QA and summaries")
     dp_src.add_argument("--run", help="a trained run to generate with instead of --model")
     dp.add_argument("--adapter", help="adapter folder to apply on --model")
-    dp.add_argument("--max-new-tokens", type=int, default=128)
-    dp.add_argument("--overwrite", action="store_true", help="replace this name's files in --out")
+    # old flags, one release: each prints the key it stands for now
+    dp.add_argument("--recipes", help="now prepare.recipes")
+    dp.add_argument("--chunking", choices=["paragraph", "tokens"], help="now rag.chunking")
+    dp.add_argument("--chunk-size", type=int, help="now rag.chunk_size")
+    dp.add_argument("--chunk-overlap", type=int, help="now rag.chunk_overlap")
+    dp.add_argument("--max-new-tokens", type=int, help="now prepare.max_new_tokens")
+    dp.add_argument("--overwrite", action="store_true", help="now prepare.overwrite=true")
     dp.set_defaults(func=cmd_data)
 
-    lb = sub.add_parser("lab", help="knowledge lab: fine-tuning vs RAG on new facts (docs/rag.md)")
+    lb = sub.add_parser(
+        "lab", help="knowledge lab: fine-tuning vs RAG on new facts: tuneforge lab knowledge [CONFIG] [key=value ...]"
+    )
     lb.add_argument("what", choices=["knowledge"])
-    lb.add_argument("--out", help="output folder, never overwritten (default: runs/lab-knowledge)")
-    lb.add_argument("--model", help="model folder or 'embedded' (default)")
-    lb.add_argument("--entities", type=int, help="fictional world: people (4 facts each; default 30)")
-    lb.add_argument("--paraphrases", type=int, help="fictional world: rewrites per biography (default 3)")
-    lb.add_argument("--seed", type=int, help="world, training and bootstrap seed (default 0)")
-    lb.add_argument("--docs", help="your documents (file or folder) instead of the fictional world")
-    lb.add_argument("--questions", help="your questions JSONL: question, choices, answer [, gold_chunks]")
-    lb.add_argument("--paraphrased", help="your paraphrase-augmented documents (enables the ft_paraphrase arms)")
-    lb.add_argument("--retriever", choices=["bm25", "dense", "hybrid"], help="default hybrid")
-    lb.add_argument("--top-k", type=int, help="passages in a RAG prompt (default 3)")
-    lb.add_argument("--epochs", type=float, help="fine-tuning epochs (default 8)")
-    lb.add_argument("--lr", type=float, help="LoRA learning rate (default 1e-3)")
-    lb.add_argument("--rank", type=int, help="LoRA rank (default 16)")
-    lb.add_argument("--batch-size", type=int, help="default 4")
-    lb.add_argument("--cutoff-len", type=int, help="tokens per pre-training block (default 128)")
-    lb.add_argument("--max-steps", type=int, help="cap on optimiser steps per fine-tune (default: none)")
-    lb.add_argument("--threads", type=int, help="torch threads for training")
-    lb.add_argument("--bootstrap", type=int, help="bootstrap resamples (default 1000)")
+    lb.add_argument(
+        "overrides",
+        nargs="*",
+        metavar="[CONFIG] key=value",
+        help="a config YAML and key.path=value overrides, e.g. lab.entities=10 method.r=8 train.epochs=4 "
+        "(right after `knowledge`: argparse reads positionals before options)",
+    )
+    # old flags, one release: each prints the key it stands for now
+    lb.add_argument("--out", help="now lab.out")
+    lb.add_argument("--model", help="now model.path")
+    lb.add_argument("--entities", type=int, help="now lab.entities")
+    lb.add_argument("--paraphrases", type=int, help="now lab.paraphrases")
+    lb.add_argument("--seed", type=int, help="now train.seed and eval.seed")
+    lb.add_argument("--docs", help="now lab.docs")
+    lb.add_argument("--questions", help="now lab.questions")
+    lb.add_argument("--paraphrased", help="now lab.paraphrased")
+    lb.add_argument("--retriever", choices=["bm25", "dense", "hybrid"], help="now rag.retriever")
+    lb.add_argument("--top-k", type=int, help="now rag.top_k")
+    lb.add_argument("--epochs", type=float, help="now train.epochs")
+    lb.add_argument("--lr", type=float, help="now train.lr")
+    lb.add_argument("--rank", type=int, help="now method.r (and method.alpha = 2 x rank)")
+    lb.add_argument("--batch-size", type=int, help="now train.batch_size")
+    lb.add_argument("--cutoff-len", type=int, help="now data.cutoff_len")
+    lb.add_argument("--max-steps", type=int, help="now train.max_steps")
+    lb.add_argument("--threads", type=int, help="now train.threads")
+    lb.add_argument("--bootstrap", type=int, help="now eval.bootstrap")
     lb.set_defaults(func=cmd_lab)
 
     d = sub.add_parser("doctor", help="versions, threads, embedded model cache, optional extras")

@@ -4,6 +4,10 @@ Each method trains in its own process (so its peak RSS is its own) in a fresh ru
 `<out>/runs/`, is scored on held-out data through tuneforge.eval (default: exact match on the shipped
 iso_dates_test set), and gets a PSCP score (bench/pscp.py). A method that fails becomes a failed row with
 its error; the others go on. Outputs: bench.md, bench.csv, bench.png and bench.json in `<out>`.
+
+Settings: a RunConfig (`tuneforge bench methods [CONFIG] [key=value ...]`, see config.BenchConfig), read into
+BenchSettings by `BenchSettings.from_config`: every method's run is that config's model, data, method and
+train sections with the method name, the benchmark's data and its scoring set per run.
 """
 
 from __future__ import annotations
@@ -21,11 +25,17 @@ from pathlib import Path
 from typing import Any
 
 from tuneforge.bench.pscp import DEFAULT_PSCP, PscpConstants, pscp
+from tuneforge.config import BenchConfig, RunConfig, refuse_set
 from tuneforge.data.synthetic.generate import HERE as SHIPPED_DIR
 
 log = logging.getLogger("tuneforge.bench")
 
-DEFAULT_METHODS = ("lora", "qlora", "dora", "ia3", "bitfit", "prompt_tuning")
+DEFAULT_METHODS = tuple(BenchConfig().methods)
+# Keys the benchmark sets per run itself: a value given for one would go unused.
+OWN_KEYS = {
+    "data.datasets": "every method trains on the shipped iso_dates set",
+    "eval.tasks": "every method is scored on iso_dates_test",
+}
 FULL_WEIGHT = frozenset({"full", "freeze", "galore", "apollo"})  # trained at lr / 10 (see docs)
 
 COLUMNS = (
@@ -59,12 +69,33 @@ class BenchSettings:
     batch_size: int = 4
     cutoff_len: int = 128
     lr: float = 1e-3
-    score_items: int = 40
+    score_items: int | None = 40  # eval.limit (None: every item)
     seed: int = 42
     threads: int | None = None
     timeout_s: float = 1800.0
     overrides: Sequence[str] = ()
     pscp: PscpConstants = field(default_factory=lambda: DEFAULT_PSCP)
+    base: dict[str, Any] = field(default_factory=dict)  # config sections every run starts from (from_config)
+
+    @classmethod
+    def from_config(cls, cfg: RunConfig) -> BenchSettings:
+        """The settings of `tuneforge bench methods` from a RunConfig (BENCH_METHODS_PRESETS already applied)."""
+        refuse_set(cfg, OWN_KEYS, "tuneforge bench methods")
+        dump = cfg.model_dump(mode="json")
+        # only the method parameters the config sets: each method takes its own (an unknown one fails its row)
+        params = {k: v for k, v in cfg.method.model_dump(mode="json", exclude_unset=True).items() if k != "name"}
+        return cls(
+            methods=list(cfg.bench.methods),
+            model=cfg.model.path,
+            steps=cfg.train.max_steps,
+            batch_size=cfg.train.batch_size,
+            cutoff_len=cfg.data.cutoff_len,
+            lr=cfg.train.lr,
+            score_items=cfg.eval.limit,
+            seed=cfg.train.seed,
+            threads=cfg.train.threads,
+            base={"model": dump["model"], "data": dump["data"], "method": params, "train": dump["train"]},
+        )
 
 
 def method_lr(method: str, lr: float) -> float:
@@ -73,20 +104,28 @@ def method_lr(method: str, lr: float) -> float:
 
 def base_config(s: BenchSettings, method: str, runs_dir: Path) -> dict[str, Any]:
     """The config every method shares; only method.name (and the lr of full-weight methods) differ."""
+    base_data, base_train = s.base.get("data", {}), s.base.get("train", {})
     return {
         "name": method,
         "stage": "sft",
-        "model": {"path": s.model},
-        "data": {"datasets": [{"name": "iso_dates"}], "cutoff_len": s.cutoff_len, "seed": s.seed},
-        "method": {"name": method},
+        "model": {**s.base.get("model", {}), "path": s.model},
+        "data": {
+            **base_data,
+            "datasets": [{"name": "iso_dates"}],
+            "cutoff_len": s.cutoff_len,
+            "seed": base_data.get("seed", s.seed),
+        },
+        "method": {**s.base.get("method", {}), "name": method},
         "train": {
+            "lr_scheduler": "constant",
+            **base_train,
             "max_steps": s.steps,
             "batch_size": s.batch_size,
             "lr": method_lr(method, s.lr),
-            "lr_scheduler": "constant",
             "seed": s.seed,
             "logging_steps": 1,
             "save_steps": 0,
+            "resume": False,
             **({"threads": s.threads} if s.threads else {}),
         },
         "output": {"dir": str(runs_dir)},
@@ -141,9 +180,10 @@ def run_method(s: BenchSettings, method: str, out: Path) -> dict[str, Any]:
 def check_config(spec: dict[str, Any]) -> str | None:
     from tuneforge.config import load
     from tuneforge.methods import METHOD_PARAMS
+    from tuneforge.stages.table import STAGES
 
     try:
-        load(spec["config"], spec["overrides"], methods=METHOD_PARAMS)
+        load(spec["config"], spec["overrides"], methods=METHOD_PARAMS, stages=STAGES)
     except Exception as e:  # any invalid config is that method's failed row
         return f"{type(e).__name__}: {e}"
     return None
@@ -208,7 +248,7 @@ def markdown(rows: list[dict[str, Any]], s: BenchSettings) -> str:
         f"## tuneforge bench methods: {s.model}, {s.steps} steps × batch {s.batch_size}, cutoff {s.cutoff_len}, "
         f"seed {s.seed}",
         "",
-        f"Score: exact match on {s.score_items} held-out iso_dates_test items (greedy, tuneforge.eval). "
+        f"Score: exact match on {s.score_items or 'all'} held-out iso_dates_test items (greedy, tuneforge.eval). "
         f"PSCP = score·(1+params/Cp)^-β·(1+FLOPs/Cf)^-β·(1+RSS/Cm)^-β with Cp={c.cp:g}, Cf={c.cf:g} FLOPs, "
         f"Cm={c.cm:g} MB, β={c.beta:g}; FLOPs = one training step (forward+backward) under "
         "torch.utils.flop_counter.FlopCounterMode; peak RSS = the method's own process at the end of training "

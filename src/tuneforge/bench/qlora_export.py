@@ -15,6 +15,7 @@ from typing import Any
 
 import torch
 
+from tuneforge.bench.speed import BenchError
 from tuneforge.bench.worker import model_bytes
 
 PROMPT = [{"role": "user", "content": "Convert to ISO 8601: 14 March 2021"}]
@@ -30,7 +31,7 @@ def check(run_dir: Path) -> dict[str, Any]:
     model_cfg, adapter = model_config_of_run(run_dir)
     params = saved_params(adapter)
     if params is None or params.name != "qlora":
-        raise ValueError(f"{run_dir} is not a qlora run")
+        raise BenchError(f"{run_dir} is not a qlora run (no adapter trained with method.name=qlora)")
     tokenizer = load_tokenizer(model_cfg)
     ids: dict[str, Any] = dict(
         tokenizer.apply_chat_template(PROMPT, add_generation_prompt=True, return_tensors="pt", return_dict=True)  # type: ignore[arg-type]

@@ -9,10 +9,14 @@ same tokens and the loss afterwards is comparable:
 - `tuneforge`: `tuneforge train` with its defaults plus data.packing (see docs/speed.md);
 - the ablation: `tf_plain` (every lever off) and one lever on at a time.
 
-`hf` and `tuneforge` alternate (A B A B, `--repeats`), so load from other processes hits both alike; the
+`hf` and `tuneforge` alternate (A B A B, `bench.repeats`), so load from other processes hits both alike; the
 ablation runs once each. A last process scores multiple-choice items (CommonsenseQA from ../shared/data, or
 the shipped iso_dates_test set) through tuneforge.eval's batched log-likelihood and through a naive
-per-sample loop. Outputs speed.md and speed.json in `--out`.
+per-sample loop. Outputs speed.md and speed.json in `bench.out`.
+
+Settings: a RunConfig (`tuneforge bench speed [CONFIG] [key=value ...]`, see config.BenchConfig), read into
+SpeedSettings by `SpeedSettings.from_config`; every variant is that config's model, data and train sections
+with the benchmark's data, LoRA and one-epoch schedule, then the variant's levers, set on top.
 
 Measured per training run: real tokens/s (non-pad tokens of the trained samples / training seconds), s/step,
 peak RSS, the held-out loss after training (a fixed validation split, plain forward), and achieved FLOP/s:
@@ -33,7 +37,18 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from tuneforge.config import BenchConfig, RunConfig, refuse_set
+from tuneforge.errors import TuneforgeError
+
 log = logging.getLogger("tuneforge.bench")
+
+
+class BenchError(TuneforgeError, ValueError):
+    """A benchmark setting that cannot run (an unknown variant, a run that is not the kind checked)."""
+
+
+class BenchExistsError(TuneforgeError, FileExistsError):
+    """The benchmark's output folder holds an earlier benchmark: it is never overwritten."""
 
 
 def _shared_data() -> Path:
@@ -77,7 +92,14 @@ VARIANTS: dict[str, list[str] | None] = {
     "tuneforge+bf16_autocast": ["data.packing=true", "train.bf16_autocast=true"],
 }
 PAIRED = ("hf", "tuneforge")
-DEFAULT_ABLATION = ("tf_plain", "+group_by_length", "+packing", "+label_only_logits", "+onednn_fp32")
+DEFAULT_ABLATION = tuple(BenchConfig().ablation)
+LORA = {"name": "lora", "r": 8, "alpha": 16, "dropout": 0.0, "target_modules": "all-linear"}
+# Keys the benchmark sets per run itself: a value given for one would go unused.
+OWN_KEYS = {
+    "data.datasets": "every variant trains on the same shipped + LLM-Adapters mix",
+    "data.mix_size": "the mix is train.max_steps x train.batch_size + data.val_size samples",
+    **{f"method.{k}": "every variant trains LoRA r=8, alpha 16, all linear layers" for k in LORA if k != "name"},
+}
 
 
 @dataclass
@@ -94,6 +116,32 @@ class SpeedSettings:
     lr: float = 2e-4
     timeout_s: float = 3600.0
     overrides: Sequence[str] = field(default_factory=list)
+    base: dict[str, Any] = field(default_factory=dict)  # config sections every variant starts from (from_config)
+
+    @classmethod
+    def from_config(cls, cfg: RunConfig) -> SpeedSettings:
+        """The settings of `tuneforge bench speed` from a RunConfig (BENCH_SPEED_PRESETS already applied)."""
+        refuse_set(cfg, OWN_KEYS, "tuneforge bench speed")
+        if cfg.method.name != "lora":
+            raise BenchError(f"tuneforge bench speed trains LoRA r=8 (method.name={cfg.method.name!r} is not used)")
+        if cfg.train.max_steps <= 0:
+            raise BenchError(f"tuneforge bench speed needs train.max_steps > 0 (got {cfg.train.max_steps})")
+        if cfg.data.val_size < 1 or cfg.data.val_size != int(cfg.data.val_size):
+            raise BenchError(f"tuneforge bench speed holds out a count of samples: data.val_size={cfg.data.val_size}")
+        dump = cfg.model_dump(mode="json")
+        return cls(
+            model=cfg.model.path,
+            steps=cfg.train.max_steps,
+            batch_size=cfg.train.batch_size,
+            cutoff_len=cfg.data.cutoff_len,
+            heldout=int(cfg.data.val_size),
+            repeats=cfg.bench.repeats,
+            ablation=list(cfg.bench.ablation),
+            eval_items=cfg.bench.eval_items if CSQA.is_file() else 0,
+            seed=cfg.train.seed,
+            lr=cfg.train.lr,
+            base={"model": dump["model"], "data": dump["data"], "train": dump["train"]},
+        )
 
 
 def data_section(s: SpeedSettings) -> dict[str, Any]:
@@ -103,6 +151,7 @@ def data_section(s: SpeedSettings) -> dict[str, Any]:
     if MATH_DATA.is_file():
         datasets.append({"path": str(MATH_DATA), "format": "alpaca", "ratio": 2.0})
     return {
+        **s.base.get("data", {}),
         "datasets": datasets,
         "cutoff_len": s.cutoff_len,
         "mix_size": s.steps * s.batch_size + s.heldout,
@@ -116,11 +165,14 @@ def run_config(s: SpeedSettings, name: str, runs_dir: Path) -> dict[str, Any]:
     return {
         "name": name,
         "stage": "sft",
-        "model": {"path": s.model},
+        "model": {**s.base.get("model", {}), "path": s.model},
         "data": data_section(s),
-        "method": {"name": "lora", "r": 8, "alpha": 16, "dropout": 0.0, "target_modules": "all-linear"},
+        "method": dict(LORA),
         "train": {
+            **s.base.get("train", {}),
             "epochs": 1,
+            "max_steps": -1,  # one epoch over exactly steps x batch_size samples (packed runs take fewer steps)
+            "resume": False,
             "batch_size": s.batch_size,
             "lr": s.lr,
             "seed": s.seed,
@@ -172,11 +224,11 @@ def run_variant(s: SpeedSettings, name: str, tag: str, out: Path, kind: str = "t
 
 def bench_speed(s: SpeedSettings, out: Path) -> dict[str, Any]:
     if out.exists() and any(out.iterdir()):
-        raise FileExistsError(f"output folder {out} exists and is not empty; choose another --out")
+        raise BenchExistsError(f"output folder {out} exists and is not empty; choose another bench.out")
     out.mkdir(parents=True, exist_ok=True)
     unknown = [a for a in s.ablation if a not in VARIANTS]
     if unknown:
-        raise ValueError(f"unknown ablation variant(s) {unknown}; known: {', '.join(VARIANTS)}")
+        raise BenchError(f"unknown ablation variant(s) {unknown} in bench.ablation; known: {', '.join(VARIANTS)}")
     runs: list[dict[str, Any]] = []
     for rep in range(s.repeats):
         for name in PAIRED:
@@ -295,58 +347,22 @@ def markdown(report: dict[str, Any]) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    import argparse
-
+    """`python -m tuneforge.bench.speed --worker SPEC RESULT` (one run of the benchmark; the parent starts it)."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    if argv[:1] == ["--worker"]:
-        from tuneforge.bench.speed_worker import worker_main
+    if argv[:1] != ["--worker"] or len(argv) != 3:
+        print("run the benchmark with: tuneforge bench speed [CONFIG] [key=value ...]", file=sys.stderr)
+        return 2
+    from tuneforge.bench.speed_worker import worker_main
 
-        return worker_main(Path(argv[1]), Path(argv[2]))
-    p = argparse.ArgumentParser(prog="python -m tuneforge.bench.speed", description=__doc__.split("\n")[0])
-    add_arguments(p)
-    args = p.parse_args(argv)
-    from tuneforge.utils.logs import offline_env, setup_logging
-
-    offline_env()
-    setup_logging(False)
-    return speed_cli(args)
+    return worker_main(Path(argv[1]), Path(argv[2]))
 
 
-def add_arguments(p: Any) -> None:
-    p.add_argument("overrides", nargs="*", help="key.path=value overrides for every tuneforge variant")
-    p.add_argument("--model", default="embedded")
-    p.add_argument("--steps", type=int, default=12, help="optimiser steps = samples / batch size (one epoch)")
-    p.add_argument("--batch-size", type=int, default=4)
-    p.add_argument("--cutoff-len", type=int, default=512)
-    p.add_argument("--repeats", type=int, default=2, help="hf / tuneforge pairs, alternating")
-    p.add_argument("--ablation", default=",".join(DEFAULT_ABLATION), help=f"variants run once: {', '.join(VARIANTS)}")
-    p.add_argument("--eval-items", type=int, default=40, help="CommonsenseQA items for the eval comparison (0: skip)")
-    p.add_argument("--out", default="runs/bench-speed", help="output folder (must not exist or be empty)")
-
-
-def speed_cli(args: Any) -> int:
-    """`tuneforge bench speed` (the bench verb's arguments; unset ones take this benchmark's defaults)."""
-    args.steps = args.steps or SpeedSettings.steps
-    args.cutoff_len = args.cutoff_len or SpeedSettings.cutoff_len
-    args.ablation = args.ablation if args.ablation is not None else ",".join(DEFAULT_ABLATION)
-    args.out = args.out or "runs/bench-speed"
-    report = bench_speed(settings_from(args), Path(args.out))
-    print((Path(args.out) / "speed.md").read_text(encoding="utf-8"), end="")
+def speed_main(cfg: RunConfig) -> int:
+    """`tuneforge bench speed`: run it, print speed.md; exit 1 when a run failed."""
+    out = Path(cfg.bench.out or "runs/bench-speed")
+    report = bench_speed(SpeedSettings.from_config(cfg), out)
+    print((out / "speed.md").read_text(encoding="utf-8"), end="")
     return 0 if all("error" not in r for r in report["runs"]) else 1
-
-
-def settings_from(args: Any) -> SpeedSettings:
-    ablation = [a.strip() for a in args.ablation.split(",") if a.strip()]
-    return SpeedSettings(
-        model=args.model,
-        steps=args.steps,
-        batch_size=getattr(args, "batch_size", 4),
-        cutoff_len=args.cutoff_len,
-        repeats=args.repeats,
-        ablation=ablation,
-        eval_items=args.eval_items if CSQA.is_file() else 0,
-        overrides=list(args.overrides),
-    )
 
 
 if __name__ == "__main__":

@@ -114,9 +114,10 @@ def run_one(spec: dict[str, Any]) -> dict[str, Any]:
     from tuneforge.eval import evaluate
     from tuneforge.methods import METHOD_PARAMS
     from tuneforge.stages import run_stage
+    from tuneforge.stages.table import STAGES
 
     started = time.perf_counter()
-    cfg = load(spec["config"], spec.get("overrides", []), methods=METHOD_PARAMS)
+    cfg = load(spec["config"], spec.get("overrides", []), methods=METHOD_PARAMS, stages=STAGES)
     measure = Measure()
     result = run_stage(cfg, callbacks=[measure])
     record: dict[str, Any] = {

@@ -11,6 +11,7 @@ higher layers (`tuneforge.methods`, `tuneforge.stages.table`), so the caller han
 (`refused_stages`, of `StageRefusal`s), checked whenever its params are resolved.
 
 Modules: `sections` (model, data, method, train, output), `stage_sections` (eval, dpo, kto, rm, vocab, rag),
+`workflow_sections` (lab, bench, prepare: the verbs beside training, their presets),
 `run` (RunConfig and its stage checks), `loading` (load, overrides, readable errors).
 """
 
@@ -48,10 +49,28 @@ from tuneforge.config.stage_sections import (
     TaskType,
     VocabConfig,
 )
+from tuneforge.config.workflow_sections import (
+    BENCH_METHODS_PRESETS,
+    BENCH_SPEED_PRESETS,
+    LAB_PRESETS,
+    OLD_FLAGS,
+    BenchConfig,
+    LabConfig,
+    PrepareConfig,
+    is_set,
+    old_flag_overrides,
+    preset_overrides,
+    refuse_set,
+)
 
 __all__ = [
+    "BENCH_METHODS_PRESETS",
+    "BENCH_SPEED_PRESETS",
     "EMBEDDED_MODEL",
+    "LAB_PRESETS",
+    "OLD_FLAGS",
     "REFERENCE_FREE_LOSSES",
+    "BenchConfig",
     "ConfigError",
     "DataConfig",
     "DatasetSpec",
@@ -59,10 +78,12 @@ __all__ = [
     "EvalConfig",
     "GenerationMetric",
     "KtoConfig",
+    "LabConfig",
     "MethodSection",
     "MethodTable",
     "ModelConfig",
     "OutputConfig",
+    "PrepareConfig",
     "RagConfig",
     "RmConfig",
     "RunConfig",
@@ -78,6 +99,10 @@ __all__ = [
     "VocabConfig",
     "apply_override",
     "format_errors",
+    "is_set",
     "load",
+    "old_flag_overrides",
+    "preset_overrides",
+    "refuse_set",
     "refused_stages",
 ]

@@ -35,6 +35,7 @@ from tuneforge.config.stage_sections import (
     RmConfig,
     VocabConfig,
 )
+from tuneforge.config.workflow_sections import BenchConfig, LabConfig, PrepareConfig
 
 Stage = str  # a name in the stage table (tuneforge.stages.table.STAGES)
 
@@ -88,6 +89,9 @@ class RunConfig(Section):
     rm: RmConfig = Field(default_factory=RmConfig)
     vocab: VocabConfig = Field(default_factory=VocabConfig)
     rag: RagConfig = Field(default_factory=RagConfig)
+    lab: LabConfig = Field(default_factory=LabConfig)
+    bench: BenchConfig = Field(default_factory=BenchConfig)
+    prepare: PrepareConfig = Field(default_factory=PrepareConfig)
 
     def model_post_init(self, context: Any) -> None:
         stages: StageTable | None = context.get("stages") if isinstance(context, dict) else None

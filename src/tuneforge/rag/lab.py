@@ -15,8 +15,11 @@ differences to the base model (tuneforge.eval.report). Retrieval is scored on it
 are known (recall@k, MRR, context precision/recall).
 
 Data: the seeded fictional world of `tuneforge.rag.world`, or the user's documents and questions
-(`--docs DIR --questions FILE.jsonl [--paraphrased DIR]`; a question line is {"question", "choices",
+(`lab.docs=DIR lab.questions=FILE.jsonl [lab.paraphrased=DIR]`; a question line is {"question", "choices",
 "answer": index or choice text, optional "gold_chunks": [chunk ids]}).
+
+Settings: a RunConfig (`tuneforge lab knowledge [CONFIG] [key=value ...]`): its `lab:` section, and the keys it
+shares with training and retrieval (model, method, train, data.cutoff_len, rag, eval); see LabConfig.
 """
 
 from __future__ import annotations
@@ -28,9 +31,10 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from tuneforge.config import ModelConfig, TaskSpec, load
+from tuneforge.config import RunConfig, TaskSpec, load, refuse_set
 from tuneforge.data.documents import read_documents
 from tuneforge.data.schema import DataError
+from tuneforge.errors import TuneforgeError
 from tuneforge.eval.lm import LM
 from tuneforge.eval.prompts import Item
 from tuneforge.eval.readers import Example
@@ -45,29 +49,12 @@ from tuneforge.rag.world import build_world
 log = logging.getLogger("tuneforge.lab")
 
 RAG_INSTRUCTION = "Answer the question using these passages.\n\n{passages}"
+# Keys the lab sets itself: a value given for one would go unused.
+LAB_OWN_KEYS = {"data.datasets": "the fine-tunes train on lab.docs or the fictional world"}
 
 
-@dataclass(frozen=True)
-class LabSettings:
-    out: str = "runs/lab-knowledge"
-    model: str = "embedded"
-    entities: int = 30
-    seed: int = 0
-    paraphrases: int = 3
-    docs: str | None = None
-    questions: str | None = None
-    paraphrased: str | None = None
-    retriever: str = "hybrid"
-    top_k: int = 3
-    epochs: float = 8.0
-    lr: float = 1e-3
-    rank: int = 16
-    batch_size: int = 4
-    cutoff_len: int = 128
-    max_steps: int = -1
-    threads: int | None = None
-    bootstrap: int = 1000
-    eval_batch_size: int = 8
+class LabExistsError(TuneforgeError, FileExistsError):
+    """The lab's output folder holds an earlier lab: it is never overwritten."""
 
 
 @dataclass(frozen=True)
@@ -78,8 +65,9 @@ class LabData:
     source: str
 
 
-def _world_data(s: LabSettings, folder: Path) -> LabData:
-    world = build_world(s.entities, s.seed, s.paraphrases)
+def _world_data(cfg: RunConfig, folder: Path) -> LabData:
+    lab, seed = cfg.lab, cfg.train.seed
+    world = build_world(lab.entities, seed, lab.paraphrases)
     for sub, texts in (("docs", world.documents), ("paraphrased", world.paraphrased)):
         (folder / sub).mkdir(parents=True)
         for name, text in texts.items():
@@ -97,8 +85,8 @@ def _world_data(s: LabSettings, folder: Path) -> LabData:
     (folder / "world.json").write_text(
         json.dumps([asdict(e) for e in world.entities], indent=1, ensure_ascii=False), encoding="utf-8"
     )
-    source = f"fictional world: {s.entities} people x 4 facts, seed {s.seed}, {s.paraphrases} paraphrases each"
-    return LabData(folder / "docs", folder / "paraphrased" if s.paraphrases else None, qs, source)
+    source = f"fictional world: {lab.entities} people x 4 facts, seed {seed}, {lab.paraphrases} paraphrases each"
+    return LabData(folder / "docs", folder / "paraphrased" if lab.paraphrases else None, qs, source)
 
 
 def read_questions(path: Path) -> list[dict[str, Any]]:
@@ -134,14 +122,15 @@ def read_questions(path: Path) -> list[dict[str, Any]]:
     return out
 
 
-def _user_data(s: LabSettings) -> LabData:
-    if not s.docs or not s.questions:
-        raise DataError("lab on your own data needs both --docs (a folder or file) and --questions (a JSONL file)")
-    qpath = Path(s.questions)
+def _user_data(cfg: RunConfig) -> LabData:
+    lab = cfg.lab
+    if not lab.docs or not lab.questions:
+        raise DataError("lab on your own data needs both lab.docs (a folder or file) and lab.questions (a JSONL file)")
+    qpath = Path(lab.questions)
     if not qpath.is_file():
-        raise DataError(f"--questions {qpath}: no such file")
-    para = Path(s.paraphrased) if s.paraphrased else None
-    return LabData(Path(s.docs), para, read_questions(qpath), f"documents {s.docs}, questions {s.questions}")
+        raise DataError(f"lab.questions={qpath}: no such file")
+    para = Path(lab.paraphrased) if lab.paraphrased else None
+    return LabData(Path(lab.docs), para, read_questions(qpath), f"documents {lab.docs}, questions {lab.questions}")
 
 
 def _train_text(docs: Path, out: Path) -> Path:
@@ -151,36 +140,27 @@ def _train_text(docs: Path, out: Path) -> Path:
     return out
 
 
-def fine_tune(s: LabSettings, name: str, text_file: Path, runs: Path) -> Path:
-    """LoRA continued pre-training (stage pt) on the documents; returns the run folder."""
+def fine_tune(cfg: RunConfig, name: str, text_file: Path, runs: Path) -> Path:
+    """Continued pre-training (stage pt) with cfg's model, method and train sections on the documents; returns
+    the run folder."""
     from tuneforge.methods import METHOD_PARAMS
     from tuneforge.stages import run_stage
+    from tuneforge.stages.table import STAGES
 
-    train: dict[str, Any] = {
-        "epochs": s.epochs,
-        "max_steps": s.max_steps,
-        "batch_size": s.batch_size,
-        "lr": s.lr,
-        "lr_scheduler": "constant_with_warmup",
-        "warmup_ratio": 0.05,
-        "logging_steps": 5,
-        "save_steps": 0,
-        "seed": s.seed,
-        **({"threads": s.threads} if s.threads else {}),
-    }
+    dump = cfg.model_dump(mode="json")
     raw = {
         "name": name,
         "stage": "pt",
-        "model": {"path": s.model},
-        "data": {"datasets": [{"path": str(text_file), "format": "text"}], "cutoff_len": s.cutoff_len},
-        "method": {"name": "lora", "r": s.rank, "alpha": 2 * s.rank, "target_modules": "all-linear"},
-        "train": train,
+        "model": dump["model"],
+        "data": {**dump["data"], "datasets": [{"path": str(text_file), "format": "text"}]},
+        "method": dump["method"],
+        "train": {**dump["train"], "save_steps": 0, "resume": False},
         "output": {"dir": str(runs)},
     }
-    cfg = load(raw, methods=METHOD_PARAMS)
-    result = run_stage(cfg)
+    run_cfg = load(raw, methods=METHOD_PARAMS, stages=STAGES)
+    result = run_stage(run_cfg)
     log.info("%s: %d steps, final loss %s", name, result.steps, result.train_loss)
-    return cfg.run_dir
+    return run_cfg.run_dir
 
 
 def _examples(questions: list[dict[str, Any]], passages: list[str] | None) -> list[Example]:
@@ -202,27 +182,28 @@ def _loaded(name: str, examples: list[Example], path: str) -> LoadedTask:
     return LoadedTask(name, build_task(spec, examples, f"lab task {name}"), [Item(e) for e in examples])
 
 
-def run_lab(s: LabSettings) -> dict[str, Any]:
+def run_lab(cfg: RunConfig) -> dict[str, Any]:
     """Build data and index, fine-tune, score every arm; write lab.md / lab.json / lab.png and report/."""
     from tuneforge.inference import LocalEngine
 
-    out = Path(s.out)
+    refuse_set(cfg, LAB_OWN_KEYS, "tuneforge lab knowledge")
+    out, rag = Path(cfg.lab.out), cfg.rag
     if out.exists() and any(out.iterdir()):
-        raise FileExistsError(f"{out} exists and is not empty; the lab never overwrites: choose another --out")
+        raise LabExistsError(f"{out} exists and is not empty; the lab never overwrites: choose another lab.out")
     out.mkdir(parents=True, exist_ok=True)
-    data = _world_data(s, out / "data") if s.docs is None else _user_data(s)
+    data = _world_data(cfg, out / "data") if cfg.lab.docs is None else _user_data(cfg)
     (out / "data").mkdir(exist_ok=True)
     (out / "data" / "questions.jsonl").write_text(
         "".join(json.dumps(q, ensure_ascii=False) + "\n" for q in data.questions), encoding="utf-8"
     )
     # retrieval over the plain documents
-    embedder = make_embedder("minilm") if s.retriever in ("dense", "hybrid") else None
-    index = RagIndex.create(out / "index", IndexSettings(), embedder)
+    embedder = make_embedder(rag.embedder) if rag.retriever in ("dense", "hybrid") else None
+    index = RagIndex.create(out / "index", IndexSettings(rag.chunking, rag.chunk_size, rag.chunk_overlap), embedder)
     index.add(data.docs)
-    hits = [index.search(q["question"], k=s.top_k, mode=s.retriever) for q in data.questions]  # type: ignore[arg-type]
+    hits = [index.search(q["question"], k=rag.top_k, mode=rag.retriever) for q in data.questions]
     gold = [(q, h) for q, h in zip(data.questions, hits, strict=True) if q.get("gold_chunks")]
     retrieval = (
-        retrieval_metrics([([x.chunk.id for x in h], set(q["gold_chunks"])) for q, h in gold], (1, s.top_k))
+        retrieval_metrics([([x.chunk.id for x in h], set(q["gold_chunks"])) for q, h in gold], (1, rag.top_k))
         if gold
         else {}
     )
@@ -231,8 +212,7 @@ def run_lab(s: LabSettings) -> dict[str, Any]:
         _loaded("rag", _examples(data.questions, [passages_block(h) for h in hits]), str(out / "index")),
     ]
     # arms one after the other, the report rewritten after each: a long run keeps what it has measured
-    cfg = load({"name": "lab-knowledge", "eval": {"seed": s.seed, "bootstrap": s.bootstrap}})
-    base = ModelConfig(path=s.model)
+    base = cfg.model
     arms: list[tuple[str, Path | None]] = [("base", None), ("ft_docs", data.docs)]
     arms += [("ft_paraphrase", data.paraphrased)] if data.paraphrased else []
     models: list[ModelRef] = []
@@ -242,16 +222,16 @@ def run_lab(s: LabSettings) -> dict[str, Any]:
         adapter = None
         if docs is not None:
             text = _train_text(docs, out / "data" / f"{name}.jsonl")
-            adapter = fine_tune(s, name, text, out / "runs") / "adapter"
+            adapter = fine_tune(cfg, name, text, out / "runs") / "adapter"
         models.append(ModelRef(name, base, adapter))
         engine = LocalEngine(base, adapter)
-        lm = LM(engine.model, engine.tokenizer, s.eval_batch_size, progress=False)
+        lm = LM(engine.model, engine.tokenizer, cfg.eval.batch_size, progress=False)
         for loaded in tasks:
             results.append(run_task(lm, loaded, name))
         del engine, lm
         gc.collect()
         report = write_report(build_report(cfg, [(t.name, t.task) for t in tasks], models, results), out / "report")
-        summary = summarise(report.data, s, data, retrieval, len(index.chunks))
+        summary = summarise(report.data, cfg, data, retrieval, len(index.chunks))
         (out / "lab.json").write_text(json.dumps(summary, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
         (out / "lab.md").write_text(lab_markdown(summary), encoding="utf-8")
         plot_arms(summary, out / "lab.png")
@@ -259,8 +239,23 @@ def run_lab(s: LabSettings) -> dict[str, Any]:
     return summary
 
 
+def lab_settings(cfg: RunConfig) -> dict[str, Any]:
+    """The settings the lab's table names, each under its config key (lab.json `settings`)."""
+    return {
+        "model.path": cfg.model.path,
+        **{f"lab.{k}": v for k, v in cfg.lab.model_dump(mode="json").items()},
+        "method.name": cfg.method.name,
+        "method.r": getattr(cfg.method, "r", None),
+        **{f"train.{k}": getattr(cfg.train, k) for k in ("epochs", "lr", "batch_size", "max_steps", "seed")},
+        "data.cutoff_len": cfg.data.cutoff_len,
+        "rag.retriever": cfg.rag.retriever,
+        "rag.top_k": cfg.rag.top_k,
+        "eval.bootstrap": cfg.eval.bootstrap,
+    }
+
+
 def summarise(
-    report: dict[str, Any], s: LabSettings, data: LabData, retrieval: dict[str, float], chunks: int
+    report: dict[str, Any], cfg: RunConfig, data: LabData, retrieval: dict[str, float], chunks: int
 ) -> dict[str, Any]:
     arms = []
     tasks = {t["name"]: t for t in report["tasks"]}
@@ -272,7 +267,8 @@ def summarise(
             arms.append({"arm": m["label"] + suffix, "metric": t["primary"], **score, "vs_base_same_task": diff})
     chance = sum(1 / len(q["choices"]) for q in data.questions) / len(data.questions)
     return {
-        "settings": asdict(s),
+        "settings": lab_settings(cfg),
+        "config": cfg.model_dump(mode="json"),
         "data": data.source,
         "questions": len(data.questions),
         "chunks": chunks,
@@ -288,14 +284,15 @@ def _f(x: float | None) -> str:
 
 def lab_markdown(summary: dict[str, Any]) -> str:
     s = summary["settings"]
+    method = s["method.name"] + (f" r={s['method.r']}" if s["method.r"] is not None else "")
     lines = [
         "# Knowledge lab: fine-tuning vs retrieval",
         "",
-        f"Model {s['model']}; {summary['data']}; {summary['questions']} multiple-choice questions in wordings no "
-        f"document uses (chance {summary['chance']:.3f}). RAG: top {s['top_k']} of {summary['chunks']} chunks, "
-        f"retriever {s['retriever']}. Fine-tuning: LoRA r={s['rank']}, stage pt, {s['epochs']} epochs, lr {s['lr']}, "
-        f"blocks of {s['cutoff_len']} tokens. Score: acc_norm (log-likelihood per byte of each choice), 95% "
-        f"intervals from {s['bootstrap']} bootstrap resamples over questions.",
+        f"Model {s['model.path']}; {summary['data']}; {summary['questions']} multiple-choice questions in wordings "
+        f"no document uses (chance {summary['chance']:.3f}). RAG: top {s['rag.top_k']} of {summary['chunks']} "
+        f"chunks, retriever {s['rag.retriever']}. Fine-tuning: {method}, stage pt, {s['train.epochs']} epochs, "
+        f"lr {s['train.lr']}, blocks of {s['data.cutoff_len']} tokens. Score: acc_norm (log-likelihood per byte of "
+        f"each choice), 95% intervals from {s['eval.bootstrap']} bootstrap resamples over questions.",
         "",
         "| arm | accuracy | 95% CI |",
         "|---|---:|---|",
@@ -329,11 +326,11 @@ def plot_arms(summary: dict[str, Any], path: Path) -> None:
     ax.axvline(summary["chance"], color="grey", linestyle="--", label=f"chance {summary['chance']:.2f}")
     ax.set_xlim(0, 1)
     ax.set_xlabel("multiple-choice accuracy (acc_norm, 95% bootstrap CI)")
-    ax.set_title(f"knowledge lab: {summary['settings']['model']}")
+    ax.set_title(f"knowledge lab: {summary['settings']['model.path']}")
     ax.legend(loc="lower right", fontsize=8)
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
 
 
-__all__ = ["LabSettings", "fine_tune", "lab_markdown", "read_questions", "run_lab"]
+__all__ = ["LAB_OWN_KEYS", "LabExistsError", "fine_tune", "lab_markdown", "read_questions", "run_lab"]

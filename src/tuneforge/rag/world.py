@@ -18,6 +18,8 @@ import random
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from tuneforge.errors import TuneforgeError
+
 ONSETS = ["b", "br", "c", "d", "dr", "f", "g", "gr", "h", "k", "l", "m", "n", "p", "qu", "r", "s", "st", "t", "th", "v"]
 NUCLEI = ["a", "e", "i", "o", "u", "ae", "ei", "ou", "y"]
 CODAS = ["", "", "l", "n", "r", "s", "th", "x", "m", "nd", "rk"]
@@ -74,6 +76,10 @@ QUESTIONS = {
     "year": "When was {n} born?",
     "mineral": "Which mineral is {n} known for discovering?",
 }
+
+
+class WorldError(TuneforgeError, ValueError):
+    """A fictional world that cannot be built (too few people for three distractors per question)."""
 
 
 @dataclass(frozen=True)
@@ -159,7 +165,9 @@ def questions(ents: list[Entity], seed: int) -> list[Question]:
 
 def build_world(n: int = 30, seed: int = 0, paraphrases: int = 3) -> World:
     if n < 4:
-        raise ValueError(f"the world needs at least 4 people (3 distractors per question), got {n}")
+        raise WorldError(f"the world needs at least 4 people (3 distractors per question), got lab.entities={n}")
+    if not 0 <= paraphrases < len(WORDINGS["town"]):
+        raise WorldError(f"lab.paraphrases={paraphrases}: each fact has {len(WORDINGS['town']) - 1} other wordings")
     ents = entities(n, seed)
     rng = random.Random(seed + 2)
     docs = {file_name(e): biography(e, 0) for e in ents}
@@ -170,4 +178,4 @@ def build_world(n: int = 30, seed: int = 0, paraphrases: int = 3) -> World:
     return World(ents, docs, para, questions(ents, seed))
 
 
-__all__ = ["QUESTIONS", "WORDINGS", "Entity", "Question", "World", "biography", "build_world", "entities"]
+__all__ = ["QUESTIONS", "WORDINGS", "Entity", "Question", "World", "WorldError", "biography", "build_world", "entities"]

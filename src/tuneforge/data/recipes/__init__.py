@@ -11,6 +11,9 @@ RECIPES is the table of recipes; each writes one file in a platform format:
 (added to an existing one, never replacing another entry) so `data: {dataset_dir: <out>, datasets: [{name:
 <name>_qa}]}` finds it, and writes a data card (<name>_data_card.md / .json: counts, lengths, duplicates
 removed).
+
+Settings: a RunConfig (`tuneforge data prepare DOCS [key=value ...]`): its `prepare:` section and the chunking
+keys of `rag:` (rag.chunking, rag.chunk_size, rag.chunk_overlap), read by `PrepareSettings.from_config`.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from tuneforge.config import RunConfig
 from tuneforge.data.documents import Chunk, Chunking, Document, chunk_document, read_documents, words
 from tuneforge.data.recipes.code import code_records
 from tuneforge.data.recipes.text import (
@@ -32,6 +36,12 @@ from tuneforge.data.recipes.text import (
     template_qa,
 )
 from tuneforge.data.schema import DataError
+from tuneforge.errors import TuneforgeError
+
+
+class PrepareExistsError(TuneforgeError, FileExistsError):
+    """`data prepare` would replace files of an earlier one (without prepare.overwrite)."""
+
 
 RecipeResult = tuple[list[Record], dict[str, int]]  # records, extra counts for the card
 
@@ -83,6 +93,19 @@ class PrepareSettings:
     chunk_overlap: int = 32
     overwrite: bool = False
 
+    @classmethod
+    def from_config(cls, cfg: RunConfig) -> PrepareSettings:
+        if not cfg.prepare.name:
+            raise DataError("tuneforge data prepare needs a dataset name: --name NAME (prepare.name)")
+        return cls(
+            name=cfg.prepare.name,
+            recipes=list(cfg.prepare.recipes),
+            chunking=cfg.rag.chunking,
+            chunk_size=cfg.rag.chunk_size,
+            chunk_overlap=cfg.rag.chunk_overlap,
+            overwrite=cfg.prepare.overwrite,
+        )
+
 
 def _key(record: Record) -> str:
     return json.dumps({k: " ".join(v.split()).lower() for k, v in sorted(record.items())}, ensure_ascii=False)
@@ -113,12 +136,14 @@ def prepare(
     """Run the recipes on every document under `sources`; write the sets, dataset_info.json and the card."""
     unknown = [r for r in settings.recipes if r not in RECIPES]
     if unknown or not settings.recipes:
-        raise DataError(f"recipes {unknown or '[]'}: choose from {', '.join(RECIPES)}")
+        raise DataError(f"prepare.recipes {unknown or '[]'}: choose from {', '.join(RECIPES)}")
     out = Path(out)
     targets = {r: out / f"{settings.name}_{r}.jsonl" for r in settings.recipes}
     existing = [str(p) for p in [*targets.values(), out / f"{settings.name}_data_card.md"] if p.exists()]
     if existing and not settings.overwrite:
-        raise FileExistsError(f"{', '.join(existing)} already exist; pick another --name or --out, or --overwrite")
+        raise PrepareExistsError(
+            f"{', '.join(existing)} already exist; pick another --name or --out, or prepare.overwrite=true"
+        )
     docs = [d for s in sources for d in read_documents(Path(s))]
     chunks = [
         c for d in docs for c in chunk_document(d, settings.chunking, settings.chunk_size, settings.chunk_overlap)
@@ -166,11 +191,13 @@ def register(folder: Path, entries: dict[str, dict[str, str]], overwrite: bool) 
             info = json.loads(info_path.read_text(encoding="utf-8"))
         except json.JSONDecodeError as e:
             raise DataError(
-                f"{info_path}:{e.lineno}: not valid JSON ({e.msg}); fix it or choose another --out"
+                f"{info_path}:{e.lineno}: not valid JSON ({e.msg}); fix it or choose another --out (prepare.out)"
             ) from None
     clash = [k for k in entries if k in info and info[k] != entries[k]]
     if clash and not overwrite:
-        raise FileExistsError(f"{info_path} already defines {', '.join(clash)} differently; use --overwrite")
+        raise PrepareExistsError(
+            f"{info_path} already defines {', '.join(clash)} differently; replace them with prepare.overwrite=true"
+        )
     info.update(entries)
     info_path.write_text(json.dumps(info, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
 
@@ -200,4 +227,4 @@ def card_markdown(card: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-__all__ = ["RECIPES", "PrepareSettings", "card_markdown", "dedupe", "prepare", "register"]
+__all__ = ["RECIPES", "PrepareExistsError", "PrepareSettings", "card_markdown", "dedupe", "prepare", "register"]
