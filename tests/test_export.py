@@ -82,3 +82,14 @@ def test_verify_table_has_kl_and_says_when_llama_cpp_did_not_run(tmp_path: Path)
     assert "model-f16.gguf in llama.cpp" in text and "same token ids" in text and "**3/4**" in text
     with pytest.raises(ValueError, match="vocabulary"):
         compare([a], [torch.zeros(5)])
+
+
+def test_cli_export_choices_are_the_export_formats() -> None:
+    # The parser keeps literal choices (building it must not import torch); they must follow the export table.
+    from tuneforge.cli import build_parser
+    from tuneforge.export import FORMATS, GGUF_TYPES
+
+    export = build_parser()._subparsers._group_actions[0].choices["export"]  # type: ignore[union-attr]
+    options = {a.dest: a.choices for a in export._actions}
+    assert tuple(options["format"]) == FORMATS
+    assert tuple(options["gguf_type"]) == GGUF_TYPES

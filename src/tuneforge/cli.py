@@ -9,7 +9,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from tuneforge.config import RunConfig, load
+from tuneforge.config import RunConfig
 from tuneforge.errors import TuneforgeError
 from tuneforge.utils.logs import offline_env, setup_logging
 
@@ -18,11 +18,10 @@ from tuneforge.utils.logs import offline_env, setup_logging
 USER_ERRORS: tuple[type[BaseException], ...] = (TuneforgeError,)
 
 
-def load_config(path: str | Path, overrides: Sequence[str]) -> RunConfig:
-    from tuneforge.methods import METHOD_PARAMS
-    from tuneforge.stages.table import STAGES
+def load_config(path: str | Path | None, overrides: Sequence[str]) -> RunConfig:
+    from tuneforge.stages import load_config as load_with_tables
 
-    return load(path, overrides, methods=METHOD_PARAMS, stages=STAGES)
+    return load_with_tables(path or {}, overrides)
 
 
 def _overrides(args: argparse.Namespace) -> list[str]:
@@ -92,8 +91,6 @@ def _verb_config(
     """A workflow verb's config: CONFIG (or the defaults), the verb's presets where it leaves a key unset, then
     the old flags (each printing its keys) and the key=value words."""
     from tuneforge.config import ConfigError, old_flag_overrides, preset_overrides
-    from tuneforge.methods import METHOD_PARAMS
-    from tuneforge.stages.table import STAGES
 
     paths = [w for w in words if not _is_override(w)]
     if paths and config:
@@ -107,7 +104,7 @@ def _verb_config(
     extra += [w for w in words if _is_override(w)]
 
     def build(items: list[str]) -> RunConfig:
-        return load_config(config, items) if config else load({}, items, methods=METHOD_PARAMS, stages=STAGES)
+        return load_config(config, items)
 
     cfg = build(extra)
     preset = preset_overrides(cfg, presets)
@@ -166,7 +163,7 @@ def _rag_config(args: argparse.Namespace) -> RunConfig:
         value = getattr(args, flag, None)
         if value:
             extra.append(f"{key}={json.dumps(value)}")
-    return load_config(args.config, extra) if args.config else load({}, extra)
+    return load_config(args.config, extra)
 
 
 def cmd_rag(args: argparse.Namespace) -> int:

@@ -178,12 +178,10 @@ def run_method(s: BenchSettings, method: str, out: Path) -> dict[str, Any]:
 
 
 def check_config(spec: dict[str, Any]) -> str | None:
-    from tuneforge.config import load
-    from tuneforge.methods import METHOD_PARAMS
-    from tuneforge.stages.table import STAGES
+    from tuneforge.stages import load_config
 
     try:
-        load(spec["config"], spec["overrides"], methods=METHOD_PARAMS, stages=STAGES)
+        load_config(spec["config"], spec["overrides"])
     except Exception as e:  # any invalid config is that method's failed row
         return f"{type(e).__name__}: {e}"
     return None

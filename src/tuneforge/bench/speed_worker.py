@@ -157,14 +157,12 @@ def measure_peaks() -> dict[str, float]:
 
 
 def train_worker(spec: dict[str, Any]) -> dict[str, Any]:
-    from tuneforge.config import load
     from tuneforge.data.build import build_sft
-    from tuneforge.methods import METHOD_PARAMS
     from tuneforge.models.loader import load_tokenizer
-    from tuneforge.stages import run_stage
+    from tuneforge.stages import load_config, run_stage
     from tuneforge.stages.common import set_threads
 
-    cfg = load(spec["config"], spec["overrides"], methods=METHOD_PARAMS)
+    cfg = load_config(spec["config"], spec["overrides"])
     set_threads(cfg)
     peaks = measure_peaks()
     tokenizer = load_tokenizer(cfg.model)
@@ -221,14 +219,13 @@ def naive_loglikelihood(model: Any, ctx: list[int], cont: list[int]) -> float:
 
 
 def eval_worker(spec: dict[str, Any]) -> dict[str, Any]:
-    from tuneforge.config import load
     from tuneforge.eval.lm import LM
-    from tuneforge.methods import METHOD_PARAMS
     from tuneforge.models.loader import load_model, load_tokenizer
+    from tuneforge.stages import load_config
     from tuneforge.stages.common import set_threads
     from tuneforge.utils.cpu import use_onednn_fp32
 
-    cfg = load(spec["config"], spec["overrides"], methods=METHOD_PARAMS)
+    cfg = load_config(spec["config"], spec["overrides"])
     set_threads(cfg)
     tokenizer = load_tokenizer(cfg.model)
     model = load_model(cfg.model, tokenizer).eval()

@@ -110,14 +110,11 @@ def count_step_flops(model: Any, batch: dict[str, Any]) -> int:
 
 
 def run_one(spec: dict[str, Any]) -> dict[str, Any]:
-    from tuneforge.config import load
     from tuneforge.eval import evaluate
-    from tuneforge.methods import METHOD_PARAMS
-    from tuneforge.stages import run_stage
-    from tuneforge.stages.table import STAGES
+    from tuneforge.stages import load_config, run_stage
 
     started = time.perf_counter()
-    cfg = load(spec["config"], spec.get("overrides", []), methods=METHOD_PARAMS, stages=STAGES)
+    cfg = load_config(spec["config"], spec.get("overrides", []))
     measure = Measure()
     result = run_stage(cfg, callbacks=[measure])
     record: dict[str, Any] = {

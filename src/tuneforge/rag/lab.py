@@ -31,7 +31,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from tuneforge.config import RunConfig, TaskSpec, load, refuse_set
+from tuneforge.config import RunConfig, TaskSpec, refuse_set
 from tuneforge.data.documents import read_documents
 from tuneforge.data.schema import DataError
 from tuneforge.errors import TuneforgeError
@@ -143,9 +143,7 @@ def _train_text(docs: Path, out: Path) -> Path:
 def fine_tune(cfg: RunConfig, name: str, text_file: Path, runs: Path) -> Path:
     """Continued pre-training (stage pt) with cfg's model, method and train sections on the documents; returns
     the run folder."""
-    from tuneforge.methods import METHOD_PARAMS
-    from tuneforge.stages import run_stage
-    from tuneforge.stages.table import STAGES
+    from tuneforge.stages import load_config, run_stage
 
     dump = cfg.model_dump(mode="json")
     raw = {
@@ -157,7 +155,7 @@ def fine_tune(cfg: RunConfig, name: str, text_file: Path, runs: Path) -> Path:
         "train": {**dump["train"], "save_steps": 0, "resume": False},
         "output": {"dir": str(runs)},
     }
-    run_cfg = load(raw, methods=METHOD_PARAMS, stages=STAGES)
+    run_cfg = load_config(raw)
     result = run_stage(run_cfg)
     log.info("%s: %d steps, final loss %s", name, result.steps, result.train_loss)
     return run_cfg.run_dir

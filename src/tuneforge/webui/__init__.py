@@ -9,19 +9,18 @@ import argparse
 import os
 from pathlib import Path
 
-from tuneforge.config import RunConfig, load
+from tuneforge.config import RunConfig
 from tuneforge.errors import TuneforgeError
+from tuneforge.stages import load_config
 
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
 
 def initial_config(config: str | None, overrides: list[str]) -> RunConfig:
     """The config that fills the form: a YAML file and/or overrides; a fresh form is named webui-N."""
-    from tuneforge.methods import METHOD_PARAMS
-
     if config:
-        return load(config, overrides, methods=METHOD_PARAMS)
-    cfg = load({}, overrides, methods=METHOD_PARAMS)
+        return load_config(config, overrides)
+    cfg = load_config({}, overrides)
     if any(o.split("=", 1)[0].strip() == "name" for o in overrides):
         return cfg
     n = 1

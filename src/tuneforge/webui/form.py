@@ -18,10 +18,10 @@ import yaml
 from pydantic import BaseModel
 from pydantic.fields import FieldInfo
 
-from tuneforge.config import ConfigError, RunConfig, load
+from tuneforge.config import ConfigError, RunConfig
 from tuneforge.data.registry import load_info, registries
 from tuneforge.methods import METHOD_PARAMS
-from tuneforge.stages.table import STAGES, stage_sections
+from tuneforge.stages import STAGES, load_config, stage_sections
 
 Kind = Literal["check", "number", "choice", "text"]
 
@@ -253,7 +253,7 @@ def dataset_spec(value: str) -> dict[str, str]:
 
 def build_config(values: Mapping[str, Any], datasets: Iterable[str]) -> RunConfig:
     """Validate the form exactly as `tuneforge train` validates a file (ConfigError on any bad value)."""
-    return load(raw_config(values, datasets), methods=METHOD_PARAMS, stages=STAGES)
+    return load_config(raw_config(values, datasets))
 
 
 def config_yaml(cfg: RunConfig) -> str:
@@ -272,7 +272,7 @@ def config_yaml(cfg: RunConfig) -> str:
     minimal = {k: minimal[k] for k in sorted(minimal, key=order.index)}
     text = yaml.safe_dump(minimal, sort_keys=False, allow_unicode=True)
     # never show a file that means something else
-    if load(yaml.safe_load(text), methods=METHOD_PARAMS, stages=STAGES) != cfg:
+    if load_config(yaml.safe_load(text)) != cfg:
         text = cfg.to_yaml()
     return text
 
