@@ -8,10 +8,11 @@ so a model is asked exactly the way it was trained.
 
 from __future__ import annotations
 
+import contextlib
+import copy
 import logging
 import threading
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -21,43 +22,35 @@ from tuneforge.config import ModelConfig
 from tuneforge.data.render import end_of_turn_ids, render_prompt
 from tuneforge.data.schema import Message
 from tuneforge.errors import TuneforgeError
-from tuneforge.methods import load_trained, model_load_kwargs, saved_params
+from tuneforge.inference.batching import BatchScheduler
+from tuneforge.inference.params import GenerationParams
+from tuneforge.methods import MethodError, load_trained, merge, method_of, model_load_kwargs, saved_params
+from tuneforge.methods.qlora import is_quantized
 from tuneforge.models.loader import load_model, load_tokenizer
 from tuneforge.utils.progress import progress_bar
 
 log = logging.getLogger("tuneforge.engine")
+
+DEFAULT_PARAMS = GenerationParams()
 
 
 class EngineError(TuneforgeError, ValueError):
     pass
 
 
-@dataclass(frozen=True)
-class GenerationParams:
-    max_new_tokens: int = 256
-    temperature: float = 0.0
-    top_p: float = 1.0
-    seed: int | None = None
-
-    def kwargs(self, tokenizer: Any) -> dict[str, Any]:
-        sample = self.temperature > 0
-        out: dict[str, Any] = {
-            "max_new_tokens": self.max_new_tokens,
-            "do_sample": sample,
-            "pad_token_id": tokenizer.pad_token_id,
-            "eos_token_id": sorted(end_of_turn_ids(tokenizer)),
-        }
-        if sample:
-            out.update(temperature=self.temperature, top_p=self.top_p)
-        else:  # silence "temperature is set but do_sample=False" from generation configs of chat models
-            out.update(temperature=None, top_p=None, top_k=None)
-        return out
-
-
 class LocalEngine:
-    """One model in memory; `generate` is serialised by a lock so concurrent callers queue instead of crashing."""
+    """One model in memory; `generate` is serialised by a lock so concurrent callers queue instead of crashing.
 
-    def __init__(self, model_cfg: ModelConfig, adapter: Path | None = None) -> None:
+    `merge_adapter=True` folds a mergeable adapter (LoRA family, BitFit) into an unquantised base for inference:
+    as fast as the base alone, the same logits within fp32 round-off. `batcher()` is the model's batch scheduler
+    for concurrent callers (the server). Engines made by `view` share one model (several PEFT adapters on one
+    base) and its scheduler; `adapter_name` is the PEFT adapter a view's requests run with (None: the base).
+    """
+
+    adapter_name: str | None = None
+    merged: bool = False
+
+    def __init__(self, model_cfg: ModelConfig, adapter: Path | None = None, *, merge_adapter: bool = False) -> None:
         if adapter is not None and not adapter.is_dir():
             raise EngineError(f"adapter folder {adapter} does not exist")
         is_full_model = adapter is not None and (adapter / "config.json").is_file()
@@ -74,15 +67,52 @@ class LocalEngine:
         model = load_model(model_cfg, self.tokenizer, **load_kwargs)
         if adapter is not None:
             model = load_trained(model, adapter, trust_remote_code=model_cfg.trust_remote_code)
+            if merge_adapter:
+                model, self.merged = _merged_for_inference(model, params, adapter)
         self.model = model.eval()
         self.name = str(adapter or model_cfg.path)
         self._lock = threading.Lock()
+        self._shared: dict[str, Any] = {"batcher": None, "lock": threading.Lock()}  # one per model, kept by views
+
+    def view(self, name: str, adapter_name: str | None) -> LocalEngine:
+        """Another name for this engine's model, running its requests with PEFT adapter `adapter_name`."""
+        other = copy.copy(self)
+        other.name, other.adapter_name = name, adapter_name
+        return other
+
+    def adapter_context(self, adapter_name: str | None) -> contextlib.AbstractContextManager[Any]:
+        """Select a named adapter of a shared PEFT model for the next forward passes (None: the base alone)."""
+        if not hasattr(self.model, "peft_config") or not hasattr(self.model, "set_adapter"):
+            return contextlib.nullcontext()
+        if adapter_name is None:
+            return self.model.disable_adapter()  # type: ignore[no-any-return]
+        self.model.set_adapter(adapter_name)
+        return contextlib.nullcontext()
+
+    def batcher(self, max_batch: int = 16) -> BatchScheduler:
+        """The scheduler that batches concurrent requests to this model (created on first use, shared by views)."""
+        with self._shared["lock"]:
+            if self._shared["batcher"] is None:
+                self._shared["batcher"] = BatchScheduler(
+                    self.model,
+                    self.tokenizer,
+                    end_of_turn_ids(self.tokenizer),
+                    max_batch=max_batch,
+                    adapter_context=self.adapter_context,
+                )
+            batcher: BatchScheduler = self._shared["batcher"]
+            batcher.max_batch = max(1, max_batch)
+            return batcher
+
+    def submit(self, prompt: Sequence[int], params: GenerationParams, max_batch: int = 16) -> Any:
+        """Queue one generation for the batch scheduler; returns its `Job` (text pieces, tokens, finish reason)."""
+        return self.batcher(max_batch).submit(prompt, params, self.adapter_name)
 
     def prompt_ids(self, messages: Sequence[Message], tools: str | None = None) -> list[int]:
         return render_prompt(self.tokenizer, messages, tools)
 
     @torch.inference_mode()
-    def generate(self, messages: Sequence[Message], params: GenerationParams = GenerationParams()) -> str:
+    def generate(self, messages: Sequence[Message], params: GenerationParams = DEFAULT_PARAMS) -> str:
         ids = torch.tensor([self.prompt_ids(messages)])
         with self._lock:
             if params.seed is not None:
@@ -94,7 +124,7 @@ class LocalEngine:
 
     @torch.inference_mode()
     def generate_batch(
-        self, conversations: Sequence[Sequence[Message]], params: GenerationParams = GenerationParams()
+        self, conversations: Sequence[Sequence[Message]], params: GenerationParams = DEFAULT_PARAMS
     ) -> list[str]:
         """Several prompts at once, left-padded: far higher throughput than one by one on a CPU."""
         prompts = [self.prompt_ids(m) for m in conversations]
@@ -113,7 +143,7 @@ class LocalEngine:
     def generate_many(
         self,
         conversations: Sequence[Sequence[Message]],
-        params: GenerationParams = GenerationParams(),
+        params: GenerationParams = DEFAULT_PARAMS,
         batch_size: int = 8,
         desc: str = "generating",
     ) -> list[str]:
@@ -126,7 +156,7 @@ class LocalEngine:
                 bar.update(len(batch))
         return out
 
-    def stream(self, messages: Sequence[Message], params: GenerationParams = GenerationParams()) -> Iterator[str]:
+    def stream(self, messages: Sequence[Message], params: GenerationParams = DEFAULT_PARAMS) -> Iterator[str]:
         """Yield text pieces as they are generated (for the terminal chat and SSE streaming)."""
         from transformers import TextIteratorStreamer
 
@@ -145,3 +175,24 @@ class LocalEngine:
     def _generate_no_grad(self, **kwargs: Any) -> None:
         with torch.inference_mode():
             self.model.generate(**kwargs)
+
+
+def _merged_for_inference(model: Any, params: Any, adapter: Path) -> tuple[Any, bool]:
+    """(model, merged): the adapter folded into the base when its method allows and the base is not quantised.
+
+    An unmerged LoRA adds two small matmuls per target layer per token (10 tokens/s against 15.8 for the base
+    alone on the embedded model); merged, inference runs at the base's speed.
+    """
+    if is_quantized(model):
+        log.info("serving %s unmerged: its base is quantised (merging would dequantise it)", adapter)
+        return model, False
+    if params is not None and not method_of(params).mergeable:
+        log.info("serving %s unmerged: method %s cannot be merged", adapter, params.name)
+        return model, False
+    try:
+        merged = merge(model)
+    except MethodError as e:
+        log.info("serving %s unmerged: %s", adapter, e)
+        return model, False
+    log.info("merged adapter %s into the base for inference", adapter)
+    return merged, True

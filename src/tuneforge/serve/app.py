@@ -1,18 +1,20 @@
 """`tuneforge serve`: an OpenAI-compatible HTTP server (FastAPI + uvicorn) over local engines.
 
-Several adapters on one base are served as separate engines, one per model name, each with its own copy of the
-base: this works for every method (PEFT, native adapters, QLoRA bases, full models) at the cost of memory.
-All generation goes through one lock, so concurrent requests queue instead of competing for the CPU.
+One adapter is merged into its base for inference when its method allows (`LocalEngine(merge_adapter=True)`);
+several LoRA-type adapters that fit one base share one copy of it as PEFT named adapters
+(`inference.engines_for_adapters`); any other adapter gets its own engine. Concurrent requests are batched:
+each model's scheduler thread (`inference.batching`) decodes up to `max_batch` waiting requests together and
+streams each one's text as it comes.
 """
 
 from __future__ import annotations
 
 import argparse
+import hmac
 import ipaddress
 import json
 import logging
 import os
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -22,7 +24,7 @@ from tuneforge.data.render import render_prompt
 from tuneforge.data.schema import DataError, Message
 from tuneforge.data.toolcalls import parse_calls, render_calls
 from tuneforge.errors import TuneforgeError
-from tuneforge.inference import GenerationParams, LocalEngine
+from tuneforge.inference import GenerationParams, Job, LocalEngine, engines_for_adapters
 from tuneforge.runs import model_config_of_run
 from tuneforge.serve.protocol import (
     AssistantMessage,
@@ -44,12 +46,17 @@ from tuneforge.serve.protocol import (
     error_body,
 )
 
+
+class ServeExtraMissing(TuneforgeError, ImportError):
+    """FastAPI / uvicorn are not installed: the user installs the `serve` extra."""
+
+
 try:
     from fastapi import FastAPI, HTTPException, Request
     from fastapi.exceptions import RequestValidationError
     from fastapi.responses import JSONResponse, StreamingResponse
 except ImportError as e:  # pragma: no cover - the message names the extra
-    raise ImportError("tuneforge serve needs the serve extra: pip install 'tuneforge[serve]'") from e
+    raise ServeExtraMissing(f"tuneforge serve needs the serve extra ({e}): pip install 'tuneforge[serve]'") from e
 
 log = logging.getLogger("tuneforge.serve")
 
@@ -71,83 +78,52 @@ def check_bind(host: str, api_key: str | None) -> None:
 
 
 class Generator:
-    """Token-level generation for the HTTP API: prompt ids in, text out, stop strings and a shared lock."""
+    """Token-level generation for the HTTP API: prompt ids in, text out, through each model's batch scheduler.
 
-    def __init__(self, lock: threading.Lock) -> None:
-        self.lock = lock
+    Stop strings are cut from the text (and end the request's generation); while streaming, text that may be the
+    start of a stop string is held back until it is clear that it is not.
+    """
 
-    def kwargs(self, engine: LocalEngine, req: Sampling, max_new: int) -> dict[str, Any]:
-        params = GenerationParams(max_new_tokens=max_new, temperature=req.temperature, top_p=req.top_p)
-        out = params.kwargs(engine.tokenizer)
-        if req.stops():
-            out.update(stop_strings=req.stops(), tokenizer=engine.tokenizer)
-        return out
+    def __init__(self, max_batch: int = 16) -> None:
+        self.max_batch = max_batch
+
+    def submit(self, engine: LocalEngine, ids: list[int], req: Sampling, max_new: int) -> Job:
+        params = GenerationParams(max_new_tokens=max_new, temperature=req.temperature, top_p=req.top_p, seed=req.seed)
+        return engine.submit(ids, params, self.max_batch)
 
     def run(self, engine: LocalEngine, ids: list[int], req: Sampling, max_new: int) -> tuple[str, int, str]:
-        import torch
+        return self.finish(self.submit(engine, ids, req, max_new), req)
 
-        x = torch.tensor([ids])
-        with self.lock, torch.inference_mode():
-            if req.seed is not None:
-                torch.manual_seed(req.seed)
-            out = engine.model.generate(
-                input_ids=x, attention_mask=torch.ones_like(x), **self.kwargs(engine, req, max_new)
-            )
-        new = out[0, len(ids) :].tolist()
-        text, stopped = cut_at_stop(str(engine.tokenizer.decode(new, skip_special_tokens=True)), req.stops())
-        finish = "length" if len(new) >= max_new and not stopped and not _ends_turn(engine, new) else "stop"
-        return text, len(new), finish
+    def finish(self, job: Job, req: Sampling) -> tuple[str, int, str]:
+        """(text, completion tokens, finish reason) of a submitted job, once it has ended."""
+        stopped: list[bool] = []
+        text = "".join(_until_stop(job, req.stops(), stopped))
+        return text, len(job.tokens), "stop" if stopped else job.finish_reason
 
     def stream(self, engine: LocalEngine, ids: list[int], req: Sampling, max_new: int) -> Iterator[str]:
-        """Text pieces; stop strings are held back until it is clear they are not the start of a stop."""
-        import torch
-        from transformers import StoppingCriteria, StoppingCriteriaList, TextIteratorStreamer
-
-        cancel = threading.Event()
-
-        class Cancelled(StoppingCriteria):  # a client that disconnects stops the generation it started
-            def __call__(self, input_ids: Any, scores: Any, **kw: Any) -> bool:
-                return cancel.is_set()
-
-        streamer = TextIteratorStreamer(engine.tokenizer, skip_prompt=True, skip_special_tokens=True)
-        x = torch.tensor([ids])
-        kwargs = {"input_ids": x, "attention_mask": torch.ones_like(x), "streamer": streamer}
-        kwargs.update(self.kwargs(engine, req, max_new), stopping_criteria=StoppingCriteriaList([Cancelled()]))
-        stops, hold = req.stops(), max((len(s) for s in req.stops()), default=1) - 1
-        with self.lock:
-            if req.seed is not None:
-                torch.manual_seed(req.seed)
-            worker = threading.Thread(target=_generate, args=(engine.model,), kwargs=kwargs, daemon=True)
-            worker.start()
-            try:
-                text, sent = "", 0
-                for piece in streamer:
-                    text += piece
-                    cut, stopped = cut_at_stop(text, stops)
-                    end = len(cut) if stopped else max(sent, len(text) - hold)
-                    if end > sent:
-                        yield cut[sent:end] if stopped else text[sent:end]
-                        sent = end
-                    if stopped:
-                        return
-                if len(text) > sent:
-                    yield text[sent:]
-            finally:
-                cancel.set()
-                worker.join()
+        """Text pieces as they are generated; a client that disconnects cancels its generation."""
+        yield from _until_stop(self.submit(engine, ids, req, max_new), req.stops(), [])
 
 
-def _generate(model: Any, **kwargs: Any) -> None:
-    import torch
-
-    with torch.inference_mode():
-        model.generate(**kwargs)
-
-
-def _ends_turn(engine: LocalEngine, new: list[int]) -> bool:
-    from tuneforge.data.render import end_of_turn_ids
-
-    return bool(new) and new[-1] in end_of_turn_ids(engine.tokenizer)
+def _until_stop(job: Job, stops: list[str], stopped: list[bool]) -> Iterator[str]:
+    """The job's text pieces up to the first stop string (then `stopped` gets True and the job is cancelled)."""
+    hold = max((len(s) for s in stops), default=1) - 1
+    try:
+        text, sent = "", 0
+        for piece in job.pieces():
+            text += piece
+            cut, hit = cut_at_stop(text, stops)
+            end = len(cut) if hit else max(sent, len(text) - hold)
+            if end > sent:
+                yield cut[sent:end] if hit else text[sent:end]
+                sent = end
+            if hit:
+                stopped.append(True)
+                return
+        if len(text) > sent:
+            yield text[sent:]
+    finally:
+        job.cancel()
 
 
 def cut_at_stop(text: str, stops: list[str]) -> tuple[str, bool]:
@@ -174,15 +150,18 @@ def create_app(
     api_key: str | None = None,
     max_tokens_limit: int = 1024,
     max_request_bytes: int = 1_000_000,
+    max_batch: int = 16,
 ) -> FastAPI:
     if not engines:
         raise ServeError("no model to serve")
     app = FastAPI(title="tuneforge", version="1")
-    gen = Generator(threading.Lock())
+    gen = Generator(max_batch)
+    expected = f"Bearer {api_key}".encode()
 
     @app.middleware("http")
     async def guard(request: Request, call_next: Any) -> Any:
-        if api_key and request.headers.get("authorization", "") != f"Bearer {api_key}":
+        given = request.headers.get("authorization", "").encode()
+        if api_key and not hmac.compare_digest(given, expected):  # constant time: no timing hint at the key
             return JSONResponse(error_body("invalid or missing API key", "authentication_error"), status_code=401)
         size = request.headers.get("content-length")
         if size is not None and size.isdigit() and int(size) > max_request_bytes:
@@ -257,8 +236,9 @@ def create_app(
                 _completion_events(gen, engine, batch[0], req, max_new), media_type="text/event-stream"
             )
         choices, used = [], 0
-        for i, (prompt, ids) in enumerate(zip(prompts, batch, strict=True)):
-            text, n, finish = gen.run(engine, ids, req, max_new)
+        jobs = [gen.submit(engine, ids, req, max_new) for ids in batch]  # submitted together: decoded as one batch
+        for i, (prompt, job) in enumerate(zip(prompts, jobs, strict=True)):
+            text, n, finish = gen.finish(job, req)
             choices.append(CompletionChoice(index=i, text=prompt + text if req.echo else text, finish_reason=finish))  # type: ignore[arg-type]
             used += n
         prompt_tokens = sum(len(b) for b in batch)
@@ -299,22 +279,26 @@ def _completion_events(
 
 
 def load_engines(run: str | None, model: str | None, adapters: list[str]) -> dict[str, LocalEngine]:
-    """One engine per model name: the run (named after its folder) or the model, then each NAME=DIR adapter."""
-    engines: dict[str, LocalEngine] = {}
+    """One engine per model name: the run (named after its folder) or the model, then each NAME=DIR adapter.
+
+    A single adapter is merged into its base when it can be; several share one base where they fit
+    (`inference.engines_for_adapters`).
+    """
+    named: dict[str, Path | None] = {}
     if run is not None:
         model_cfg, output = model_config_of_run(Path(run))
-        engines[Path(run).resolve().name] = LocalEngine(model_cfg, output)
+        named[Path(run).resolve().name] = output
     else:
         model_cfg = ModelConfig(path=str(model))
-        engines[Path(str(model)).name or str(model)] = LocalEngine(model_cfg)
+        named[Path(str(model)).name or str(model)] = None
     for spec in adapters:
         name, sep, folder = spec.partition("=")
         if not sep or not name or not folder:
             raise ServeError(f"--adapter expects NAME=DIR, got {spec!r}")
-        if name in engines:
+        if name in named:
             raise ServeError(f"model name {name!r} is used twice")
-        engines[name] = LocalEngine(model_cfg, Path(folder))
-    return engines
+        named[name] = Path(folder)
+    return engines_for_adapters(model_cfg, named)
 
 
 def serve_main(args: argparse.Namespace) -> int:
@@ -323,7 +307,9 @@ def serve_main(args: argparse.Namespace) -> int:
     api_key = args.api_key or os.environ.get("TUNEFORGE_API_KEY") or None
     check_bind(args.host, api_key)  # before loading anything slow
     engines = load_engines(args.run, args.model, args.adapter)
-    app = create_app(engines, api_key=api_key, max_tokens_limit=args.max_tokens_limit)
-    log.info("serving %s on http://%s:%d/v1", ", ".join(engines), args.host, args.port)
+    max_batch = getattr(args, "max_batch", None) or 16  # --max-batch, where the CLI offers it
+    app = create_app(engines, api_key=api_key, max_tokens_limit=args.max_tokens_limit, max_batch=max_batch)
+    where = f"http://{args.host}:{args.port}/v1"
+    log.info("serving %s on %s (up to %d requests per batch)", ", ".join(engines), where, max_batch)
     uvicorn.run(app, host=args.host, port=args.port, log_level="info")
     return 0
