@@ -230,3 +230,43 @@ def test_load_engines_names_models(tiny_model_dir: Path, adapter_dir: Path) -> N
         load_engines(None, str(tiny_model_dir), ["nodir"])
     engines = load_engines(None, str(tiny_model_dir), [f"mine={adapter_dir}"])
     assert list(engines) == [tiny_model_dir.name, "mine"]
+
+
+def test_concurrent_greedy_answers_equal_the_unbatched_ones(client: TestClient, engines) -> None:
+    """Requests of mixed lengths sent at once are decoded together; each answer is what the engine says alone."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from tuneforge.data.schema import Message
+    from tuneforge.inference import GenerationParams
+
+    asks = [("tiny", "hi"), ("tiny-lora", "What is the capital of France?"), ("tiny", "x " * 30), ("tiny-lora", "y")]
+    alone = [
+        engines[m].generate([Message("user", q)], GenerationParams(max_new_tokens=8)) for m, q in asks
+    ]  # LocalEngine.generate: transformers' generate, one request, no scheduler
+
+    def ask(mq: tuple[str, str]) -> str:
+        m, q = mq
+        return chat(client, model=m, messages=[{"role": "user", "content": q}], max_tokens=8)["choices"][0]["message"][
+            "content"
+        ]
+
+    with ThreadPoolExecutor(len(asks)) as pool:
+        together = list(pool.map(ask, asks))
+    assert [t.strip() for t in together] == alone
+
+
+def test_the_adapter_model_answers_with_its_adapter(engines) -> None:
+    """The scheduler runs an unmerged single adapter with the adapter on (not the base underneath)."""
+    import torch
+
+    from tuneforge.inference import GenerationParams
+
+    lora = engines["tiny-lora"]
+    prompt = list(lora.tokenizer("The answer is")["input_ids"])
+    params = GenerationParams(max_new_tokens=6)
+    job = lora.submit(prompt, params)
+    assert job.done.wait(60)
+    x = torch.tensor([prompt])
+    with torch.inference_mode():
+        want = lora.model.generate(input_ids=x, attention_mask=torch.ones_like(x), **params.kwargs(lora.tokenizer))
+    assert job.tokens == want[0, len(prompt) :].tolist()

@@ -78,12 +78,13 @@ class LocalEngine:
         """Another name for this engine's model, running its requests with PEFT adapter `adapter_name`."""
         other = copy.copy(self)
         other.name, other.adapter_name = name, adapter_name
+        self._shared["switches"] = True  # from now on every engine on this model names its adapter
         return other
 
     def adapter_context(self, adapter_name: str | None) -> contextlib.AbstractContextManager[Any]:
         """Select a named adapter of a shared PEFT model for the next forward passes (None: the base alone)."""
-        if not hasattr(self.model, "peft_config") or not hasattr(self.model, "set_adapter"):
-            return contextlib.nullcontext()
+        if not self._shared.get("switches") or not hasattr(self.model, "set_adapter"):
+            return contextlib.nullcontext()  # one model, one adapter (or none): nothing to switch
         if adapter_name is None:
             return self.model.disable_adapter()  # type: ignore[no-any-return]
         self.model.set_adapter(adapter_name)
