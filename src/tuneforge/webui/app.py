@@ -14,8 +14,9 @@ from typing import Any
 
 import gradio as gr
 
-from tuneforge.config import ConfigError, ModelConfig, RunConfig
+from tuneforge.config import ModelConfig, RunConfig
 from tuneforge.data.schema import Message
+from tuneforge.errors import TuneforgeError
 from tuneforge.inference import GenerationParams, LocalEngine
 from tuneforge.runs import RunDir, model_config_of_run
 from tuneforge.webui.form import build_config, config_yaml, write_config
@@ -46,7 +47,7 @@ class WebUI:
     def preview(self, values: dict[str, Any], datasets: list[str]) -> tuple[str, str]:
         try:
             return config_yaml(build_config(values, datasets)), ""
-        except (ConfigError, ValueError) as e:
+        except TuneforgeError as e:
             return "", f"```\nerror: {e}\n```"
 
     def start_train(self, values: dict[str, Any], datasets: list[str]) -> str:
@@ -54,7 +55,7 @@ class WebUI:
             cfg = build_config(values, datasets)
             path = write_config(cfg, config_yaml(cfg))
             job = self.jobs.start("train", cli_command("train", str(path)), path.with_suffix(".log"))
-        except (ConfigError, ValueError, FileExistsError, RuntimeError) as e:
+        except TuneforgeError as e:
             return f"error: {e}"
         self.train_run = cfg.run_dir
         return f"{job.status()}: tuneforge train {path}"
@@ -86,7 +87,7 @@ class WebUI:
         folder = (runs_dir or Path("runs")) / "webui"
         try:
             job = self.jobs.start(verb, cli_command(verb, *args), folder / log_name)
-        except RuntimeError as e:
+        except TuneforgeError as e:
             return f"error: {e}"
         return job.status()
 
@@ -104,7 +105,7 @@ class WebUI:
                 cfg, output = model_config_of_run(Path(source))
                 engine = LocalEngine(cfg, output)
                 name = f"{source} ({output.name} on {cfg.path})"
-        except (ValueError, OSError) as e:
+        except (TuneforgeError, OSError) as e:  # OSError: transformers on a folder that holds no model
             return f"error: {e}"
         self.engine, self.engine_name = engine, name
         return f"loaded {name}"

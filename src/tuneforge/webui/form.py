@@ -288,6 +288,10 @@ def dataset_names(dataset_dir: str | None) -> list[str]:
     return names
 
 
+class FormFileExistsError(ConfigError, FileExistsError):
+    """The form's config file would replace a file the web UI did not write."""
+
+
 def write_config(cfg: RunConfig, text: str) -> Path:
     """Write the form's YAML under <output.dir>/webui/<name>.yaml (the run folder itself is the run's to create).
 
@@ -298,7 +302,7 @@ def write_config(cfg: RunConfig, text: str) -> Path:
     path = folder / f"{cfg.name}.yaml"
     header = WEBUI_HEADER.format(path=path)
     if path.exists() and not path.read_text(encoding="utf-8").startswith(header.split(";")[0]):
-        raise FileExistsError(f"{path} exists and was not written by the web UI; choose another `name`")
+        raise FormFileExistsError(f"{path} exists and was not written by the web UI; choose another `name`")
     path.write_text(header + text, encoding="utf-8")
     return path
 

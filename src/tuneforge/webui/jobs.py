@@ -16,6 +16,8 @@ from collections import deque
 from collections.abc import Sequence
 from pathlib import Path
 
+from tuneforge.errors import TuneforgeError
+
 MAX_LINES = 400
 STOP_GRACE_S = 10.0
 
@@ -28,6 +30,10 @@ def cli_command(verb: str, *args: str) -> list[str]:
 def _is_progress(line: str) -> bool:
     # tqdm redraws its bar with carriage returns: keep only its latest state in the log view
     return "%|" in line and ("it/s" in line or "s/it" in line or "?it" in line)
+
+
+class JobBusyError(TuneforgeError, RuntimeError):
+    """A job of this kind is already running: the page says so instead of starting a second one."""
 
 
 class Job:
@@ -131,7 +137,7 @@ class Jobs:
         with self._lock:
             current = self._jobs.get(kind)
             if current is not None and current.running:
-                raise RuntimeError(f"a {kind} job is already running (pid {current.proc.pid}); stop it first")
+                raise JobBusyError(f"a {kind} job is already running (pid {current.proc.pid}); stop it first")
             job = Job(cmd, log_path, cwd)
             self._jobs[kind] = job
             return job
