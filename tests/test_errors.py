@@ -38,10 +38,10 @@ def test_a_bug_is_not_dressed_as_a_user_error(monkeypatch: pytest.MonkeyPatch) -
 def test_every_package_error_is_a_tuneforge_error() -> None:
     from tuneforge.config import ConfigError
     from tuneforge.eval.readers import EvalError
-    from tuneforge.export import ExportError
     from tuneforge.export.gguf_lora import LoraGgufError
     from tuneforge.export.logprob_check import CheckError
     from tuneforge.export.modelfile import TemplateError
+    from tuneforge.export.run import ExportError
     from tuneforge.inference import EngineError
     from tuneforge.methods import MethodError
     from tuneforge.models import ModelError

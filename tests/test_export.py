@@ -8,7 +8,8 @@ import torch
 
 from tests.test_sft import cfg_file, make_cfg
 from tuneforge.cli import load_config, main
-from tuneforge.export import ExportError, ExportResult, compare, export_run, format_table, gguf_converter
+from tuneforge.export.logprob_check import compare
+from tuneforge.export.run import ExportError, ExportResult, export_run, format_table, gguf_converter
 from tuneforge.stages import run_stage
 
 
@@ -87,7 +88,7 @@ def test_verify_table_has_kl_and_says_when_llama_cpp_did_not_run(tmp_path: Path)
 def test_cli_export_choices_are_the_export_formats() -> None:
     # The parser keeps literal choices (building it must not import torch); they must follow the export table.
     from tuneforge.cli import build_parser
-    from tuneforge.export import FORMATS, GGUF_TYPES
+    from tuneforge.export.run import FORMATS, GGUF_TYPES
 
     export = build_parser()._subparsers._group_actions[0].choices["export"]  # type: ignore[union-attr]
     options = {a.dest: a.choices for a in export._actions}

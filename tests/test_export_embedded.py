@@ -17,8 +17,9 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from tuneforge.cli import load_config
-from tuneforge.export import export_run, gguf_lora, llamacpp
+from tuneforge.export import gguf_lora, llamacpp
 from tuneforge.export.logprob_check import kl, next_token_logprobs, verify_prompts
+from tuneforge.export.run import export_run
 from tuneforge.inference import LocalEngine
 from tuneforge.models import embedded
 from tuneforge.quickstart import QUICKSTART_CONFIG

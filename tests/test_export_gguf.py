@@ -11,8 +11,9 @@ from safetensors.torch import load_file, save_file
 
 from tests.test_export import train
 from tests.tiny import build_tokenizer
-from tuneforge.export import export_run, format_table, gguf_lora, llamacpp
+from tuneforge.export import gguf_lora, llamacpp
 from tuneforge.export.modelfile import TemplateError, chat_pieces, modelfile_text
+from tuneforge.export.run import export_run, format_table
 
 BRANCH = re.compile(r'\{\{ (?:else )?if eq \.Role "(\w+)" \}\}(.*?)\{\{ \.Content \}\}(.*?)(?=\{\{ (?:else|end))', re.S)
 GENERATION = re.compile(r'\{\{ if and \$last \(ne \.Role "assistant"\) \}\}(.*?)\{\{ end \}\}\{\{ end \}\}$', re.S)

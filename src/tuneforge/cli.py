@@ -133,7 +133,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from tuneforge.export import export_run, format_table
+    from tuneforge.export.run import export_run, format_table
 
     out = Path(args.out) if args.out else None
     result = export_run(Path(args.run), out, fmt=args.format, gguf_type=args.gguf_type, overwrite=args.overwrite)
