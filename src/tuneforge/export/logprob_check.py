@@ -95,16 +95,12 @@ def llama_cpp_rows(
 ) -> tuple[str, list[dict[str, Any]]]:
     """(what ran, compare() rows + same_tokens) for `gguf` (+ GGUF adapter `lora`) run in llama.cpp."""
     what = f"{gguf.name}" + (f" + adapter {lora.name}" if lora is not None else "")
-    log.info("reloading %s in llama.cpp (llama-cpp-python %s)", what, llamacpp.version())
-    llm = llamacpp.load(gguf, lora, n_ctx=max(len(p) for p in prompts) + 16)
-    try:
-        rows = compare(source, llamacpp.next_token_logprobs(llm, prompts))
-        texts = [tokenizer.decode(p, skip_special_tokens=False, clean_up_tokenization_spaces=False) for p in prompts]
-        for row, same in zip(rows, llamacpp.tokenizer_agrees(llm, texts, prompts), strict=True):
-            row["same_tokens"] = same
-    finally:
-        if hasattr(llm, "close"):
-            llm.close()
+    log.info("reloading %s in llama.cpp (llama-cpp-python %s, own process)", what, llamacpp.version())
+    texts = [tokenizer.decode(p, skip_special_tokens=False, clean_up_tokenization_spaces=False) for p in prompts]
+    logprobs, same_tokens = llamacpp.score_in_child(gguf, lora, prompts, texts)  # a crash there is an exception here
+    rows = compare(source, logprobs)
+    for row, same in zip(rows, same_tokens, strict=True):
+        row["same_tokens"] = same
     if not all(r["top1_match"] for r in rows):
         log.warning("%s in llama.cpp: the top-1 token differs from the source on some prompts (verify.md)", what)
     return f"{what} in llama.cpp (llama-cpp-python {llamacpp.version()})", rows

@@ -56,6 +56,7 @@ class ExportResult:
     llama_rows: list[dict[str, Any]] = field(default_factory=list)  # the GGUF run in llama.cpp vs the source
     llama_note: str = ""  # what llama.cpp ran (file, adapter, version) or why it did not
     llama_more: list[tuple[str, list[dict[str, Any]]]] = field(default_factory=list)  # further llama.cpp runs
+    llama_failures: list[str] = field(default_factory=list)  # further llama.cpp runs that failed or crashed
 
     @property
     def max_abs_diff(self) -> float:
@@ -126,7 +127,7 @@ def check_in_llama_cpp(
     try:
         result.llama_note, result.llama_rows = llama_cpp_rows(source, prompts, tokenizer, gguf, lora)
     except Exception as e:  # the file is written and checked through transformers; say what llama.cpp did
-        _llama_failed(result, f"llama.cpp could not run {gguf.name}: {type(e).__name__}: {e}")
+        _llama_failed(result, f"llama.cpp could not run {gguf.name}: {type(e).__name__}: {e}")  # (crashes too)
 
 
 def _llama_not_installed(result: ExportResult) -> None:
@@ -234,11 +235,16 @@ def _check_lora_in_llama_cpp(
     assert result.gguf is not None
     with tempfile.TemporaryDirectory() as tmp:  # an f16 GGUF of the HF base, only for this check
         try:
-            base_gguf = to_gguf(gguf_converter(), base_dir, "f16", Path(tmp) / "base-f16.gguf", quiet=True)
-            note, result.llama_rows = llama_cpp_rows(source, prompts, tokenizer, base_gguf, result.gguf)
-            result.llama_note = note.replace(base_gguf.name, f"{base_gguf.name} (the HF base converted to f16)")
+            base_gguf: Path | None = to_gguf(gguf_converter(), base_dir, "f16", Path(tmp) / "base-f16.gguf", quiet=True)
         except Exception as e:  # the adapter file itself is written and checked tensor by tensor
             _llama_failed(result, f"not run in llama.cpp: no f16 GGUF of the base {base_dir} ({e})")
+            base_gguf = None
+        if base_gguf is not None:
+            try:  # llama.cpp runs in its own process: a crash there (SIGILL) is this failure, not the export's end
+                note, result.llama_rows = llama_cpp_rows(source, prompts, tokenizer, base_gguf, result.gguf)
+                result.llama_note = note.replace(base_gguf.name, f"{base_gguf.name} (the HF base converted to f16)")
+            except Exception as e:
+                _llama_failed(result, f"llama.cpp could not run {base_gguf.name} + {result.gguf.name}: {e}")
     if base_from.endswith(".gguf"):
         shipped = Path(base_from)
         try:
@@ -248,7 +254,9 @@ def _check_lora_in_llama_cpp(
             note, rows = llama_cpp_rows(base_source, prompts, tokenizer, shipped)
             result.llama_more.append((note + ", vs the HF base without the adapter", rows))
         except Exception as e:
-            log.warning("llama.cpp could not run %s with the adapter: %s: %s", shipped.name, type(e).__name__, e)
+            why = f"llama.cpp could not run {shipped.name} with the adapter: {type(e).__name__}: {e}"
+            log.warning("%s", why)
+            result.llama_failures.append(why[:1000])
 
 
 def format_table(result: ExportResult) -> str:
@@ -263,6 +271,8 @@ def format_table(result: ExportResult) -> str:
         text += f"\n\nllama.cpp: {result.llama_note}"
     for note, rows in result.llama_more:
         text += f"\n\n{note}, the same token ids:\n\n" + table(rows)
+    for why in result.llama_failures:
+        text += f"\n\nllama.cpp: {why}"
     return text
 
 
@@ -298,6 +308,7 @@ def write_report(result: ExportResult, run_dir: Path) -> None:
     summary.update(lora_rows=result.lora_rows, modelfile=str(result.modelfile) if result.modelfile else None)
     summary.update(llama_cpp=result.llama_note, llama_rows=result.llama_rows)
     summary.update(llama_more=[{"llama_cpp": note, "rows": rows} for note, rows in result.llama_more])
+    summary.update(llama_failures=result.llama_failures)
     (result.out_dir / "verify.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
 
 
