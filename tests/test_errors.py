@@ -89,3 +89,9 @@ def test_unactionable_library_warning_is_dropped(caplog: pytest.LogCaptureFixtur
         ops.warning("a warning a user can act on")
     messages = [r.getMessage() for r in caplog.records]
     assert messages == ["a warning a user can act on"]
+    deepspeed = logging.getLogger("DeepSpeed")
+    with caplog.at_level(logging.WARNING, logger="DeepSpeed"):
+        deepspeed.warning(
+            "Setting accelerator to CPU. If you have GPU or other accelerator, we were unable to detect it."
+        )
+    assert not [r for r in caplog.records if "accelerator" in r.getMessage()]

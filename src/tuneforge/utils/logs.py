@@ -24,7 +24,11 @@ class _StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
 # bitsandbytes >= 0.49 looks for an optional kernel on the Hugging Face hub whenever the CPU has AVX512-BF16 / AMX
 # and warns when the `kernels` package is missing; tuneforge never downloads at run time, and the fallback it
 # takes is bitsandbytes' own CPU kernel, so the warning only alarms (it printed on every command).
-UNACTIONABLE = (("bitsandbytes.backends.cpu.ops", "Failed to load CPU gemm_4bit_forward from kernels-community"),)
+# DeepSpeed, when installed, is imported by transformers' Trainer and says on every CPU run that it found no GPU.
+UNACTIONABLE = (
+    ("bitsandbytes.backends.cpu.ops", "Failed to load CPU gemm_4bit_forward from kernels-community"),
+    ("DeepSpeed", "Setting accelerator to CPU"),
+)
 
 
 class _DropUnactionable(logging.Filter):
