@@ -175,3 +175,21 @@ def test_a_missing_serve_extra_is_a_users_error() -> None:
     from tuneforge.serve.app import ServeExtraMissing
 
     assert issubclass(ServeExtraMissing, TuneforgeError) and issubclass(ServeExtraMissing, ImportError)
+
+
+@pytest.mark.slow
+def test_embedded_model_greedy_in_a_batch_equals_each_request_alone() -> None:
+    """The real model (SmolLM2-135M): round-off of a padded batch must not change any greedy token here."""
+    engine = LocalEngine(ModelConfig(path="embedded"))
+    asks = [
+        "What is the capital of France?",
+        "Write a short poem about the sea, in four lines.",
+        "hi",
+        "List three uses of Python.",
+    ]
+    ids = [engine.prompt_ids([Message("user", q)]) for q in asks]
+    params = GenerationParams(max_new_tokens=24)
+    jobs = [engine.submit(i, params) for i in ids]
+    assert all(j.done.wait(600) for j in jobs)
+    assert [j.tokens for j in jobs] == [alone(engine, i, params) for i in ids]
+    assert "Paris" in "".join(jobs[0].pieces())

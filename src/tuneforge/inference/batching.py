@@ -178,7 +178,11 @@ class BatchScheduler:
             room = self.max_batch - (len(batch.jobs) if batch is not None else 0)
             taken: list[Job] = []
             while self._waiting and len(taken) < room and self._waiting[0].adapter == adapter:
-                taken.append(self._waiting.popleft())
+                job = self._waiting.popleft()
+                if job.cancelled.is_set():  # gone before it started: nothing to compute
+                    job._finish("stop")
+                else:
+                    taken.append(job)
             return taken
 
     def _loop(self) -> None:
