@@ -25,6 +25,7 @@ from tuneforge.data.registry import ResolvedDataset, resolve
 from tuneforge.data.render import Rendered, render_conversation, render_text
 from tuneforge.data.schema import Conversation, DataError, Message, Preference, Sample, Text
 from tuneforge.data.sources import Record, read_records
+from tuneforge.utils.progress import progress_bar
 
 log = logging.getLogger("tuneforge.data")
 
@@ -254,7 +255,9 @@ def _render_split(
     stats: dict[str, Any],
 ) -> list[Rendered]:
     out = []
+    bar = progress_bar(len(keys), f"rendering {split_name} samples", unit="sample", enabled=len(keys) >= 2000)
     for key in keys:
+        bar.update()
         if key not in cache:
             cache[key] = render(loaded[key[0]].samples[key[1]])
         rendered = cache[key]
@@ -268,6 +271,7 @@ def _render_split(
         ds["truncated"] += rendered.truncated
         ds["total_tokens"] += len(rendered.input_ids)
         ds["label_tokens"] += rendered.label_tokens
+    bar.close()
     return out
 
 

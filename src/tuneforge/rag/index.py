@@ -29,6 +29,7 @@ import numpy as np
 
 from tuneforge.data.documents import Chunk, Chunking, chunk_document, document_files, read_file, terms
 from tuneforge.errors import TuneforgeError
+from tuneforge.utils.progress import progress_bar
 
 log = logging.getLogger("tuneforge.rag")
 
@@ -77,8 +78,10 @@ class MiniLM:
         import torch
 
         out = []
-        with torch.inference_mode():
+        bar = progress_bar(len(texts), "embedding passages", unit="text", enabled=len(texts) > 4 * self.batch_size)
+        with torch.inference_mode(), bar:
             for start in range(0, len(texts), self.batch_size):
+                bar.update(len(texts[start : start + self.batch_size]))
                 batch = self.tokenizer(
                     list(texts[start : start + self.batch_size]),
                     padding=True,
