@@ -262,6 +262,25 @@ def cmd_lab(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_sweep(args: argparse.Namespace) -> int:
+    from tuneforge.sweep import SweepError, run_sweep
+
+    extra = list(args.overrides)
+    for item in args.grid:  # --grid KEY=V1,V2 is short for sweep.grid.KEY=V1,V2
+        key, eq, values = item.partition("=")
+        if not eq or not key.strip():
+            raise SweepError(f"--grid {item!r} must look like key.path=v1,v2 (e.g. --grid method.r=4,8)")
+        extra.append(f"sweep.grid.{key.strip()}={values}")
+    flags = (("out", "out"), ("metric", "metric"), ("mode", "mode"), ("backend", "backend"))
+    extra += [f"sweep.{key}={json.dumps(getattr(args, dest))}" for dest, key in flags if getattr(args, dest)]
+    if args.max_concurrent is not None:
+        extra.append(f"sweep.max_concurrent={args.max_concurrent}")
+    outcome = run_sweep(load_config(args.config, extra))
+    print((outcome.folder.root / "sweep.md").read_text(encoding="utf-8"), end="")
+    print(f"written to {outcome.folder.root} (sweep.md, sweep.csv, sweep.json, sweep.png, runs/)")
+    return 0 if outcome.ok else 1
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="tuneforge", description="Specialise language models to a domain, offline, on a CPU."
@@ -436,6 +455,25 @@ def build_parser() -> argparse.ArgumentParser:
     lb.add_argument("--threads", type=int, help="now train.threads")
     lb.add_argument("--bootstrap", type=int, help="now eval.bootstrap")
     lb.set_defaults(func=cmd_lab)
+
+    sw = sub.add_parser(
+        "sweep", help="grid sweep: tuneforge sweep CONFIG [key=value ...] --grid key=v1,v2 ... (docs/sweep.md)"
+    )
+    sw.add_argument("config", help="the run config every point starts from (its sweep: section, if any, too)")
+    sw.add_argument("overrides", nargs="*", help="key.path=value overrides of that config, e.g. train.max_steps=50")
+    sw.add_argument(
+        "--grid",
+        action="append",
+        default=[],
+        metavar="KEY=V1,V2",
+        help="a config key and its values (repeatable; every combination is a point); sweep.grid.KEY",
+    )
+    sw.add_argument("--out", help="sweep folder (default: <output.dir>/sweep-<name>); sweep.out")
+    sw.add_argument("--metric", help="eval_loss, train_loss, an eval task or task:metric; sweep.metric")
+    sw.add_argument("--mode", choices=["min", "max"], help="whether lower or higher is better; sweep.mode")
+    sw.add_argument("--backend", choices=["local", "ray"], help="local processes or Ray Tune (ASHA); sweep.backend")
+    sw.add_argument("--max-concurrent", type=int, help="points trained at once; sweep.max_concurrent")
+    sw.set_defaults(func=cmd_sweep)
 
     d = sub.add_parser("doctor", help="versions, threads, embedded model cache, optional extras")
     d.set_defaults(func=cmd_doctor)

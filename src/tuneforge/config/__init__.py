@@ -11,7 +11,7 @@ higher layers (`tuneforge.methods`, `tuneforge.stages.table`), so the caller han
 (`refused_stages`, of `StageRefusal`s), checked whenever its params are resolved.
 
 Modules: `sections` (model, data, method, train, output), `stage_sections` (eval, dpo, kto, rm, vocab, rag),
-`workflow_sections` (lab, bench, prepare: the verbs beside training, their presets),
+`workflow_sections` (lab, bench, prepare: the verbs beside training, their presets), `sweep_section` (sweep),
 `run` (RunConfig and its stage checks), `loading` (load, overrides, readable errors).
 """
 
@@ -49,6 +49,7 @@ from tuneforge.config.stage_sections import (
     TaskType,
     VocabConfig,
 )
+from tuneforge.config.sweep_section import SweepConfig
 from tuneforge.config.workflow_sections import (
     BENCH_METHODS_PRESETS,
     BENCH_SPEED_PRESETS,
@@ -92,6 +93,7 @@ __all__ = [
     "StageFacts",
     "StageRefusal",
     "StageTable",
+    "SweepConfig",
     "TaskFormat",
     "TaskSpec",
     "TaskType",

@@ -35,6 +35,7 @@ from tuneforge.config.stage_sections import (
     RmConfig,
     VocabConfig,
 )
+from tuneforge.config.sweep_section import SweepConfig
 from tuneforge.config.workflow_sections import BenchConfig, LabConfig, PrepareConfig
 
 Stage = str  # a name in the stage table (tuneforge.stages.table.STAGES)
@@ -92,6 +93,7 @@ class RunConfig(Section):
     lab: LabConfig = Field(default_factory=LabConfig)
     bench: BenchConfig = Field(default_factory=BenchConfig)
     prepare: PrepareConfig = Field(default_factory=PrepareConfig)
+    sweep: SweepConfig = Field(default_factory=SweepConfig)
 
     def model_post_init(self, context: Any) -> None:
         stages: StageTable | None = context.get("stages") if isinstance(context, dict) else None
