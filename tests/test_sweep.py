@@ -212,12 +212,19 @@ def test_local_sweep_writes_every_output_and_resumes(
 
 def test_a_failing_point_is_a_failed_row_and_the_others_finish(tmp_path: Path, tiny_model_dir: Path) -> None:
     # both points are valid configs; the second fails in training (transformers does not know the optimiser)
-    cfg = sweep_cfg(tmp_path, tiny_model_dir, {"train.optim": ["not_an_optimizer", "adamw_torch"]})
+    # the good point is also scored on an eval task, the sweep's metric
+    cfg = sweep_cfg(tmp_path, tiny_model_dir, {"train.optim": ["not_an_optimizer", "adamw_torch"]}, metric="sums")
+    task = {"type": "generation", "format": "alpaca", "path": str(tmp_path / "train.jsonl"), "name": "sums"}
+    evaluation = {"tasks": [{**task, "metrics": ["exact_match"], "max_new_tokens": 4}], "limit": 2, "bootstrap": 0}
+    cfg = load_config(cfg.model_dump(mode="json"), [f"eval={json.dumps(evaluation)}"])
     outcome = run_sweep(cfg)
     bad, good = outcome.rows
     assert bad["status"] == "failed" and "not_an_optimizer" in bad["error"] and bad["how"] is None
     assert good["status"] == "ok" and good["train_loss"] > 0 and not outcome.ok
-    assert outcome.best is good
+    assert good["how"] == "trained" and good["metric"] == good["sums:exact_match"] and 0 <= good["metric"] <= 1
+    assert outcome.best is good and (Path(good["run_dir"]) / "eval" / "sweep" / "report.json").is_file()
+    saved = json.loads((outcome.folder.root / "sweep.json").read_text())
+    assert saved["settings"]["mode"] == "max"  # exact match: higher is better, from the task
     md = (outcome.folder.root / "sweep.md").read_text()
     assert "| not_an_optimizer | failed |" in md and "Failed:" in md
     assert (outcome.folder.root / "logs" / f"{bad['point']}.log").is_file()

@@ -81,14 +81,14 @@ def plan_sweep(cfg: RunConfig) -> Plan:
             shown = ", ".join(f"{k}={v!r}" for k, v in values.items())
             errors.append(f"point {name} ({shown}): {_unprefixed(str(e))}")
             continue
-        dump = point_cfg.model_dump(mode="json")
+        dump = point_cfg.model_dump(mode="json", exclude_unset=True)  # what is set stays set (eval's checks)
         dump.pop("sweep", None)
         points.append(Point(name, values, dump))
     if errors:
         raise SweepError(
             f"{len(errors)} of {len(errors) + len(points)} sweep points are not valid runs:\n" + "\n".join(errors)
         )
-    return Plan(cfg, s, dict(s.grid), points, metric, mode, out, identity(base, s.grid))
+    return Plan(cfg, s, dict(s.grid), points, metric, mode, out, identity(cfg, s.grid))
 
 
 def expand_grid(grid: dict[str, list[Any]]) -> list[dict[str, Any]]:
@@ -102,18 +102,19 @@ def value_overrides(values: dict[str, Any]) -> list[str]:
 
 
 def base_raw(cfg: RunConfig) -> dict[str, Any]:
-    """The config every point starts from: resolved, without `sweep:`, and with only the method parameters the
-    config sets (a grid over method.name gives each method its own defaults, as bench methods does)."""
-    raw = cfg.model_dump(mode="json")
+    """The config every point starts from: what the file and overrides set, without `sweep:`. Unset keys stay
+    unset: a grid over method.name gives each method its own defaults (as bench methods does), and checks of
+    what a user set (an eval task's settings for its type) see what the user set."""
+    raw = cfg.model_dump(mode="json", exclude_unset=True)
     raw.pop("sweep", None)
-    raw["method"] = {"name": cfg.method.name, **cfg.method.model_dump(mode="json", exclude_unset=True)}
     return raw
 
 
-def identity(base: dict[str, Any], grid: dict[str, list[Any]]) -> dict[str, Any]:
-    """The base config less what a sweep may change on a rerun: the output folder, resume, the grid keys' own
-    values (each point sets them). Two sweeps with the same identity share their finished points."""
-    ident = json.loads(json.dumps(base))
+def identity(cfg: RunConfig, grid: dict[str, list[Any]]) -> dict[str, Any]:
+    """The resolved config less what a sweep may change on a rerun: the output folder, resume, the grid keys'
+    own values (each point sets them). Two sweeps with the same identity share their finished points."""
+    ident = json.loads(json.dumps(cfg.model_dump(mode="json")))
+    ident.pop("sweep", None)
     ident.pop("output", None)
     ident.get("train", {}).pop("resume", None)
     for key in grid:
