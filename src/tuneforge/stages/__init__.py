@@ -14,7 +14,7 @@ if TYPE_CHECKING:
     from tuneforge.stages.common import RunResult
 
 
-def load_config(source: str | Path | Mapping[str, Any] = (), overrides: Sequence[str] = ()) -> RunConfig:
+def load_config(source: str | Path | Mapping[str, Any] | None = None, overrides: Sequence[str] = ()) -> RunConfig:
     """A config file (or mapping; none: every default) with `key=value` overrides, checked against both tables.
 
     The one way a workflow or entry point loads a run config: the config layer cannot import the method and
