@@ -18,7 +18,20 @@ from tuneforge.stages import STAGES, StageSpec, run_stage, stage_sections
 from tuneforge.webui import form
 
 STAGES_DIR = Path(__file__).resolve().parents[1] / "src" / "tuneforge" / "stages"
-SHARED_SECTIONS = {"model", "data", "method", "train", "output", "eval", "rag", "lab", "bench", "prepare", "sweep"}
+SHARED_SECTIONS = {
+    "model",
+    "data",
+    "method",
+    "train",
+    "output",
+    "eval",
+    "rag",
+    "lab",
+    "bench",
+    "prepare",
+    "sweep",
+    "distributed",
+}
 
 
 def test_every_row_has_its_file_and_a_runner() -> None:

@@ -34,12 +34,50 @@ def _overrides(args: argparse.Namespace) -> list[str]:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    cfg = load_config(args.config, _overrides(args))
+    cfg = load_config(args.config, _overrides(args))  # config errors once, here, before any process starts
+    if args.nproc is not None or args.nnodes is not None:
+        from tuneforge.distributed.launch import LaunchPlan, launch
+
+        plan = LaunchPlan(
+            nproc=1 if args.nproc is None else args.nproc,
+            nnodes=args.nnodes or 1,
+            node_rank=args.node_rank,
+            master=args.master,
+            run_id=cfg.name,
+        )
+        return launch(plan, _worker_argv(args))
+    if cfg.distributed.backend == "ray":
+        from tuneforge.distributed.ray_train import run_on_ray
+        from tuneforge.runs import RunDir
+
+        run_on_ray(cfg, ray_worker)
+        run = RunDir(cfg.run_dir)
+        summary = json.loads(run.result.read_text(encoding="utf-8"))  # rank 0's, in the run folder
+        print(f"done on Ray: {summary['steps']} steps, final loss {summary['train_loss']}, output in {run.root}")
+        return 0
+    from tuneforge.distributed.env import world_from_env
     from tuneforge.stages import run_stage
 
     result = run_stage(cfg)
-    print(f"done: {result.steps} steps, final loss {result.train_loss}, output in {result.output_dir}")
+    if world_from_env().is_main:  # one line per job, not per process
+        print(f"done: {result.steps} steps, final loss {result.train_loss}, output in {result.output_dir}")
     return 0
+
+
+def _worker_argv(args: argparse.Namespace) -> list[str]:
+    """The command each launched process runs: this one without the launch flags."""
+    argv = ["-v"] if args.verbose else []
+    argv += ["train", args.config, *args.overrides]
+    return argv + (["--resume"] if args.resume else []) + (["--overwrite"] if args.overwrite else [])
+
+
+def ray_worker(raw: dict[str, object]) -> None:
+    """One Ray Train worker: the resolved config, trained by the same stage runner (Ray set up the process
+    group and the launcher variables, so the run is data-parallel as under torchrun)."""
+    from tuneforge.stages import load_config as load_with_tables
+    from tuneforge.stages import run_stage
+
+    run_stage(load_with_tables(raw))
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
@@ -293,6 +331,10 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("overrides", nargs="*", help="key.path=value overrides, e.g. train.lr=1e-4 method.r=16")
     t.add_argument("--resume", action="store_true", help="same as train.resume=true")
     t.add_argument("--overwrite", action="store_true", help="same as output.overwrite=true")
+    t.add_argument("--nproc", type=int, help="processes on this machine, started through torchrun (docs/scale.md)")
+    t.add_argument("--nnodes", type=int, help="machines in the job (each runs the same command)")
+    t.add_argument("--node-rank", type=int, default=0, help="this machine's index, 0 … nnodes-1 (0 hosts --master)")
+    t.add_argument("--master", metavar="ADDR:PORT", help="node 0's address and a free port (c10d rendezvous)")
     t.set_defaults(func=cmd_train)
 
     e = sub.add_parser("eval", help="evaluate the base model and/or runs: tuneforge eval CONFIG.yaml [key=value ...]")
@@ -484,9 +526,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     offline_env()
     setup_logging(args.verbose)
+    from tuneforge.distributed.launch import record_worker_error, worker_main
+
     try:
-        return int(args.func(args))
+        return int(worker_main(args.func)(args))
     except USER_ERRORS as e:
+        record_worker_error(e)  # a worker of `--nproc N`: the launching command names this rank's error
         if args.verbose:
             raise
         print(f"error: {e}", file=sys.stderr)

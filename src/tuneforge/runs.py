@@ -6,6 +6,7 @@ runs/<name>/
   data_stats.json  samples read / used / skipped per dataset, token counts
   result.json      steps, final losses, tokens/s, trainable parameters
   cpu.json         the CPU kind and the fast-path decisions of this run
+  deepspeed.json   the DeepSpeed config a run with distributed.strategy=deepspeed used
   checkpoints/     Trainer checkpoints (checkpoint-<step>/), for resume
   adapter/         a PEFT adapter folder (parameter-efficient methods)
   model/           a full HF model folder (full / freeze)
@@ -36,6 +37,9 @@ class RunFolderError(TuneforgeError, ValueError):
 @dataclass(frozen=True)
 class RunDir:
     root: Path
+    # False in the other processes of a multi-process run: rank 0 is the folder's one writer, the others read it
+    # (their write_json / append_metrics do nothing), so no file is written twice at once.
+    writes: bool = True
 
     @property
     def config(self) -> Path:
@@ -81,11 +85,17 @@ class RunDir:
     def cpu(self) -> Path:
         return self.root / "cpu.json"
 
+    @property
+    def deepspeed(self) -> Path:
+        return self.root / "deepspeed.json"
+
     def is_run(self) -> bool:
         return self.config.is_file()
 
     def write_json(self, path: Path, data: Any) -> None:
         """One of the run's JSON files (data_stats, result, cpu ...), indented for a person to read."""
+        if not self.writes:
+            return
         path.write_text(json.dumps(data, indent=2), encoding="utf-8")
 
     def last_checkpoint(self) -> Path | None:
@@ -108,6 +118,8 @@ class RunDir:
         return ModelConfig.model_validate(raw.get("model", {}))
 
     def append_metrics(self, record: dict[str, Any]) -> None:
+        if not self.writes:
+            return
         with self.metrics.open("a", encoding="utf-8") as f:
             f.write(json.dumps({"time": round(time.time(), 3), **record}) + "\n")
 

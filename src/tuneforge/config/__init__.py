@@ -30,11 +30,13 @@ from tuneforge.config.sections import (
     ConfigError,
     DataConfig,
     DatasetSpec,
+    DistributedConfig,
     MethodSection,
     ModelConfig,
     OutputConfig,
     Section,
     TrainConfig,
+    sharding_refusal,
 )
 from tuneforge.config.stage_sections import (
     REFERENCE_FREE_LOSSES,
@@ -75,6 +77,7 @@ __all__ = [
     "ConfigError",
     "DataConfig",
     "DatasetSpec",
+    "DistributedConfig",
     "DpoConfig",
     "EvalConfig",
     "GenerationMetric",
@@ -107,4 +110,5 @@ __all__ = [
     "preset_overrides",
     "refuse_set",
     "refused_stages",
+    "sharding_refusal",
 ]

@@ -20,11 +20,13 @@ from pydantic import Field, SerializeAsAny
 
 from tuneforge.config.sections import (
     DataConfig,
+    DistributedConfig,
     MethodSection,
     ModelConfig,
     OutputConfig,
     Section,
     TrainConfig,
+    sharding_refusal,
 )
 from tuneforge.config.stage_sections import (
     REFERENCE_FREE_LOSSES,
@@ -83,6 +85,7 @@ class RunConfig(Section):
     data: DataConfig = Field(default_factory=DataConfig)
     method: SerializeAsAny[MethodSection] = Field(default_factory=MethodSection)
     train: TrainConfig = Field(default_factory=TrainConfig)
+    distributed: DistributedConfig = Field(default_factory=DistributedConfig)
     output: OutputConfig = Field(default_factory=OutputConfig)
     eval: EvalConfig = Field(default_factory=EvalConfig)
     dpo: DpoConfig = Field(default_factory=DpoConfig)
@@ -118,6 +121,9 @@ class RunConfig(Section):
         refusal = refused_stages(self.method).get(self.stage)
         if refusal and not (refusal.lifted_without_reference and self._reference_free):
             raise ValueError(f"method {self.method.name!r} cannot train stage {self.stage!r}: {refusal.why}")
+        sharded = sharding_refusal(self.method.name, self.distributed.strategy)
+        if sharded:
+            raise ValueError(sharded)
 
     def _check_test_datasets(self, stages: StageTable) -> None:
         pairs = [name for name, row in stages.items() if row.scores_pairs]

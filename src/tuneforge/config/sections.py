@@ -1,11 +1,11 @@
-"""The sections every run has: model, data, method, train, output (see the package docstring)."""
+"""The sections every run has: model, data, method, train, distributed, output (see the package docstring)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from tuneforge.errors import TuneforgeError
 
@@ -31,6 +31,11 @@ class ModelConfig(Section):
     chat_template: str | None = Field(
         None,
         description="A Jinja chat template (inline, or a path to a .jinja file) replacing the tokenizer's.",
+    )
+    download: bool = Field(
+        False,
+        description="A hub id in `path` (org/name) not yet in the local Hugging Face cache is downloaded into it "
+        "(off: only the cache is read, nothing goes over the network).",
     )
 
 
@@ -99,10 +104,83 @@ class MethodSection(Section):
     name: str = "lora"
 
 
+# Methods whose weights a sharding strategy cannot split, and why (checked at load by RunConfig).
+SHARDING_REFUSALS: dict[str, str] = {
+    "qlora": "its 4-bit bitsandbytes weights are not plain tensors that FSDP2 or DeepSpeed ZeRO can shard here "
+    "(use strategy ddp, or method lora on the unquantized model)",
+}
+
+
+class DistributedConfig(Section):
+    """How a run spreads over processes and machines (docs/scale.md); with one process none of it matters.
+
+    Each key maps onto an engine the Hugging Face stack drives: DDP (the Trainer's own), FSDP2 and DeepSpeed ZeRO
+    (TrainingArguments' fsdp / fsdp_config / deepspeed), Ray Train (ray.train.torch.TorchTrainer). The global
+    batch of a step is train.batch_size × train.grad_accum × processes (of every machine).
+    """
+
+    strategy: Literal["ddp", "fsdp", "deepspeed"] = Field(
+        "ddp",
+        description="ddp: every process holds the whole model; fsdp: FSDP2 shards parameters, gradients and "
+        "optimizer state; deepspeed: DeepSpeed ZeRO (distributed.zero_stage).",
+    )
+    shard: Literal["full", "grad_op", "hybrid"] = Field(
+        "full",
+        description="fsdp: full (re-shard after forward), grad_op (keep parameters gathered between forward and "
+        "backward), hybrid (shard within a machine, replicate across machines).",
+    )
+    zero_stage: Literal[2, 3] = Field(
+        2, description="deepspeed: ZeRO stage 2 (optimizer state and gradients sharded) or 3 (parameters too)."
+    )
+    offload: bool = Field(
+        False,
+        description="Keep sharded state in CPU memory: fsdp cpu_offload; deepspeed optimizer offload (and "
+        "parameters at ZeRO-3).",
+    )
+    deepspeed_config: str | None = Field(
+        None,
+        description="deepspeed: your own DeepSpeed JSON, used as it is instead of the one tuneforge writes into "
+        "the run folder (deepspeed.json).",
+    )
+    backend: Literal["torchrun", "ray"] = Field(
+        "torchrun",
+        description="How processes start: torchrun (`tuneforge train --nproc N`, or an external torchrun / "
+        "accelerate / srun launcher) or ray (Ray Train workers on a running cluster, `ray start --head`).",
+    )
+    workers: int = Field(2, gt=0, description="ray: Ray Train workers (processes) to start.")
+    ray_address: str = Field("auto", description="ray: the cluster to join (auto: the one `ray start` started).")
+    use_gpu: bool = Field(False, description="ray: one GPU per worker.")
+
+    @field_validator("deepspeed_config")
+    @classmethod
+    def _json_exists(cls, v: str | None) -> str | None:
+        if v is not None and not Path(v).expanduser().is_file():
+            raise ValueError(f"DeepSpeed config file {v!r} does not exist")
+        return v
+
+    @model_validator(mode="after")
+    def _deepspeed_only(self) -> DistributedConfig:
+        if self.deepspeed_config is not None and self.strategy != "deepspeed":
+            raise ValueError(f"deepspeed_config is read with strategy deepspeed, but strategy is {self.strategy!r}")
+        return self
+
+
+def sharding_refusal(method: str, strategy: str) -> str | None:
+    """Why `method` cannot train with `strategy` (None: it can)."""
+    if strategy == "ddp" or method not in SHARDING_REFUSALS:
+        return None
+    return f"method {method!r} cannot train with distributed.strategy={strategy!r}: {SHARDING_REFUSALS[method]}"
+
+
 class TrainConfig(Section):
     epochs: float = Field(3.0, gt=0, description="Passes over the training data (fractions allowed).")
     max_steps: int = Field(-1, description="Stop after this many optimiser steps (-1: run all epochs).")
-    batch_size: int = Field(4, gt=0, description="Samples per device per step.")
+    batch_size: int = Field(
+        4,
+        gt=0,
+        description="Samples per process per step; a step's global batch is batch_size × grad_accum × processes "
+        "(docs/scale.md).",
+    )
     grad_accum: int = Field(1, gt=0, description="Gradient accumulation steps per optimiser step.")
     lr: float = Field(2e-4, gt=0, description="Peak learning rate.")
     lr_scheduler: Literal["linear", "cosine", "constant", "constant_with_warmup"] = Field(

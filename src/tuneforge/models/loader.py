@@ -1,13 +1,17 @@
 """Tokenizer and model loading through the HF Auto classes, from local folders only.
 
-Nothing is downloaded at run time: `model.path` is either the embedded model or a folder on disk. Weights
-load from safetensors only (pickle files can run code) and remote code runs only when the user sets
-`trust_remote_code`.
+`model.path` is the embedded model, a folder on disk, or a hub id (org/name) already in the local Hugging Face
+cache; a hub id is downloaded only when the user opts in (`model.download: true`). Weights load from safetensors
+only (pickle files can run code) and remote code runs only when the user sets `trust_remote_code`.
 """
 
 from __future__ import annotations
 
 import logging
+import os
+import re
+import subprocess
+import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
@@ -38,11 +42,58 @@ def _local_folder(value: str, key: str) -> Path:
     return path
 
 
+# org/name as the hub spells repository ids; a path that exists on disk always wins over this reading
+HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+# what a model download fetches: configs, tokenizer files, safetensors weights; never pickle (.bin) weights
+HUB_FILES = ["*.json", "*.safetensors", "*.txt", "*.model", "*.jinja", "*.tiktoken"]
+
+
+def is_hub_id(value: str) -> bool:
+    return HUB_ID.match(value) is not None and not Path(value).expanduser().exists()
+
+
+def hub_folder(repo: str, download: bool, key: str = "model.path") -> Path:
+    """The local snapshot of hub repository `repo` from the Hugging Face cache; with `download`, fetched into
+    the cache first when it is not there (HF_HOME / HF_HUB_CACHE say where the cache is)."""
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import LocalEntryNotFoundError
+
+    try:
+        return Path(snapshot_download(repo, local_files_only=True, cache_dir=os.environ.get("HF_HUB_CACHE")))
+    except (LocalEntryNotFoundError, FileNotFoundError):
+        if not download:
+            raise ModelError(
+                f"{key}={repo!r}: no such folder, and the hub model {repo} is not in the local Hugging Face "
+                "cache. tuneforge downloads only when asked: set model.download=true (online), or download it "
+                f"once (`hf download {repo}`), or give a model folder, or use the embedded model: model.path=embedded"
+            ) from None
+    return _download(repo, key)
+
+
+def _download(repo: str, key: str) -> Path:
+    """Fetch `repo` into the cache in a child process: this process stays offline (tuneforge sets
+    HF_HUB_OFFLINE=1, utils.logs.offline_env), and huggingface_hub reads that switch once, when imported."""
+    log.info("downloading %s from the Hugging Face hub into the local cache (model.download=true)", repo)
+    code = (
+        "import sys; from huggingface_hub import snapshot_download as s; "
+        "print(s(sys.argv[1], allow_patterns=sys.argv[2:]))"
+    )
+    env = {**os.environ, "HF_HUB_OFFLINE": "0", "TRANSFORMERS_OFFLINE": "0"}
+    done = subprocess.run(
+        [sys.executable, "-c", code, repo, *HUB_FILES], env=env, capture_output=True, text=True, check=False
+    )
+    if done.returncode != 0:
+        last = (done.stderr.strip().splitlines() or ["no output"])[-1]
+        raise ModelError(f"{key}={repo!r}: download from the Hugging Face hub failed: {last}")
+    return Path(done.stdout.strip().splitlines()[-1])
+
+
 def resolve_model_path(cfg: ModelConfig) -> Path:
-    """The local folder of `cfg.path`: the embedded model's cached checkpoint or a folder with config.json."""
+    """The local folder of `cfg.path`: the embedded model's cached checkpoint, a folder with config.json, or a
+    hub id's snapshot in the local Hugging Face cache (downloaded there first only with model.download)."""
     if is_embedded(cfg.path):
         return embedded_model_dir()
-    path = _local_folder(cfg.path, "model.path")
+    path = hub_folder(cfg.path, cfg.download) if is_hub_id(cfg.path) else _local_folder(cfg.path, "model.path")
     if not (path / "config.json").is_file():
         raise ModelError(
             f"model.path={cfg.path!r} has no config.json, so it is not a Hugging Face model folder"
@@ -56,6 +107,8 @@ def _tokenizer_folder(cfg: ModelConfig) -> Path:
         return resolve_model_path(cfg)
     if is_embedded(cfg.tokenizer):
         return embedded_model_dir()
+    if is_hub_id(cfg.tokenizer):
+        return hub_folder(cfg.tokenizer, cfg.download, "model.tokenizer")
     return _local_folder(cfg.tokenizer, "model.tokenizer")
 
 

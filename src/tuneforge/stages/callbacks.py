@@ -17,7 +17,10 @@ log = logging.getLogger("tuneforge.train")
 
 
 class RunMetrics(TrainerCallback):
-    """Appends every Trainer log to runs/<name>/metrics.jsonl and redraws plots/loss.png as training goes."""
+    """Appends every Trainer log to runs/<name>/metrics.jsonl and redraws plots/loss.png as training goes.
+
+    The Trainer calls it in every process; only rank 0's run folder writes (RunDir.writes), and the logged
+    values are already gathered over the ranks by the Trainer."""
 
     def __init__(self, run: RunDir, title: str, plot_every: int = 10) -> None:
         self.run = run
@@ -39,7 +42,7 @@ class RunMetrics(TrainerCallback):
         logs: dict[str, Any] | None = None,
         **kw: Any,
     ):
-        if not logs:
+        if not logs or not self.run.writes:
             return
         record: dict[str, Any] = {"step": state.global_step, "epoch": round(state.epoch or 0.0, 4)}
         for key, value in logs.items():
@@ -57,6 +60,8 @@ class RunMetrics(TrainerCallback):
             plot_loss(self.run.read_metrics(), self.run.plots / "loss.png", self.title)
 
     def on_train_end(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kw: Any):
+        if not self.run.writes:
+            return
         path = plot_loss(self.run.read_metrics(), self.run.plots / "loss.png", self.title)
         if path is not None:
             log.info("loss curve: %s", path)

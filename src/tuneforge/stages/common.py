@@ -14,6 +14,8 @@ import torch
 from transformers import TrainingArguments
 
 from tuneforge.config import RunConfig
+from tuneforge.distributed.env import World, world_from_env
+from tuneforge.distributed.strategy import trainer_kwargs
 from tuneforge.runs import RunDir
 from tuneforge.utils.cpu import native_bf16, use_onednn_fp32
 
@@ -37,9 +39,11 @@ class RunResult:
         return {k: (str(v) if isinstance(v, Path) else v) for k, v in self.__dict__.items() if k != "data_stats"}
 
 
-def set_threads(cfg: RunConfig) -> int:
-    """Use every core for intra-op work; one inter-op thread (a 2-core CPU has nothing to overlap)."""
-    threads = cfg.train.threads or os.cpu_count() or 1
+def set_threads(cfg: RunConfig, world: World | None = None) -> int:
+    """Use every core for intra-op work (shared by the processes of this machine); one inter-op thread (a
+    2-core CPU has nothing to overlap)."""
+    per_machine = world.local_world_size if world is not None else 1
+    threads = cfg.train.threads or max(1, (os.cpu_count() or 1) // per_machine)
     torch.set_num_threads(threads)
     return threads
 
@@ -66,7 +70,10 @@ def training_arguments(
     **overrides: Any,
 ) -> TrainingArguments:
     """The one builder of TrainingArguments from a RunConfig; TRL stages pass their config class (a
-    TrainingArguments subclass) as `args_class` and its extra fields as `overrides`."""
+    TrainingArguments subclass) as `args_class` and its extra fields as `overrides`. Under a launcher, the
+    Trainer runs data-parallel on the process group (distributed: DDP, FSDP2 or DeepSpeed; docs/scale.md):
+    each process takes batch_size samples per micro-step, so a step's global batch is
+    batch_size × grad_accum × processes."""
     t = cfg.train
     eval_strategy = "no"
     if has_eval:
@@ -104,6 +111,7 @@ def training_arguments(
         "disable_tqdm": False,
         "save_only_model": False,
     }
+    kwargs.update(trainer_kwargs(cfg.distributed, world_from_env()))
     kwargs.update(overrides)
     return args_class(**kwargs)
 
@@ -117,7 +125,8 @@ def prepare_resume(cfg: RunConfig, run: RunDir) -> str | None:
         return None
     step = int(ckpt.name.split("-")[-1])
     kept = [r for r in run.read_metrics() if r.get("step", 0) <= step and "train_loss" not in r]
-    run.metrics.write_text("".join(json.dumps(r) + "\n" for r in kept), encoding="utf-8")
+    if run.writes:  # rank 0 writes the run folder
+        run.metrics.write_text("".join(json.dumps(r) + "\n" for r in kept), encoding="utf-8")
     log.info("resuming from %s (step %d)", ckpt, step)
     return str(ckpt)
 

@@ -45,7 +45,8 @@ def run(cfg: RunConfig, callbacks: Sequence[TrainerCallback] = ()) -> RunResult:
     result = finish(job, trainer, output, counts, data.stats, before_save=drop_reference_adapter)
     if held and before:
         after = measure(trainer.model, held, "logprob", cfg, job.tokenizer)
-        report(run_dir.root, held, "logprob", before, after, beta=cfg.dpo.beta)
+        if run_dir.writes:  # rank 0 writes the run folder
+            report(run_dir.root, held, "logprob", before, after, beta=cfg.dpo.beta)
     return result
 
 

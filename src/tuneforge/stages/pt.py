@@ -83,7 +83,7 @@ def run(cfg: RunConfig, callbacks: Sequence[TrainerCallback] = ()) -> RunResult:
         figures = {"perplexity_before": before, "perplexity_after": after}
         run_dir.write_json(run_dir.root / "pt_perplexity.json", figures)
         result.data_stats.update(figures)
-    if vocab:
+    if vocab and run_dir.writes:  # rank 0 writes the run folder
         save_merged(trainer.model, job.tokenizer, run_dir.merged)
         (run_dir.root / "vocab.json").write_text(json.dumps(vocab, indent=2, ensure_ascii=False), encoding="utf-8")
     run_dir.write_json(run_dir.data_stats, result.data_stats)

@@ -64,5 +64,7 @@ def run(cfg: RunConfig, callbacks: Sequence[TrainerCallback] = ()) -> RunResult:
     output = train(job, trainer)
     result = finish(job, trainer, output, counts, data.stats)
     if held and before:
-        report(run_dir.root, held, "reward", before, measure(trainer.model, held, "reward", cfg, job.tokenizer))
+        after = measure(trainer.model, held, "reward", cfg, job.tokenizer)  # every rank: a sharded model's forward
+        if run_dir.writes:  # rank 0 writes the run folder
+            report(run_dir.root, held, "reward", before, after)
     return result

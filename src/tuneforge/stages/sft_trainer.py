@@ -11,6 +11,7 @@ from typing import Any
 
 import torch
 from transformers import Trainer
+from transformers.trainer_pt_utils import LengthGroupedSampler
 
 from tuneforge.models.loss import label_only_loss, label_only_parts
 
@@ -36,6 +37,12 @@ class SFTTrainer(Trainer):
 
     def _check_label_only(self, model: Any, inputs: dict[str, Any]) -> None:
         self._checked = True
+        if self.accelerator.num_processes > 1:
+            # The chunked path runs the model's parts outside the DDP / FSDP / DeepSpeed wrapper, which would skip
+            # the wrapper's gradient all-reduce (each rank would step on its own gradient).
+            n = self.accelerator.num_processes
+            log.warning("train.label_only_logits: not applied (%d processes: the plain loss)", n)
+            return
         parts = label_only_parts(self.accelerator.unwrap_model(model))
         if isinstance(parts, str):
             log.warning("train.label_only_logits: not applied (%s)", parts)
@@ -74,6 +81,15 @@ class SFTTrainer(Trainer):
         # Divided by num_items_in_batch (the accumulated batch's label count) it is already scaled for accumulation.
         self.loss_is_scaled_for_ga = num_items_in_batch is not None
         return label_only_loss(*self.label_only, inputs, num_items_in_batch)
+
+    def _get_train_sampler(self, train_dataset: Any = None) -> Any:
+        """The Trainer's sampler, with length groups the size of the global batch (the Trainer's are per process):
+        the samples of each step are then the same for any process count (docs/scale.md)."""
+        sampler = super()._get_train_sampler(train_dataset)
+        if isinstance(sampler, LengthGroupedSampler) and self.args.world_size > 1:
+            per_step = self.args.train_batch_size * self.args.gradient_accumulation_steps * self.args.world_size
+            return LengthGroupedSampler(per_step, lengths=sampler.lengths, generator=sampler.generator)
+        return sampler
 
 
 __all__ = ["CHECK_RTOL", "CHECK_TOKENS", "SFTTrainer"]

@@ -4,12 +4,16 @@ Each stage file (pt, sft, rm, dpo, kto) is these four steps, top to bottom, with
 trainer class and figures in between; what is the same for every stage is here, so that a reader who knows
 one stage knows them all and every method of the method table works with every stage.
 
-- prepare: `prepare(cfg)` (timer, run-folder check, threads, tokenizer); the stage builds its data (every data
-  error before the slow model load); `job.open_run(stats)` (the run folder and data_stats.json);
+- prepare: `prepare(cfg)` (timer, the process group under a launcher, run-folder check, threads, tokenizer);
+  the stage builds its data (every data error before the slow model load); `job.open_run(stats)` (the run
+  folder and data_stats.json: rank 0 writes it, the other processes wait and only read it);
   `load_trainable(job)` (seeded load, the method applied);
 - build trainer: `build_trainer(TrainerClass, job, model, args, train, val, callbacks)`;
 - train: `train(job, trainer)` (readable progress, resume, a last evaluation);
 - finish: `finish(job, trainer, output, counts, stats)` (the adapter or model saved, result.json).
+
+With several processes (docs/scale.md) every rank runs every step; the Trainer keeps them in step, and
+rank 0 alone writes the run folder.
 """
 
 from __future__ import annotations
@@ -25,6 +29,10 @@ from transformers.trainer_callback import ProgressCallback
 from transformers.trainer_utils import TrainOutput
 
 from tuneforge.config import MethodSection, RunConfig
+from tuneforge.distributed import DistributedError
+from tuneforge.distributed.env import World
+from tuneforge.distributed.group import all_equal, barrier, init_world, main_first
+from tuneforge.distributed.strategy import check_strategy, write_deepspeed_json
 from tuneforge.methods import (
     METHODS,
     MethodError,
@@ -47,16 +55,26 @@ log = logging.getLogger("tuneforge.train")
 class StageRun:
     """One stage's run in progress: what prepare() set up, and the run folder once the data is good."""
 
-    def __init__(self, cfg: RunConfig, tokenizer: Any, threads: int, started: float) -> None:
+    def __init__(
+        self, cfg: RunConfig, tokenizer: Any, threads: int, started: float, world: World | None = None
+    ) -> None:
         self.cfg = cfg
         self.tokenizer = tokenizer
         self.threads = threads
         self.started = started
+        self.world = world or World()
         self._run_dir: RunDir | None = None
+        self.reload: Callable[[], Any] | None = None  # load_trainable again, as the stage called it
 
     def open_run(self, stats: dict[str, Any] | None) -> RunDir:
-        """Create the run folder; `stats` (the data build's) go to data_stats.json, None: the stage writes it."""
-        self._run_dir = open_run(self.cfg)
+        """Create the run folder; `stats` (the data build's) go to data_stats.json, None: the stage writes it.
+        With several processes rank 0 creates it while the others wait, then they open it read-only."""
+        with main_first(self.world):
+            if self.world.is_main:
+                self._run_dir = open_run(self.cfg)
+                write_deepspeed_json(self.cfg.distributed, self._run_dir)
+            else:
+                self._run_dir = RunDir(self.cfg.run_dir, writes=False)
         if stats is not None:
             self._run_dir.write_json(self._run_dir.data_stats, stats)
         return self._run_dir
@@ -73,9 +91,44 @@ class StageRun:
 
 def prepare(cfg: RunConfig) -> StageRun:
     started = time.perf_counter()
+    world = init_world()  # the process group, when a launcher started several processes
+    check_strategy(cfg.distributed, world)
     check_run_available(cfg)  # before any loading: never overwrite a run, fail fast on resume mistakes
-    threads = set_threads(cfg)
-    return StageRun(cfg, load_tokenizer(cfg.model), threads, started)
+    barrier()  # every rank has checked the folder before rank 0 creates it
+    if not world.is_main:
+        logging.getLogger("tuneforge").setLevel(logging.WARNING)  # one copy of the progress lines: rank 0's
+    threads = set_threads(cfg, world)
+    with main_first(world):  # rank 0 fills the Hugging Face cache first (model.download)
+        tokenizer = load_tokenizer(cfg.model)
+    return StageRun(cfg, tokenizer, threads, started, world)
+
+
+def check_world_fits(job: StageRun, train_size: int) -> None:
+    """Refuse a process count the training set cannot feed: every rank must read the same samples, and a step
+    needs batch_size different samples per process (accelerate would repeat samples to fill the ranks)."""
+    world = job.world
+    if not world.distributed:
+        return
+    if not all_equal(world, train_size):
+        raise DistributedError(
+            f"rank {world.rank} built {train_size} training samples, another rank a different number: every "
+            "process must read the same data files (a shared folder, or the same copy on every machine)"
+        )
+    per_step = job.cfg.train.batch_size * world.world_size
+    if train_size < per_step:
+        raise DistributedError(
+            f"{train_size} training samples cannot fill one step of {world.world_size} processes × "
+            f"train.batch_size={job.cfg.train.batch_size} = {per_step} samples; use fewer processes or a smaller "
+            "train.batch_size (the global batch is batch_size × grad_accum × processes)"
+        )
+    if train_size % per_step:
+        log.info(
+            "%d samples do not split evenly over %d processes × batch %d: the last step repeats samples from the "
+            "start (accelerate's even_batches)",
+            train_size,
+            world.world_size,
+            job.cfg.train.batch_size,
+        )
 
 
 def with_saved_modules(params: MethodSection, modules: Sequence[str], refusal: str) -> Any:
@@ -96,6 +149,7 @@ def load_trainable(
 ) -> tuple[Any, tuple[int, int]]:
     """The model (seeded, so adapter initialisation does not depend on what ran before) with the method
     applied, and its (trainable, total) parameter counts. `before_method` adjusts the bare model first."""
+    job.reload = lambda: load_trainable(job, auto_class, before_method, **kwargs)[0]  # see whole_model()
     cfg = job.cfg
     set_seed(cfg.train.seed)
     model = load_model(cfg.model, job.tokenizer, auto_class, **kwargs, **model_load_kwargs(cfg.method))
@@ -126,6 +180,7 @@ def build_trainer(
 ) -> Any:
     """The stage's trainer with the shared parts: metrics, the method's callbacks and optimizer."""
     cfg = job.cfg
+    check_world_fits(job, len(train_data))
     return trainer_class(
         model=model,
         args=args,
@@ -149,6 +204,13 @@ def train(job: StageRun, trainer: Trainer) -> TrainOutput:
     trainer.remove_callback(ProgressCallback)
     trainer.add_callback(ReadableProgress)
     output = trainer.train(resume_from_checkpoint=prepare_resume(job.cfg, job.run_dir))
+    if job.world.distributed:
+        log.info(
+            "trained data-parallel: %s over %d processes (model wrapped as %s)",
+            job.cfg.distributed.strategy,
+            job.world.world_size,
+            type(trainer.model_wrapped).__name__,
+        )
     every = job.cfg.train.eval_steps
     if trainer.eval_dataset is not None and every and trainer.state.global_step % every:
         trainer.evaluate()  # the last steps fell between evaluation points
@@ -168,13 +230,15 @@ def finish(
 ) -> RunResult:
     """Save the adapter or model (as the method table says) and write result.json."""
     cfg, run_dir = job.cfg, job.run_dir
-    model = trainer.model
-    if before_save is not None:
-        model = before_save(model)
     method = METHODS[cfg.method.name]
     target = run_dir.adapter if method.output == "adapter" else run_dir.model
-    model.config.use_cache = True  # type: ignore[union-attr]  # the saved model generates with a cache
-    saved = save_trained(model, cfg.method, target, job.tokenizer)
+    model = whole_model(job, trainer)
+    saved = target
+    if model is not None:  # rank 0 writes the run folder
+        if before_save is not None:
+            model = before_save(model)
+        model.config.use_cache = True  # the saved model generates with a cache
+        saved = save_trained(model, cfg.method, target, job.tokenizer)
     train_loss, eval_loss = final_losses(run_dir.read_metrics())
     runtime = output.metrics.get("train_runtime") or 0.0
     seen = trainer.state.num_input_tokens_seen
@@ -192,7 +256,31 @@ def finish(
     )
     run_dir.write_json(run_dir.result, result.summary())
     log.info("saved %s to %s", method.output, saved)
+    barrier()  # the other ranks leave once the output is on disk
     return result
+
+
+def whole_model(job: StageRun, trainer: Trainer) -> Any:
+    """The trained model, whole, in the process that saves it (rank 0); None in the others.
+
+    With DDP or ZeRO-2 every rank holds the whole model. FSDP2 and ZeRO-3 hold a shard per rank: every rank
+    joins the gather (accelerate's get_state_dict, a collective), and rank 0 loads the full state dict into a
+    fresh, unsharded copy of the model, because a sharded module cannot be saved as an adapter folder.
+    """
+    d = job.cfg.distributed
+    sharded = job.world.distributed and (d.strategy == "fsdp" or (d.strategy == "deepspeed" and d.zero_stage == 3))
+    if not sharded:
+        return trainer.model if job.world.is_main else None
+    state = trainer.accelerator.get_state_dict(trainer.model)
+    if not job.world.is_main:
+        return None
+    if job.reload is None:
+        raise RuntimeError("whole_model: the model was not loaded with load_trainable")
+    fresh = job.reload()
+    unexpected = fresh.load_state_dict(state, strict=False).unexpected_keys
+    if unexpected:
+        raise RuntimeError(f"the gathered state dict has keys the model lacks: {unexpected[:5]}")
+    return fresh
 
 
 def drop_reference_adapter(model: Any) -> Any:
