@@ -1,7 +1,8 @@
 """Tiny random Llama-style models and tokenizers, built from config (no downloads).
 
 Two chat templates are provided so rendering and masking are checked on more than one layout:
-ChatML (SmolLM2 / Qwen style) and Llama-3 style headers.
+ChatML (SmolLM2 / Qwen style) and Llama-3 style headers. Two more render tools and tool calls themselves:
+`qwen25` (Qwen2.5's <tools> / <tool_call> layout) and `llama31` (Llama-3.1's JSON calls, one per turn).
 """
 
 from __future__ import annotations
@@ -28,6 +29,63 @@ LLAMA3_TEMPLATE = (
     " + '<|eot_id|>' }}"
     "{% endfor %}"
     "{% if add_generation_prompt %}{{ '<|start_header_id|>assistant<|end_header_id|>\\n\\n' }}{% endif %}"
+)
+
+# Qwen2.5 style: the tools and their instructions in the system turn, calls as <tool_call> blocks written from
+# `tool_calls`, tool results as <tool_response> blocks in a user turn (consecutive results share one turn).
+QWEN25_TEMPLATE = (
+    "{%- if tools %}{{ '<|im_start|>system\\n' }}"
+    "{%- if messages[0].role == 'system' %}{{ messages[0].content + '\\n\\n' }}{%- endif %}"
+    "{{ '# Tools\\n\\nYou may call one or more functions to assist with the user query.\\n\\n"
+    "You are provided with function signatures within <tools></tools> XML tags:\\n<tools>' }}"
+    "{%- for tool in tools %}{{ '\\n' }}{{ tool | tojson }}{%- endfor %}"
+    "{{ '\\n</tools>\\n\\nFor each function call, return a json object with function name and arguments within "
+    "<tool_call></tool_call> XML tags:\\n<tool_call>\\n{\"name\": <function-name>, \"arguments\": "
+    "<args-json-object>}\\n</tool_call><|im_end|>\\n' }}"
+    "{%- elif messages[0].role == 'system' %}{{ '<|im_start|>system\\n' + messages[0].content + '<|im_end|>\\n' }}"
+    "{%- else %}{{ '<|im_start|>system\\nYou are a tiny test model.<|im_end|>\\n' }}{%- endif %}"
+    "{%- for message in messages %}"
+    "{%- if message.role == 'user' or (message.role == 'assistant' and not message.tool_calls) %}"
+    "{{ '<|im_start|>' + message.role + '\\n' + message.content + '<|im_end|>\\n' }}"
+    "{%- elif message.role == 'assistant' %}{{ '<|im_start|>assistant' }}"
+    "{%- if message.content %}{{ '\\n' + message.content }}{%- endif %}"
+    "{%- for tc in message.tool_calls %}{%- if tc.function is defined %}{%- set tc = tc.function %}{%- endif %}"
+    "{{ '\\n<tool_call>\\n{\"name\": \"' + tc.name + '\", \"arguments\": ' + (tc.arguments | tojson) + '}\\n"
+    "</tool_call>' }}{%- endfor %}{{ '<|im_end|>\\n' }}"
+    "{%- elif message.role == 'tool' %}"
+    "{%- if loop.index0 == 0 or messages[loop.index0 - 1].role != 'tool' %}{{ '<|im_start|>user' }}{%- endif %}"
+    "{{ '\\n<tool_response>\\n' + message.content + '\\n</tool_response>' }}"
+    "{%- if loop.last or messages[loop.index0 + 1].role != 'tool' %}{{ '<|im_end|>\\n' }}{%- endif %}"
+    "{%- endif %}{%- endfor %}"
+    "{%- if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{%- endif %}"
+)
+
+# Llama-3.1 style: tools in the first user turn, one call per turn as {"name", "parameters"} JSON (several in one
+# turn raise, as Meta's template does), tool results in an `ipython` turn.
+LLAMA31_TEMPLATE = (
+    "{{- bos_token }}"
+    "{%- if messages[0].role == 'system' %}{%- set system = messages[0].content %}{%- set rest = messages[1:] %}"
+    "{%- else %}{%- set system = '' %}{%- set rest = messages %}{%- endif %}"
+    "{{- '<|start_header_id|>system<|end_header_id|>\\n\\n' + system + '<|eot_id|>' }}"
+    "{%- for message in rest %}"
+    "{%- if tools and loop.first and message.role == 'user' %}"
+    "{{- '<|start_header_id|>user<|end_header_id|>\\n\\nGiven the following functions, please respond with a JSON "
+    "for a function call with its proper arguments that best answers the given prompt.\\n\\nRespond in the format "
+    "{\"name\": function name, \"parameters\": dictionary of argument name and its value}.\\n\\n' }}"
+    "{%- for t in tools %}{{- t | tojson }}{{- '\\n\\n' }}{%- endfor %}"
+    "{{- message.content + '<|eot_id|>' }}"
+    "{%- elif message.role == 'assistant' and message.tool_calls %}"
+    "{%- if message.tool_calls | length != 1 %}{{ raise_exception('This model only supports single tool-calls at "
+    "once!') }}{%- endif %}"
+    "{%- set tc = message.tool_calls[0].function %}"
+    "{{- '<|start_header_id|>assistant<|end_header_id|>\\n\\n{\"name\": \"' + tc.name + '\", \"parameters\": '"
+    " + (tc.arguments | tojson) + '}<|eot_id|>' }}"
+    "{%- elif message.role == 'tool' %}"
+    "{{- '<|start_header_id|>ipython<|end_header_id|>\\n\\n' + message.content + '<|eot_id|>' }}"
+    "{%- else %}"
+    "{{- '<|start_header_id|>' + message.role + '<|end_header_id|>\\n\\n' + message.content | trim + '<|eot_id|>' }}"
+    "{%- endif %}{%- endfor %}"
+    "{%- if add_generation_prompt %}{{- '<|start_header_id|>assistant<|end_header_id|>\\n\\n' }}{%- endif %}"
 )
 
 SPECIALS = [
@@ -82,6 +140,24 @@ def build_tokenizer(template: str = "chatml") -> PreTrainedTokenizerFast:
             unk_token="<|endoftext|>",
         )
         fast.chat_template = LLAMA3_TEMPLATE
+    elif template == "qwen25":  # ChatML tokens, Qwen2.5's tool layout
+        fast = PreTrainedTokenizerFast(
+            tokenizer_object=tok,
+            bos_token="<|im_start|>",
+            eos_token="<|im_end|>",
+            pad_token="<|im_end|>",
+            unk_token="<|endoftext|>",
+        )
+        fast.chat_template = QWEN25_TEMPLATE
+    elif template == "llama31":  # Llama-3 tokens, Llama-3.1's tool layout
+        fast = PreTrainedTokenizerFast(
+            tokenizer_object=tok,
+            bos_token="<|begin_of_text|>",
+            eos_token="<|eot_id|>",
+            pad_token="<pad>",
+            unk_token="<|endoftext|>",
+        )
+        fast.chat_template = LLAMA31_TEMPLATE
     else:
         raise ValueError(f"unknown template {template!r}")
     return fast

@@ -83,6 +83,14 @@ class DataConfig(Section):
         default_factory=dict, description="Values for {{placeholders}} in the data, e.g. name, author."
     )
     train_on_prompt: bool = Field(False, description="Also compute the loss on prompt (non-assistant) tokens.")
+    tool_format: Literal["auto", "native", "hermes"] = Field(
+        "auto",
+        description="Tool schemas and calls: native (the chat template's own), hermes (schemas in the system turn, "
+        "<tool_call> blocks), auto (native where the template renders them); data_stats.json records it.",
+    )
+    max_tools: int | None = Field(
+        None, gt=0, description="Samples offering more tools keep the k best by BM25 (and the called ones)."
+    )
     seed: int = Field(42, description="Seed for mixing, shuffling and the validation split.")
     test_datasets: list[DatasetSpec] = Field(
         default_factory=list,

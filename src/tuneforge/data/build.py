@@ -22,7 +22,7 @@ from datasets import Dataset
 from tuneforge.config import DataConfig, DatasetSpec
 from tuneforge.data.formats import FormatSpec, format_record
 from tuneforge.data.registry import ResolvedDataset, resolve
-from tuneforge.data.render import Rendered, render_conversation, render_text
+from tuneforge.data.render import Rendered, render_conversation, render_text, resolved_tool_format
 from tuneforge.data.schema import Conversation, DataError, Message, Preference, Sample, Text
 from tuneforge.data.sources import Record, read_records
 from tuneforge.utils.progress import progress_bar
@@ -64,9 +64,12 @@ def build_sft(cfg: DataConfig, tokenizer: Any) -> SFTData:
 
     def render(sample: Sample) -> Rendered | None:
         assert isinstance(sample, Conversation)  # _load made every sample of an "sft" build a Conversation
-        return render_conversation(tokenizer, sample, cfg.cutoff_len, cfg.train_on_prompt)
+        return render_conversation(
+            tokenizer, sample, cfg.cutoff_len, cfg.train_on_prompt, cfg.tool_format, cfg.max_tools
+        )
 
     train, val, stats = _build(cfg, "sft", render)
+    stats["tool_format"] = resolved_tool_format(tokenizer, cfg.tool_format)  # what serve/chat/eval render with
     return SFTData(train, val, stats)
 
 

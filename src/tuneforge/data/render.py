@@ -8,18 +8,34 @@ template that renders earlier turns unchanged, without per-model tables of role 
 
 Each piece between boundaries is tokenized on its own, so the tokens before an assistant turn are exactly
 `render_prompt`'s tokens for that prefix: what the model sees at inference time.
+
+Tools (docs/tooluse.md): a Message holds its calls as `data.toolcalls.render_calls` text. Whether a template
+writes `tools` and assistant `tool_calls` itself is found by rendering a probe with and without them
+(`template_tool_support`); where it does (Qwen2.5/3, Llama-3.1), the schemas go to the template and the calls
+go as structured `tool_calls`; where it does not (SmolLM2, many small models' templates), the fallback puts the
+schemas into the system turn (`toolcalls.tools_system_text`, the Hermes/Qwen `<tools>` convention) and leaves
+the calls as `<tool_call>` blocks in the content. `data.tool_format` (auto | native | hermes) picks; the same
+choice renders training data, chat, serve and eval prompts.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 from jinja2 import TemplateError
 
 from tuneforge.data.schema import Conversation, DataError, Message, Text
+from tuneforge.data.tool_retriever import select_tools
+from tuneforge.data.toolcalls import split_tagged, tools_system_text
+
+log = logging.getLogger("tuneforge.data")
+
+ToolFormat = Literal["auto", "native", "hermes"]
+TOOL_FORMATS: tuple[str, ...] = ("auto", "native", "hermes")
 
 IGNORE_INDEX = -100  # the label transformers' losses skip
 
@@ -59,27 +75,179 @@ def end_of_turn_ids(tokenizer: Any) -> set[int]:
     return ids
 
 
-def render_prompt(tokenizer: Any, messages: Sequence[Message], tools: str | None = None) -> list[int]:
+@dataclass(frozen=True)
+class ToolRendering:
+    """Who writes what: the template the tool schemas (`tools`) and the calls (`calls`), or tuneforge's fallback."""
+
+    tools: bool
+    calls: bool
+    parallel: bool = False  # the template writes several calls in one turn (Llama-3.1's refuses)
+
+    @property
+    def name(self) -> str:
+        if self.tools and self.calls:
+            return "native"
+        if not self.tools and not self.calls:
+            return "hermes"
+        return "native tools, hermes calls" if self.tools else "hermes tools, native calls"
+
+
+HERMES = ToolRendering(tools=False, calls=False)
+_PROBE_TOOL = {
+    "type": "function",
+    "function": {
+        "name": "tf_probe_fn",
+        "description": "probe",
+        "parameters": {"type": "object", "properties": {"tf_probe_arg": {"type": "string"}}, "required": []},
+    },
+}
+_PROBE_CALL = {"type": "function", "function": {"name": "tf_probe_fn", "arguments": {"tf_probe_arg": "tf_probe_v"}}}
+_SUPPORT: dict[str, ToolRendering] = {}  # chat template text -> what it renders (the probe is a pure function of it)
+_WARNED: set[str] = set()
+
+
+def template_tool_support(tokenizer: Any) -> ToolRendering:
+    """Whether the tokenizer's chat template renders `tools` and assistant `tool_calls` itself (probed once)."""
+    key = str(getattr(tokenizer, "chat_template", None))
+    if key not in _SUPPORT:
+        user = [{"role": "user", "content": "hi"}]
+        plain = _probe(tokenizer, user, None)
+        with_tools = _probe(tokenizer, user, [_PROBE_TOOL])
+        one = _probe(tokenizer, [*user, {"role": "assistant", "content": "", "tool_calls": [_PROBE_CALL]}], None)
+        two = _probe(tokenizer, [*user, {"role": "assistant", "content": "", "tool_calls": [_PROBE_CALL] * 2}], None)
+        _SUPPORT[key] = ToolRendering(
+            tools=with_tools is not None and with_tools != plain and "tf_probe_fn" in with_tools,
+            calls=one is not None and "tf_probe_fn" in one and "tf_probe_v" in one,
+            parallel=two is not None and two.count("tf_probe_v") == 2,
+        )
+    return _SUPPORT[key]
+
+
+def _probe(tokenizer: Any, messages: list[dict[str, Any]], tools: list[dict[str, Any]] | None) -> str | None:
+    try:
+        return str(tokenizer.apply_chat_template(messages, tools=tools, tokenize=False, add_generation_prompt=False))
+    except Exception:  # a template may raise on anything it does not expect; then it cannot render it either
+        return None
+
+
+def tool_rendering(tokenizer: Any, tool_format: str = "auto") -> ToolRendering:
+    """What `data.tool_format` means for this tokenizer; `native` on a template that cannot is a DataError."""
+    if tool_format == "hermes":
+        return HERMES
+    support = template_tool_support(tokenizer)
+    if tool_format == "native":
+        if not (support.tools and support.calls):
+            missing = " and ".join(w for w, ok in (("tools", support.tools), ("tool_calls", support.calls)) if not ok)
+            raise DataError(
+                f"data.tool_format=native, but the chat template of {getattr(tokenizer, 'name_or_path', '')!r} "
+                f"does not render {missing}; use data.tool_format=auto or hermes (docs/tooluse.md)"
+            )
+        return support
+    if tool_format != "auto":
+        raise DataError(f"tool format {tool_format!r} is not one of {', '.join(TOOL_FORMATS)}")
+    if not support.tools:
+        key = str(getattr(tokenizer, "chat_template", None))
+        if key not in _WARNED:
+            _WARNED.add(key)
+            log.warning(
+                "the chat template of %r ignores `tools`: tool schemas go into the system turn and calls are "
+                "<tool_call> blocks (the hermes fallback, docs/tooluse.md)",
+                getattr(tokenizer, "name_or_path", ""),
+            )
+    return support
+
+
+def render_prompt(
+    tokenizer: Any,
+    messages: Sequence[Message],
+    tools: str | None = None,
+    tool_format: str = "auto",
+    max_tools: int | None = None,
+) -> list[int]:
     """Token ids of a chat prompt, ending with the template's assistant header (generation prompt)."""
     _require_template(tokenizer)
-    return _encode(tokenizer, _chat_text(tokenizer, messages, parse_tools(tools), True, "prompt"))
+    dicts, schemas = chat_dicts(tokenizer, messages, tools, tool_format, max_tools, "prompt")
+    return _encode(tokenizer, _chat_text(tokenizer, dicts, schemas, True, "prompt"))
+
+
+def chat_dicts(
+    tokenizer: Any,
+    messages: Sequence[Message],
+    tools: str | None,
+    tool_format: str = "auto",
+    max_tools: int | None = None,
+    src: str = "tools",
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]] | None]:
+    """(messages for apply_chat_template, tools for it): the schemas and calls placed as `tool_format` says."""
+    schemas = parse_tools(tools, src)
+    how = tool_rendering(tokenizer, tool_format) if schemas or _has_calls(messages) else HERMES
+    if schemas and max_tools is not None:
+        called = [c.name for m in messages if m.role == "assistant" for c in split_tagged(m.content)[1]]
+        query = "\n".join(m.content for m in messages if m.role == "user")
+        schemas = [dict(t) for t in select_tools(schemas, query, max_tools, called)]
+    dicts: list[dict[str, Any]] = []
+    for m in messages:
+        d: dict[str, Any] = {"role": m.role, "content": m.content}
+        if m.role == "assistant" and how.calls:
+            content, calls = split_tagged(m.content)
+            if len(calls) > 1 and not how.parallel:
+                raise DataError(
+                    f"{src}: an assistant turn makes {len(calls)} parallel calls, which this chat template cannot "
+                    "write (it takes one call per turn); set data.tool_format=hermes to train them as <tool_call> "
+                    "blocks"
+                )
+            if calls:
+                d = {"role": "assistant", "content": content, "tool_calls": [_call_dict(c) for c in calls]}
+        dicts.append(d)
+    if schemas and not how.tools:
+        if dicts and dicts[0]["role"] == "system":
+            dicts[0] = {**dicts[0], "content": tools_system_text(schemas, dicts[0]["content"])}
+        else:
+            dicts.insert(0, {"role": "system", "content": tools_system_text(schemas)})
+    return dicts, (schemas if how.tools else None)
+
+
+def _has_calls(messages: Sequence[Message]) -> bool:
+    return any(m.role == "assistant" and "<tool_call>" in m.content for m in messages)
+
+
+def _call_dict(call: Any) -> dict[str, Any]:
+    out: dict[str, Any] = {"type": "function", "function": {"name": call.name, "arguments": call.arguments}}
+    if call.id:
+        out["id"] = call.id
+    return out
+
+
+def resolved_tool_format(tokenizer: Any, tool_format: str = "auto") -> str:
+    """The name a run records (data_stats.json `tool_format`): native, hermes, or which part is native."""
+    if tool_format == "hermes" or not getattr(tokenizer, "chat_template", None):
+        return HERMES.name
+    if tool_format == "native":
+        return tool_rendering(tokenizer, tool_format).name
+    return template_tool_support(tokenizer).name  # auto, without the fallback's warning (no tools may be used)
 
 
 def render_conversation(
-    tokenizer: Any, conv: Conversation, cutoff_len: int, train_on_prompt: bool = False
+    tokenizer: Any,
+    conv: Conversation,
+    cutoff_len: int,
+    train_on_prompt: bool = False,
+    tool_format: str = "auto",
+    max_tools: int | None = None,
 ) -> Rendered | None:
     """input_ids and labels for a chat; labels are IGNORE_INDEX except on assistant turns.
 
     Keeps the first `cutoff_len` tokens; returns None when no labelled token survives (the caller counts it).
     """
     _require_template(tokenizer)
-    msgs, tools, src = conv.messages, parse_tools(conv.tools, conv.source), conv.source
+    src = conv.source
+    msgs, tools = chat_dicts(tokenizer, conv.messages, conv.tools, tool_format, max_tools, src or "tools")
     stop = end_of_turn_ids(tokenizer)
     ids: list[int] = []
     labels: list[int] = []
     done = ""  # template text already turned into ids
     for k, message in enumerate(msgs):
-        if message.role != "assistant":
+        if message["role"] != "assistant":
             continue
         if k == 0:
             raise DataError(f"{src}: the conversation starts with an assistant message; a user turn must come first")
@@ -143,16 +311,17 @@ def _require_template(tokenizer: Any) -> None:
 
 def _chat_text(
     tokenizer: Any,
-    messages: Sequence[Message],
+    dicts: Sequence[dict[str, Any]],
     tools: list[dict[str, Any]] | None,
     generation: bool,
     src: str,
 ) -> str:
-    dicts = [{"role": m.role, "content": m.content} for m in messages]
     try:
         # Text, then `_encode`: apply_chat_template(tokenize=True) returns a BatchEncoding in transformers 5,
         # and encoding the text without added special tokens keeps the template's own BOS exactly once.
-        text = tokenizer.apply_chat_template(dicts, tools=tools, add_generation_prompt=generation, tokenize=False)
+        text = tokenizer.apply_chat_template(
+            list(dicts), tools=tools, add_generation_prompt=generation, tokenize=False
+        )
     except (TemplateError, ValueError, TypeError) as e:
         raise DataError(f"{src}: the chat template failed on this conversation: {e}") from None
     return str(text)
@@ -191,11 +360,19 @@ def _truncate(ids: list[int], labels: list[int], cutoff_len: int) -> Rendered | 
 
 __all__ = [
     "END_OF_TURN_TOKENS",
+    "HERMES",
     "IGNORE_INDEX",
+    "TOOL_FORMATS",
     "Rendered",
+    "ToolFormat",
+    "ToolRendering",
+    "chat_dicts",
     "end_of_turn_ids",
     "parse_tools",
     "render_conversation",
     "render_prompt",
     "render_text",
+    "resolved_tool_format",
+    "template_tool_support",
+    "tool_rendering",
 ]

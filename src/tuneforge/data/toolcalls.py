@@ -53,6 +53,49 @@ def render_calls(calls: Sequence[ToolCall], content: str = "") -> str:
     return "\n".join([content, *blocks]).strip() if blocks else content
 
 
+# The fallback for templates that ignore `tools` (docs/tooluse.md): Qwen2.5's own words, so a model trained with
+# it and one whose template writes them natively see the same instructions.
+TOOLS_SYSTEM = (
+    "# Tools\n\nYou may call one or more functions to assist with the user query.\n\n"
+    "You are provided with function signatures within <tools></tools> XML tags:\n<tools>\n{tools}\n</tools>\n\n"
+    "For each function call, return a json object with function name and arguments within "
+    "<tool_call></tool_call> XML tags:\n<tool_call>\n"
+    '{{"name": <function-name>, "arguments": <args-json-object>}}\n</tool_call>\n'
+    "If none of the functions fits the request, answer in plain text and call nothing."
+)
+
+
+def tools_system_text(tools: Sequence[dict[str, Any]], system: str = "") -> str:
+    """The system turn with the tool schemas (one JSON line each) after the system prompt, if there is one."""
+    listed = "\n".join(json.dumps(t, ensure_ascii=False) for t in tools)
+    return "\n\n".join(p for p in (system, TOOLS_SYSTEM.format(tools=listed)) if p)
+
+
+def split_tagged(text: str) -> tuple[str, list[ToolCall]]:
+    """Only the `<tool_call>` blocks `render_calls` writes: (the rest, the calls). For turning stored training
+    text back into structured calls (native templates), where parse_calls' lenient readings would be guesses."""
+    blocks = [b for b in _BLOCK.finditer(text) if b.group(0).rstrip().endswith("</tool_call>")]
+    return _from_blocks(text, blocks) if blocks else (text, [])
+
+
+def opens_call(text: str) -> int:
+    """Where a call may begin in generated text (a `<tool_call>` tag, or a bare JSON call at the start); -1: none.
+
+    Streaming holds text back from here until it is known whether it is a call.
+    """
+    at = text.find("<tool_call>")
+    if at >= 0:
+        return at
+    stripped = text.lstrip()
+    if stripped[:1] in ("{", "[") or stripped.startswith("```"):
+        return len(text) - len(stripped)
+    partial = "<tool_call>"
+    for n in range(len(partial) - 1, 0, -1):  # a tag cut in the middle by the stream: "<tool_"
+        if text.endswith(partial[:n]):
+            return len(text) - n
+    return -1
+
+
 def parse_calls(text: str) -> tuple[str, list[ToolCall]]:
     """(the text without its calls, the calls in order); (text, []) when it holds none."""
     blocks = list(_BLOCK.finditer(text))
@@ -177,4 +220,14 @@ def _from_python(text: str) -> list[ToolCall]:
     return calls
 
 
-__all__ = ["ToolCall", "ToolCallError", "calls_from_json", "parse_calls", "render_calls"]
+__all__ = [
+    "TOOLS_SYSTEM",
+    "ToolCall",
+    "ToolCallError",
+    "calls_from_json",
+    "opens_call",
+    "parse_calls",
+    "render_calls",
+    "split_tagged",
+    "tools_system_text",
+]
