@@ -147,7 +147,7 @@ def test_ray_train_backend_runs_two_workers(tmp_path: Path, tiny_model_dir: Path
         pytest.skip(f"ray start --head failed here: {started.stderr[-500:]}")
     try:
         raw = make_cfg(tmp_path, tiny_model_dir, name="ray2", train={"max_steps": 2, "batch_size": 2})
-        raw["train"]["distributed"] = {"backend": "ray", "workers": 2}
+        raw["distributed"] = {"backend": "ray", "workers": 2}
         done = subprocess.run(
             [sys.executable, "-m", "tuneforge.cli", "train", str(write(tmp_path, raw))],
             env=ray_env, cwd=ROOT, capture_output=True, text=True, timeout=300,
