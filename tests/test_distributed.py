@@ -96,6 +96,18 @@ def test_torchrun_flags_of_a_plan() -> None:
     assert split_master("[::1]:29500") == ("::1", 29500)
 
 
+def test_nproc_inside_a_launcher() -> None:
+    from tuneforge.distributed.launch import refuse_nested
+
+    slurm = {"SLURM_PROCID": "1", "SLURM_NTASKS": "2", "SLURM_LOCALID": "0"}
+    refuse_nested(LaunchPlan(nproc=8, nnodes=2, node_rank=1, master="10.0.0.1:29500"), slurm)  # a task per node
+    with pytest.raises(DistributedError, match="already started by a launcher"):
+        refuse_nested(LaunchPlan(nproc=8), slurm)
+    with pytest.raises(DistributedError, match=r"torchrun: rank 0 of 2"):
+        refuse_nested(LaunchPlan(nproc=2), {"RANK": "0", "WORLD_SIZE": "2", "LOCAL_RANK": "0"})
+    refuse_nested(LaunchPlan(nproc=2), {})
+
+
 def test_cli_refuses_nproc_zero_and_nested_launch(tmp_path: Path) -> None:
     from tuneforge.cli import main
 

@@ -98,9 +98,3 @@ def adopt_slurm(env: MutableMapping[str, str] | None = None) -> World:
         LOCAL_WORLD_SIZE=str(world.local_world_size),
     )
     return world
-
-
-def under_launcher(env: Mapping[str, str] | None = None) -> str | None:
-    """The launcher that started this process (None: a plain command)."""
-    world = world_from_env(env)
-    return None if world.launcher == "none" else world.launcher

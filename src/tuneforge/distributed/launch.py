@@ -14,7 +14,7 @@ import logging
 import os
 import socket
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -100,13 +100,16 @@ def check_port_free(port: int, master: str) -> None:
             raise
 
 
-def refuse_nested(plan: LaunchPlan) -> None:
-    """--nproc under a launcher that already started the processes would start N × N of them."""
-    world = world_from_env()
-    if world.launcher == "torchrun" or world.world_size > 1:
+def refuse_nested(plan: LaunchPlan, env: Mapping[str, str] | None = None) -> None:
+    """--nproc under a launcher that already started the processes would start N × N of them. One Slurm task
+    per machine starting --nproc processes each (srun … --nproc 8 --nnodes 2) is the one nesting that is right."""
+    world = world_from_env(env)
+    one_task_per_node = world.launcher == "slurm" and world.world_size == plan.nnodes
+    if world.launcher == "torchrun" or (world.distributed and not one_task_per_node):
         raise DistributedError(
             f"--nproc {plan.nproc}: this process was already started by a launcher ({world.launcher}: rank "
-            f"{world.rank} of {world.world_size}); drop --nproc, the launcher sets the process count"
+            f"{world.rank} of {world.world_size}); drop --nproc, the launcher sets the process count (or run "
+            "one Slurm task per machine with --nnodes)"
         )
 
 
