@@ -38,6 +38,7 @@ def tuneforge(*args: str, timeout: int = 240) -> subprocess.CompletedProcess[str
     )  # fmt: skip
 
 
+@pytest.mark.slow  # three process starts (launcher + 2 workers) and a reference run: ≈40 s on 2 cores
 def test_sft_on_two_processes_equals_one_process_with_the_same_global_batch(tmp_path: Path, tiny_model_dir: Path):
     train = {"max_steps": 4, "logging_steps": 1}
     two = write(tmp_path, make_cfg(tmp_path, tiny_model_dir, name="two", train={**train, "batch_size": 2}))
@@ -59,6 +60,7 @@ def test_sft_on_two_processes_equals_one_process_with_the_same_global_batch(tmp_
     assert (runs / "two" / "plots" / "loss.png").is_file()
 
 
+@pytest.mark.slow  # ≈30 s on 2 cores
 def test_dpo_on_two_processes(tmp_path: Path, tiny_model_dir: Path) -> None:
     raw = dpo_cfg(tmp_path, tiny_model_dir, name="dpo2", train={"max_steps": 2, "batch_size": 2, "logging_steps": 1})
     raw["data"]["val_size"] = 4  # held-out pairs: scored before and after, by every rank, written by rank 0
