@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from tuneforge import cli
+from tuneforge.cli import verbs
 from tuneforge.data.schema import DataError
 from tuneforge.data.sources import read_jsonl, read_records
 from tuneforge.errors import TuneforgeError
@@ -18,7 +19,7 @@ def _verb_raising(monkeypatch: pytest.MonkeyPatch, error: BaseException) -> None
     def boom(args: object) -> int:
         raise error
 
-    monkeypatch.setattr(cli, "cmd_doctor", boom)
+    monkeypatch.setattr(verbs, "cmd_doctor", boom)
 
 
 def test_user_error_is_one_line_and_exit_2(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture) -> None:

@@ -307,7 +307,7 @@ def serve_main(args: argparse.Namespace) -> int:
     api_key = args.api_key or os.environ.get("TUNEFORGE_API_KEY") or None
     check_bind(args.host, api_key)  # before loading anything slow
     engines = load_engines(args.run, args.model, args.adapter)
-    max_batch = getattr(args, "max_batch", None) or 16  # --max-batch, where the CLI offers it
+    max_batch = args.max_batch
     app = create_app(engines, api_key=api_key, max_tokens_limit=args.max_tokens_limit, max_batch=max_batch)
     where = f"http://{args.host}:{args.port}/v1"
     log.info("serving %s on %s (up to %d requests per batch)", ", ".join(engines), where, max_batch)

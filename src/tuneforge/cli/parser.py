@@ -1,0 +1,211 @@
+"""The argument parser: one sub-parser per verb; `key=value` words are the config's own key paths."""
+
+from __future__ import annotations
+
+import argparse
+
+from tuneforge.cli import verbs
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="tuneforge", description="Specialise language models to a domain, offline, on a CPU."
+    )
+    p.add_argument("-v", "--verbose", action="store_true", help="debug logs, library warnings included")
+    sub = p.add_subparsers(dest="verb", required=True, metavar="VERB")
+
+    t = sub.add_parser("train", help="train with a YAML config: tuneforge train CONFIG.yaml [key=value ...]")
+    t.add_argument("config")
+    t.add_argument("overrides", nargs="*", help="key.path=value overrides, e.g. train.lr=1e-4 method.r=16")
+    t.add_argument("--resume", action="store_true", help="same as train.resume=true")
+    t.add_argument("--overwrite", action="store_true", help="same as output.overwrite=true")
+    t.add_argument("--nproc", type=int, help="processes on this machine, started through torchrun (docs/scale.md)")
+    t.add_argument("--nnodes", type=int, help="machines in the job (each runs the same command)")
+    t.add_argument("--node-rank", type=int, default=0, help="this machine's index, 0 … nnodes-1 (0 hosts --master)")
+    t.add_argument("--master", metavar="ADDR:PORT", help="node 0's address and a free port (c10d rendezvous)")
+    t.set_defaults(func=verbs.cmd_train)
+
+    e = sub.add_parser("eval", help="evaluate the base model and/or runs: tuneforge eval CONFIG.yaml [key=value ...]")
+    e.add_argument("config")
+    e.add_argument("overrides", nargs="*", help="key.path=value overrides, e.g. eval.limit=50 eval.base=false")
+    e.add_argument("--run", action="append", help="a run folder to evaluate (repeatable); adds to eval.runs")
+    e.add_argument("--output", help="report folder; same as eval.output_dir")
+    e.set_defaults(func=verbs.cmd_eval)
+
+    v = sub.add_parser("validate", help="check a config and print it with every default resolved")
+    v.add_argument("config")
+    v.add_argument("overrides", nargs="*")
+    v.set_defaults(func=verbs.cmd_validate)
+
+    q = sub.add_parser("quickstart", help="LoRA on the embedded model with shipped data; before/after report")
+    q.add_argument("overrides", nargs="*", help="overrides of examples/quickstart.yaml, e.g. data.variables.name=Ada")
+    q.add_argument("--overwrite", action="store_true", help="replace runs/quickstart if it exists")
+    q.set_defaults(func=verbs.cmd_quickstart)
+
+    c = sub.add_parser("chat", help="chat with a run (--run) or a model (--model [--adapter])")
+    src = c.add_mutually_exclusive_group(required=True)
+    src.add_argument("--run", help="a run folder, e.g. runs/quickstart")
+    src.add_argument("--model", help="a model folder, or 'embedded'")
+    c.add_argument("--adapter", help="adapter (or full model) folder to apply on --model")
+    c.add_argument("--prompt", help="one-shot: answer this prompt and exit ('-' reads standard input)")
+    c.add_argument("--system", help="system prompt")
+    c.add_argument("--max-new-tokens", type=int, default=256)
+    c.add_argument("--temperature", type=float, default=0.0, help="0 = greedy")
+    c.add_argument("--top-p", type=float, default=1.0)
+    c.add_argument("--seed", type=int, default=None)
+    c.set_defaults(func=verbs.cmd_chat)
+
+    b = sub.add_parser(
+        "bench", help="benchmarks: tuneforge bench methods|speed [CONFIG] [key=value ...] (docs/bench_methods.md)"
+    )
+    b.add_argument("what", choices=["methods", "speed"])
+    b.add_argument(
+        "overrides",
+        nargs="*",
+        metavar="[CONFIG] key=value",
+        help="a config YAML and key.path=value overrides, e.g. bench.methods=lora,dora train.max_steps=10 "
+        "(right after the benchmark: argparse reads positionals before options)",
+    )
+    # old flags, one release: each prints the key it stands for now
+    b.add_argument("--methods", help="now bench.methods")
+    b.add_argument("--model", help="now model.path")
+    b.add_argument("--steps", type=int, help="now train.max_steps")
+    b.add_argument("--batch-size", type=int, help="now train.batch_size")
+    b.add_argument("--cutoff-len", type=int, help="now data.cutoff_len")
+    b.add_argument("--repeats", type=int, help="now bench.repeats")
+    b.add_argument("--ablation", help="now bench.ablation")
+    b.add_argument("--eval-items", type=int, help="now bench.eval_items")
+    b.add_argument("--lr", type=float, help="now train.lr")
+    b.add_argument("--score-items", type=int, help="now eval.limit")
+    b.add_argument("--threads", type=int, help="now train.threads")
+    b.add_argument("--out", help="now bench.out")
+    b.set_defaults(func=verbs.cmd_bench)
+
+    x = sub.add_parser("export", help="merge a run into an HF model folder (or GGUF) and verify it")
+    x.add_argument("--run", required=True, help="a run folder, e.g. runs/quickstart")
+    x.add_argument("--out", help="output folder (default: RUN/merged)")
+    x.add_argument("--format", choices=["hf", "gguf", "gguf-lora"], default="hf", help="gguf-lora: the adapter only")
+    x.add_argument("--gguf-type", choices=["f16", "q8_0"], default="f16")
+    x.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
+    x.set_defaults(func=verbs.cmd_export)
+
+    s = sub.add_parser("serve", help="OpenAI-compatible HTTP server for a run (--run) or a model (--model)")
+    s_src = s.add_mutually_exclusive_group(required=True)
+    s_src.add_argument("--run", help="a run folder, e.g. runs/quickstart")
+    s_src.add_argument("--model", help="a model folder, or 'embedded'")
+    s.add_argument("--adapter", action="append", default=[], metavar="NAME=DIR", help="extra model name (repeatable)")
+    s.add_argument("--host", default="127.0.0.1", help="any non-loopback host requires --api-key")
+    s.add_argument("--port", type=int, default=8000)
+    s.add_argument("--api-key", help="required bearer token (default: env TUNEFORGE_API_KEY)")
+    s.add_argument("--max-tokens-limit", type=int, default=1024, help="largest max_tokens a request may ask for")
+    s.add_argument("--max-batch", type=int, default=16, help="concurrent requests decoded together (1: one at a time)")
+    s.set_defaults(func=verbs.cmd_serve)
+
+    r = sub.add_parser("rag", help="retrieval: index documents, search them, answer with citations (docs/rag.md)")
+    r.add_argument("action", choices=["index", "search", "chat"])
+    r.add_argument(
+        "words",
+        nargs="*",
+        metavar="QUERY | key=value",
+        help="search: the query; chat: one question (else an interactive loop); then key.path=value overrides, "
+        "e.g. rag.top_k=6 (right after the action: argparse reads positionals before options)",
+    )
+    r.add_argument("--config", help="a YAML config whose `rag:` (and `model:`) sections are used")
+    r.add_argument("--docs", action="append", help="index: a file or folder to add (repeatable); rag.documents")
+    r.add_argument("--index", help="index folder; rag.index_dir (default: rag_index)")
+    r.add_argument("-k", type=int, help="passages retrieved; rag.top_k")
+    r.add_argument("--mode", choices=["bm25", "dense", "hybrid"], help="retriever; rag.retriever")
+    r_src = r.add_mutually_exclusive_group()
+    r_src.add_argument("--run", help="chat: answer with a trained run, e.g. runs/quickstart")
+    r_src.add_argument("--model", help="chat: a model folder or 'embedded' (default: model.path)")
+    r.add_argument("--adapter", help="chat: adapter folder to apply on --model")
+    r.add_argument("--json", action="store_true", help="chat: print the answer, citations and sources as JSON")
+    r.set_defaults(func=verbs.cmd_rag)
+
+    w = sub.add_parser("webui", help="web UI: config form, training, evaluation, chat and export (docs/webui.md)")
+    w.add_argument("overrides", nargs="*", help="key.path=value presets of the form, e.g. model.path=DIR")
+    w.add_argument("--config", help="a config YAML that fills the form")
+    w.add_argument("--host", default="127.0.0.1", help="any non-loopback host requires --auth")
+    w.add_argument("--port", type=int, default=7860)
+    w.add_argument("--auth", help="USER:PASSWORD for the login page (default: env TUNEFORGE_WEBUI_AUTH)")
+    w.set_defaults(func=verbs.cmd_webui)
+
+    dp = sub.add_parser("data", help="data recipes: tuneforge data prepare DOCS... --out DIR --name NAME [key=value]")
+    dp.add_argument("action", choices=["prepare"])
+    dp.add_argument(
+        "sources",
+        nargs="+",
+        metavar="DOCS | key=value",
+        help="document files or folders (txt, md, jsonl, csv, pdf, code), then key.path=value overrides, e.g. "
+        "prepare.recipes=chunks,qa rag.chunk_size=120 (right after the action)",
+    )
+    dp.add_argument("--config", help="a YAML config whose `prepare:` and `rag:` chunking keys are used")
+    dp.add_argument("--out", help="output folder (its dataset_info.json gets the new entries); prepare.out")
+    dp.add_argument("--name", help="dataset name prefix: <name>_chunks, <name>_qa, ...; prepare.name")
+    dp_src = dp.add_mutually_exclusive_group()
+    dp_src.add_argument("--model", help="a model folder or 'embedded': also write model-generated QA and summaries")
+    dp_src.add_argument("--run", help="a trained run to generate with instead of --model")
+    dp.add_argument("--adapter", help="adapter folder to apply on --model")
+    # old flags, one release: each prints the key it stands for now
+    dp.add_argument("--recipes", help="now prepare.recipes")
+    dp.add_argument("--chunking", choices=["paragraph", "tokens"], help="now rag.chunking")
+    dp.add_argument("--chunk-size", type=int, help="now rag.chunk_size")
+    dp.add_argument("--chunk-overlap", type=int, help="now rag.chunk_overlap")
+    dp.add_argument("--max-new-tokens", type=int, help="now prepare.max_new_tokens")
+    dp.add_argument("--overwrite", action="store_true", help="now prepare.overwrite=true")
+    dp.set_defaults(func=verbs.cmd_data)
+
+    lb = sub.add_parser(
+        "lab", help="knowledge lab: fine-tuning vs RAG on new facts: tuneforge lab knowledge [CONFIG] [key=value ...]"
+    )
+    lb.add_argument("what", choices=["knowledge"])
+    lb.add_argument(
+        "overrides",
+        nargs="*",
+        metavar="[CONFIG] key=value",
+        help="a config YAML and key.path=value overrides, e.g. lab.entities=10 method.r=8 train.epochs=4 "
+        "(right after `knowledge`: argparse reads positionals before options)",
+    )
+    # old flags, one release: each prints the key it stands for now
+    lb.add_argument("--out", help="now lab.out")
+    lb.add_argument("--model", help="now model.path")
+    lb.add_argument("--entities", type=int, help="now lab.entities")
+    lb.add_argument("--paraphrases", type=int, help="now lab.paraphrases")
+    lb.add_argument("--seed", type=int, help="now train.seed and eval.seed")
+    lb.add_argument("--docs", help="now lab.docs")
+    lb.add_argument("--questions", help="now lab.questions")
+    lb.add_argument("--paraphrased", help="now lab.paraphrased")
+    lb.add_argument("--retriever", choices=["bm25", "dense", "hybrid"], help="now rag.retriever")
+    lb.add_argument("--top-k", type=int, help="now rag.top_k")
+    lb.add_argument("--epochs", type=float, help="now train.epochs")
+    lb.add_argument("--lr", type=float, help="now train.lr")
+    lb.add_argument("--rank", type=int, help="now method.r (and method.alpha = 2 x rank)")
+    lb.add_argument("--batch-size", type=int, help="now train.batch_size")
+    lb.add_argument("--cutoff-len", type=int, help="now data.cutoff_len")
+    lb.add_argument("--max-steps", type=int, help="now train.max_steps")
+    lb.add_argument("--threads", type=int, help="now train.threads")
+    lb.add_argument("--bootstrap", type=int, help="now eval.bootstrap")
+    lb.set_defaults(func=verbs.cmd_lab)
+
+    sw = sub.add_parser(
+        "sweep", help="grid sweep: tuneforge sweep CONFIG [key=value ...] --grid key=v1,v2 ... (docs/sweep.md)"
+    )
+    sw.add_argument("config", help="the run config every point starts from (its sweep: section, if any, too)")
+    sw.add_argument("overrides", nargs="*", help="key.path=value overrides of that config, e.g. train.max_steps=50")
+    sw.add_argument(
+        "--grid",
+        action="append",
+        default=[],
+        metavar="KEY=V1,V2",
+        help="a config key and its values (repeatable; every combination is a point); sweep.grid.KEY",
+    )
+    sw.add_argument("--out", help="sweep folder (default: <output.dir>/sweep-<name>); sweep.out")
+    sw.add_argument("--metric", help="eval_loss, train_loss, an eval task or task:metric; sweep.metric")
+    sw.add_argument("--mode", choices=["min", "max"], help="whether lower or higher is better; sweep.mode")
+    sw.add_argument("--backend", choices=["local", "ray"], help="local processes or Ray Tune (ASHA); sweep.backend")
+    sw.add_argument("--max-concurrent", type=int, help="points trained at once; sweep.max_concurrent")
+    sw.set_defaults(func=verbs.cmd_sweep)
+
+    d = sub.add_parser("doctor", help="versions, threads, embedded model cache, optional extras")
+    d.set_defaults(func=verbs.cmd_doctor)
+    return p
