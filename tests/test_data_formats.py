@@ -29,7 +29,10 @@ def fmt(name: str, record: dict[str, Any], **spec: Any) -> Any:
 
 
 def test_formats_table_is_explicit() -> None:
-    assert list(FORMATS) == ["alpaca", "sharegpt", "openai", "text", "preference"]
+    assert list(FORMATS) == [
+        *("alpaca", "sharegpt", "openai", "text", "preference"),
+        *("glaive", "xlam", "toolbench", "lf_v1"),
+    ]
 
 
 # ---- alpaca --------------------------------------------------------------------------------------------
@@ -110,7 +113,7 @@ def test_tags_are_refused_for_formats_without_messages() -> None:
 
 
 def test_unknown_format_lists_formats() -> None:
-    known = "alpaca, sharegpt, openai, text, preference"
+    known = "alpaca, sharegpt, openai, text, preference, glaive, xlam, toolbench, lf_v1"
     with pytest.raises(DataError, match=rf"^unknown format 'chatml'; known formats: {known}$"):
         make_format_spec("chatml")
 

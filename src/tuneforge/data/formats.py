@@ -1,5 +1,8 @@
 """The FORMATS table: one function per file layout, turning a record into a Conversation or a Text.
 
+The tool-use layouts (glaive, xlam, toolbench, lf_v1) live in tool_formats.py; every chat sample, whatever its
+layout, passes `tool_formats.check_tool_use` (valid schemas, calls to offered tools, results after calls).
+
 Column and tag names follow LLaMA-Factory's dataset_info.json (data/README.md there) so its datasets work
 unchanged: a `FormatSpec` says which column holds each field and, for chat lists, which keys and values mark
 roles. A column mapped to None is switched off, as in LLaMA-Factory.
@@ -17,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from tuneforge.data.schema import Conversation, DataError, Message, Preference, Sample, Text
+from tuneforge.data.tool_formats import check_tool_use, glaive, lf_v1, toolbench, xlam
 from tuneforge.data.toolcalls import calls_from_json, render_calls
 
 # Field -> default column, per format (LLaMA-Factory's defaults; `openai` and `text` are tuneforge's).
@@ -35,6 +39,11 @@ DEFAULT_COLUMNS: dict[str, dict[str, str | None]] = {
     "openai": {"messages": "messages", "system": None, "tools": "tools"},
     "text": {"text": "text"},
     "preference": {"prompt": "prompt", "chosen": "chosen", "rejected": "rejected"},
+    # tool-use layouts (data/tool_formats.py)
+    "glaive": {"system": "system", "chat": "chat"},
+    "xlam": {"query": "query", "tools": "tools", "answers": "answers"},
+    "toolbench": {},
+    "lf_v1": {"messages": "messages", "tools": "tools"},
 }
 
 # Tag -> default key or value in the message objects, for the formats that hold a list of messages.
@@ -100,6 +109,8 @@ def format_record(fmt: str, record: Mapping[str, Any], spec: FormatSpec, source:
     """Convert one record, naming `source` in any error and recording it on the sample."""
     try:
         sample = FORMATS[fmt](dict(record), spec)
+        if isinstance(sample, Conversation):
+            check_tool_use(sample)
     except DataError as e:
         raise DataError(f"{source}: {e}") from None
     return dataclasses.replace(sample, source=source)
@@ -347,6 +358,10 @@ FORMATS: dict[str, Callable[[dict[str, Any], FormatSpec], Sample]] = {
     "openai": openai,
     "text": text,
     "preference": preference,
+    "glaive": glaive,
+    "xlam": xlam,
+    "toolbench": toolbench,
+    "lf_v1": lf_v1,
 }
 
 __all__ = ["DEFAULT_COLUMNS", "DEFAULT_TAGS", "FORMATS", "FormatSpec", "format_record", "make_format_spec"]

@@ -242,6 +242,8 @@ def render_conversation(
     _require_template(tokenizer)
     src = conv.source
     msgs, tools = chat_dicts(tokenizer, conv.messages, conv.tools, tool_format, max_tools, src or "tools")
+    # chat_dicts may put a system turn first; the assistant turns keep their order, so match them up in order
+    trained = iter([m.trained for m in conv.messages if m.role == "assistant"])
     stop = end_of_turn_ids(tokenizer)
     ids: list[int] = []
     labels: list[int] = []
@@ -258,7 +260,8 @@ def render_conversation(
         head = _encode(tokenizer, prompt[len(done) :])
         answer = _encode(tokenizer, full[len(prompt) :])
         ids += head + answer
-        labels += [IGNORE_INDEX] * len(head) + _answer_labels(answer, stop)
+        said = _answer_labels(answer, stop) if next(trained) else [IGNORE_INDEX] * len(answer)
+        labels += [IGNORE_INDEX] * len(head) + said
         done = full
     whole = _chat_text(tokenizer, msgs, tools, False, src)
     _require_prefix(done, whole, len(msgs), src)
@@ -319,9 +322,7 @@ def _chat_text(
     try:
         # Text, then `_encode`: apply_chat_template(tokenize=True) returns a BatchEncoding in transformers 5,
         # and encoding the text without added special tokens keeps the template's own BOS exactly once.
-        text = tokenizer.apply_chat_template(
-            list(dicts), tools=tools, add_generation_prompt=generation, tokenize=False
-        )
+        text = tokenizer.apply_chat_template(list(dicts), tools=tools, add_generation_prompt=generation, tokenize=False)
     except (TemplateError, ValueError, TypeError) as e:
         raise DataError(f"{src}: the chat template failed on this conversation: {e}") from None
     return str(text)

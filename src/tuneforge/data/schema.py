@@ -21,8 +21,14 @@ class DataError(TuneforgeError, ValueError):
 
 @dataclass(frozen=True)
 class Message:
+    """One turn. Tool calls are part of an assistant's `content`, as data.toolcalls.render_calls writes them.
+
+    `trained=False` keeps an assistant turn out of the loss (LLaMA-Factory's per-message `loss_weight: 0`).
+    """
+
     role: Role
     content: str
+    trained: bool = True
 
     def __post_init__(self) -> None:
         # Messages are also built by the chat and serving code from user input, so check here once.

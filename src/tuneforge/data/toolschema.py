@@ -3,8 +3,9 @@
 Training data (formats.py), the server (a call whose arguments do not fit goes back as content, never as a
 broken call) and eval's "format valid" rate all ask the same two questions here. JSON Schema is checked with
 `jsonschema` where it is installed (it is not a tuneforge dependency); otherwise, and always for arguments,
-structural checks: an object with properties, required names that exist, known JSON types. BFCL writes Python
-type names (`dict`, `float`, `tuple`, `any`); they are read as their JSON counterparts.
+structural checks: an object with properties, required names that exist, known JSON types. BFCL and xLAM write
+Python type names (`dict`, `float`, `tuple`, `any`, `List[str]`, `str, optional`); they are read as their JSON
+counterparts.
 """
 
 from __future__ import annotations
@@ -35,6 +36,12 @@ _PYTHON_TYPE = {
     "boolean": bool,
     "null": type(None),
 }
+
+
+def json_type(name: str) -> str:
+    """A schema type as JSON Schema names it: BFCL's `dict`, xLAM's `List[str]` or `str, optional` too."""
+    base = name.strip().removesuffix(", optional").split("[")[0].strip()
+    return TYPE_ALIASES.get(base.lower(), base)
 
 
 def function_of(tool: Mapping[str, Any]) -> Mapping[str, Any]:
@@ -75,7 +82,7 @@ def _schema_problem(params: Mapping[str, Any]) -> str | None:
             return f"property {key!r} must be a schema object, got {prop!r:.60}"
         t = prop.get("type")
         for one in t if isinstance(t, list) else [t]:
-            if one is not None and (not isinstance(one, str) or TYPE_ALIASES.get(one, one) not in {*JSON_TYPES, "any"}):
+            if one is not None and (not isinstance(one, str) or json_type(one) not in {*JSON_TYPES, "any"}):
                 return f"property {key!r} has unknown type {one!r}; JSON Schema types: {', '.join(sorted(JSON_TYPES))}"
     required = params.get("required", [])
     if not isinstance(required, list) or not all(isinstance(r, str) for r in required):
@@ -103,7 +110,7 @@ def _jsonschema_problem(params: Mapping[str, Any]) -> str | None:
 def _uses_aliases(schema: Any) -> list[bool]:
     if isinstance(schema, Mapping):
         t = schema.get("type")
-        own = [isinstance(x, str) and (x in TYPE_ALIASES or x == "any") for x in (t if isinstance(t, list) else [t])]
+        own = [isinstance(x, str) and (json_type(x) != x or x == "any") for x in (t if isinstance(t, list) else [t])]
         return own + [b for v in schema.values() for b in _uses_aliases(v)]
     if isinstance(schema, list):
         return [b for v in schema for b in _uses_aliases(v)]
@@ -112,7 +119,7 @@ def _uses_aliases(schema: Any) -> list[bool]:
 
 def _type_of(schema: Mapping[str, Any]) -> str | None:
     t = schema.get("type")
-    return TYPE_ALIASES.get(t, t) if isinstance(t, str) else None
+    return json_type(t) if isinstance(t, str) else None
 
 
 def argument_problem(name: str, arguments: Mapping[str, Any], tools: Sequence[Mapping[str, Any]]) -> str | None:
@@ -137,11 +144,8 @@ def argument_problem(name: str, arguments: Mapping[str, Any], tools: Sequence[Ma
 
 def _fits(value: Any, prop: Mapping[str, Any]) -> bool:
     t = prop.get("type")
-    kinds = [TYPE_ALIASES.get(x, x) for x in (t if isinstance(t, list) else [t]) if isinstance(x, str)]
-    if not kinds or "any" in kinds:
-        ok = True
-    else:
-        ok = any(_is(value, k) for k in kinds if k in _PYTHON_TYPE)
+    kinds = [json_type(x) for x in (t if isinstance(t, list) else [t]) if isinstance(x, str)]
+    ok = not kinds or "any" in kinds or any(_is(value, k) for k in kinds if k in _PYTHON_TYPE)
     enum = prop.get("enum")
     return ok and (not isinstance(enum, list) or value in enum)
 
@@ -156,4 +160,4 @@ def _show(prop: Mapping[str, Any]) -> str:
     return json.dumps({k: prop[k] for k in ("type", "enum") if k in prop}, ensure_ascii=False)
 
 
-__all__ = ["TYPE_ALIASES", "argument_problem", "check_tool_schema", "function_of", "tool_names"]
+__all__ = ["TYPE_ALIASES", "argument_problem", "check_tool_schema", "function_of", "json_type", "tool_names"]
