@@ -24,13 +24,14 @@ import json
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Literal
 
 from jinja2 import TemplateError
 
 from tuneforge.data.schema import Conversation, DataError, Message, Text
 from tuneforge.data.tool_retriever import select_tools
-from tuneforge.data.toolcalls import split_tagged, tools_system_text
+from tuneforge.data.toolcalls import ToolCall, render_calls, split_tagged, tools_system_text
 
 log = logging.getLogger("tuneforge.data")
 
@@ -227,6 +228,49 @@ def resolved_tool_format(tokenizer: Any, tool_format: str = "auto") -> str:
     return template_tool_support(tokenizer).name  # auto, without the fallback's warning (no tools may be used)
 
 
+def call_opening(tokenizer: Any, tool_format: str = "auto") -> str | None:
+    """The text an assistant turn that calls a function starts with, up to the function's name.
+
+    E.g. `<tool_call>\\n{"name": "` (hermes, Qwen) or `{"name": "` (Llama-3.1): found by rendering a probe call
+    the way `tool_format` renders calls. The server appends it to the prompt for tool_choice required or a named
+    function, so the model can only continue with a call. None where no such opening exists.
+    """
+    call = render_calls([ToolCall("tf_probe_fn", {"tf_probe_arg": "tf_probe_v"})])
+    msgs = [Message("user", "hi"), Message("assistant", call)]
+    tools = json.dumps([_PROBE_TOOL])
+    try:
+        prompt = _chat_text(tokenizer, *chat_dicts(tokenizer, msgs[:1], tools, tool_format), True, "")
+        full = _chat_text(tokenizer, *chat_dicts(tokenizer, msgs, tools, tool_format), False, "")
+    except DataError:
+        return None
+    answer = full[len(prompt) :] if full.startswith(prompt) else ""
+    at = answer.find("tf_probe_fn")
+    return answer[:at] if at > 0 else None
+
+
+def tool_format_of_run(run_root: Path) -> str:
+    """The data.tool_format a run trained with, for serve / chat / eval ("auto" where it recorded nothing).
+
+    data_stats.json holds the resolved name (build_sft writes it), config.yaml the setting; a mixed resolution
+    ("native tools, hermes calls") is what `auto` finds again on the same template. Reads through RunDir's
+    names; it belongs beside RunDir.model_section in runs.py.
+    """
+    import yaml
+
+    from tuneforge.runs import RunDir
+
+    run = RunDir(Path(run_root))
+    if run.data_stats.is_file():
+        recorded = json.loads(run.data_stats.read_text(encoding="utf-8")).get("tool_format")
+        if recorded in ("native", "hermes"):
+            return str(recorded)
+    if run.config.is_file():
+        data = (yaml.safe_load(run.config.read_text(encoding="utf-8")) or {}).get("data") or {}
+        if data.get("tool_format") in TOOL_FORMATS:
+            return str(data["tool_format"])
+    return "auto"
+
+
 def render_conversation(
     tokenizer: Any,
     conv: Conversation,
@@ -367,6 +411,7 @@ __all__ = [
     "Rendered",
     "ToolFormat",
     "ToolRendering",
+    "call_opening",
     "chat_dicts",
     "end_of_turn_ids",
     "parse_tools",
@@ -375,5 +420,6 @@ __all__ = [
     "render_text",
     "resolved_tool_format",
     "template_tool_support",
+    "tool_format_of_run",
     "tool_rendering",
 ]

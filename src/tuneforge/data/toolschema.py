@@ -133,7 +133,9 @@ def argument_problem(name: str, arguments: Mapping[str, Any], tools: Sequence[Ma
     if missing:
         return f"{name}: required argument(s) {', '.join(map(repr, missing))} missing"
     unknown = [k for k in arguments if k not in props]
-    if unknown and params.get("additionalProperties") is not True:
+    # JSON Schema allows extra keys unless told not to; a schema that lists its properties is read as the whole
+    # list (a call inventing an argument is the commonest wrong call), one that lists none takes anything.
+    if unknown and "properties" in params and params.get("additionalProperties") is not True:
         return f"{name}: unknown argument(s) {', '.join(map(repr, unknown))}"
     for key, value in arguments.items():
         prop = props.get(key)

@@ -49,6 +49,10 @@ class LocalEngine:
 
     adapter_name: str | None = None
     merged: bool = False
+    # How prompts show tools (data.tool_format of the run that trained the adapter; docs/tooluse.md) and how
+    # many at most (the tool retriever; None: all). Set by whoever loads a run: serve, chat, eval.
+    tool_format: str = "auto"
+    max_tools: int | None = None
 
     def __init__(self, model_cfg: ModelConfig, adapter: Path | None = None, *, merge_adapter: bool = False) -> None:
         if adapter is not None and not adapter.is_dir():
@@ -110,7 +114,7 @@ class LocalEngine:
         return self.batcher(max_batch).submit(prompt, params, self.adapter_name)
 
     def prompt_ids(self, messages: Sequence[Message], tools: str | None = None) -> list[int]:
-        return render_prompt(self.tokenizer, messages, tools)
+        return render_prompt(self.tokenizer, messages, tools, self.tool_format, self.max_tools)
 
     @torch.inference_mode()
     def generate(self, messages: Sequence[Message], params: GenerationParams = DEFAULT_PARAMS) -> str:

@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import hmac
 import ipaddress
-import json
 import logging
 import os
 from collections.abc import Iterator
@@ -20,9 +19,9 @@ from pathlib import Path
 from typing import Any
 
 from tuneforge.config import ModelConfig
-from tuneforge.data.render import render_prompt
+from tuneforge.data.render import render_prompt, tool_format_of_run
 from tuneforge.data.schema import DataError, Message
-from tuneforge.data.toolcalls import parse_calls, render_calls
+from tuneforge.data.toolcalls import render_calls
 from tuneforge.errors import TuneforgeError
 from tuneforge.inference import GenerationParams, Job, LocalEngine, engines_for_adapters
 from tuneforge.runs import model_config_of_run
@@ -45,6 +44,7 @@ from tuneforge.serve.protocol import (
     Usage,
     error_body,
 )
+from tuneforge.serve.tools import ToolPlan, ToolStream, plan_tools, read_calls, with_note
 
 
 class ServeExtraMissing(TuneforgeError, ImportError):
@@ -151,7 +151,9 @@ def create_app(
     max_tokens_limit: int = 1024,
     max_request_bytes: int = 1_000_000,
     max_batch: int = 16,
+    max_tools: int | None = None,
 ) -> FastAPI:
+    """`max_tools`: requests offering more tools show the model the k best by BM25 (docs/tooluse.md)."""
     if not engines:
         raise ServeError("no model to serve")
     app = FastAPI(title="tuneforge", version="1")
@@ -202,20 +204,26 @@ def create_app(
     @app.post("/v1/chat/completions", response_model=None)
     def chat(req: ChatCompletionRequest) -> ChatCompletion | StreamingResponse:
         engine = pick(req)
-        tools = json.dumps(req.tools) if req.tools and req.tool_choice != "none" else None
         try:
-            ids = render_prompt(engine.tokenizer, to_messages(req.messages), tools)
+            plan = plan_tools(req, engine.tokenizer, engine.tool_format)
+        except DataError as e:
+            raise _err(400, str(e), "tools") from None
+        k = max_tools if max_tools is not None else engine.max_tools
+        try:
+            messages = with_note(to_messages(req.messages), plan)
+            ids = render_prompt(engine.tokenizer, messages, plan.tools_json, engine.tool_format, k)
         except DataError as e:
             raise _err(400, str(e), "messages") from None
+        if plan.opening:  # tool_choice required / named: the answer starts as a call (serve/tools.py)
+            ids += list(engine.tokenizer(plan.opening, add_special_tokens=False)["input_ids"])
         max_new = budget(engine, ids, req.max_completion_tokens or req.max_tokens)
         if req.stream:
-            return StreamingResponse(_chat_events(gen, engine, ids, req, max_new), media_type="text/event-stream")
+            events = _chat_events(gen, engine, ids, req, max_new, plan)
+            return StreamingResponse(events, media_type="text/event-stream")
         text, n, finish = gen.run(engine, ids, req, max_new)
-        calls: list[OpenAIToolCall] = []
-        if tools:
-            text, found = parse_calls(text)
-            calls = [OpenAIToolCall.of(c) for c in found]
-        message = AssistantMessage(content=text if text or not calls else None, tool_calls=calls or None)
+        content, found = read_calls(text, plan)
+        calls = [OpenAIToolCall.of(c) for c in found]
+        message = AssistantMessage(content=content, tool_calls=calls or None)
         choice = ChatChoice(message=message, finish_reason="tool_calls" if calls else finish)  # type: ignore[arg-type]
         return ChatCompletion(
             model=req.model,
@@ -253,17 +261,24 @@ def _sse(obj: Any) -> str:
 
 
 def _chat_events(
-    gen: Generator, engine: LocalEngine, ids: list[int], req: ChatCompletionRequest, max_new: int
+    gen: Generator, engine: LocalEngine, ids: list[int], req: ChatCompletionRequest, max_new: int, plan: ToolPlan
 ) -> Iterator[str]:
     chunk = ChatCompletionChunk(
         id="", model=req.model, choices=[ChunkChoice(delta=ChunkDelta(role="assistant", content=""))]
     )
     cid = f"chatcmpl-{chunk.created}-{id(chunk):x}"
     yield _sse(chunk.model_copy(update={"id": cid}))
+    stream = ToolStream(plan)  # content as it comes; a call is held until complete, then sent as tool_calls
+
+    def event(delta: dict[str, Any]) -> str:
+        return _sse(ChatCompletionChunk(id=cid, model=req.model, choices=[ChunkChoice(delta=ChunkDelta(**delta))]))
+
     for piece in gen.stream(engine, ids, req, max_new):
-        yield _sse(ChatCompletionChunk(id=cid, model=req.model, choices=[ChunkChoice(delta=ChunkDelta(content=piece))]))
+        yield from map(event, stream.feed(piece))
+    yield from map(event, stream.close())
+    finish = "tool_calls" if stream.calls else "stop"
     yield _sse(
-        ChatCompletionChunk(id=cid, model=req.model, choices=[ChunkChoice(delta=ChunkDelta(), finish_reason="stop")])
+        ChatCompletionChunk(id=cid, model=req.model, choices=[ChunkChoice(delta=ChunkDelta(), finish_reason=finish)])
     )
     yield "data: [DONE]\n\n"
 
@@ -285,9 +300,11 @@ def load_engines(run: str | None, model: str | None, adapters: list[str]) -> dic
     (`inference.engines_for_adapters`).
     """
     named: dict[str, Path | None] = {}
+    tool_format = "auto"
     if run is not None:
         model_cfg, output = model_config_of_run(Path(run))
         named[Path(run).resolve().name] = output
+        tool_format = tool_format_of_run(Path(run))  # prompts show tools the way the run trained
     else:
         model_cfg = ModelConfig(path=str(model))
         named[Path(str(model)).name or str(model)] = None
@@ -298,7 +315,10 @@ def load_engines(run: str | None, model: str | None, adapters: list[str]) -> dic
         if name in named:
             raise ServeError(f"model name {name!r} is used twice")
         named[name] = Path(folder)
-    return engines_for_adapters(model_cfg, named)
+    engines = engines_for_adapters(model_cfg, named)
+    for engine in engines.values():
+        engine.tool_format = tool_format
+    return engines
 
 
 def serve_main(args: argparse.Namespace) -> int:
@@ -308,7 +328,10 @@ def serve_main(args: argparse.Namespace) -> int:
     check_bind(args.host, api_key)  # before loading anything slow
     engines = load_engines(args.run, args.model, args.adapter)
     max_batch = args.max_batch
-    app = create_app(engines, api_key=api_key, max_tokens_limit=args.max_tokens_limit, max_batch=max_batch)
+    max_tools = getattr(args, "max_tools", None)  # --max-tools, where the CLI offers it
+    app = create_app(
+        engines, api_key=api_key, max_tokens_limit=args.max_tokens_limit, max_batch=max_batch, max_tools=max_tools
+    )
     where = f"http://{args.host}:{args.port}/v1"
     log.info("serving %s on %s (up to %d requests per batch)", ", ".join(engines), where, max_batch)
     uvicorn.run(app, host=args.host, port=args.port, log_level="info")
