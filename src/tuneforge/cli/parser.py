@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from typing import Any
 
 from tuneforge.cli import verbs
 
@@ -13,7 +14,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("-v", "--verbose", action="store_true", help="debug logs, library warnings included")
     sub = p.add_subparsers(dest="verb", required=True, metavar="VERB")
+    for add_verb in VERBS:
+        add_verb(sub)
+    return p
 
+
+def _train(sub: Any) -> None:
     t = sub.add_parser("train", help="train with a YAML config: tuneforge train CONFIG.yaml [key=value ...]")
     t.add_argument("config")
     t.add_argument("overrides", nargs="*", help="key.path=value overrides, e.g. train.lr=1e-4 method.r=16")
@@ -25,6 +31,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--master", metavar="ADDR:PORT", help="node 0's address and a free port (c10d rendezvous)")
     t.set_defaults(func=verbs.cmd_train)
 
+
+def _eval(sub: Any) -> None:
     e = sub.add_parser("eval", help="evaluate the base model and/or runs: tuneforge eval CONFIG.yaml [key=value ...]")
     e.add_argument("config")
     e.add_argument("overrides", nargs="*", help="key.path=value overrides, e.g. eval.limit=50 eval.base=false")
@@ -32,16 +40,22 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--output", help="report folder; same as eval.output_dir")
     e.set_defaults(func=verbs.cmd_eval)
 
+
+def _validate(sub: Any) -> None:
     v = sub.add_parser("validate", help="check a config and print it with every default resolved")
     v.add_argument("config")
     v.add_argument("overrides", nargs="*")
     v.set_defaults(func=verbs.cmd_validate)
 
+
+def _quickstart(sub: Any) -> None:
     q = sub.add_parser("quickstart", help="LoRA on the embedded model with shipped data; before/after report")
     q.add_argument("overrides", nargs="*", help="overrides of examples/quickstart.yaml, e.g. data.variables.name=Ada")
     q.add_argument("--overwrite", action="store_true", help="replace runs/quickstart if it exists")
     q.set_defaults(func=verbs.cmd_quickstart)
 
+
+def _chat(sub: Any) -> None:
     c = sub.add_parser("chat", help="chat with a run (--run) or a model (--model [--adapter])")
     src = c.add_mutually_exclusive_group(required=True)
     src.add_argument("--run", help="a run folder, e.g. runs/quickstart")
@@ -55,6 +69,8 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--seed", type=int, default=None)
     c.set_defaults(func=verbs.cmd_chat)
 
+
+def _bench(sub: Any) -> None:
     b = sub.add_parser(
         "bench", help="benchmarks: tuneforge bench methods|speed [CONFIG] [key=value ...] (docs/bench_methods.md)"
     )
@@ -81,6 +97,8 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--out", help="now bench.out")
     b.set_defaults(func=verbs.cmd_bench)
 
+
+def _export(sub: Any) -> None:
     x = sub.add_parser("export", help="merge a run into an HF model folder (or GGUF) and verify it")
     x.add_argument("--run", required=True, help="a run folder, e.g. runs/quickstart")
     x.add_argument("--out", help="output folder (default: RUN/merged)")
@@ -89,6 +107,8 @@ def build_parser() -> argparse.ArgumentParser:
     x.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
     x.set_defaults(func=verbs.cmd_export)
 
+
+def _serve(sub: Any) -> None:
     s = sub.add_parser("serve", help="OpenAI-compatible HTTP server for a run (--run) or a model (--model)")
     s_src = s.add_mutually_exclusive_group(required=True)
     s_src.add_argument("--run", help="a run folder, e.g. runs/quickstart")
@@ -101,6 +121,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--max-batch", type=int, default=16, help="concurrent requests decoded together (1: one at a time)")
     s.set_defaults(func=verbs.cmd_serve)
 
+
+def _rag(sub: Any) -> None:
     r = sub.add_parser("rag", help="retrieval: index documents, search them, answer with citations (docs/rag.md)")
     r.add_argument("action", choices=["index", "search", "chat"])
     r.add_argument(
@@ -122,6 +144,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--json", action="store_true", help="chat: print the answer, citations and sources as JSON")
     r.set_defaults(func=verbs.cmd_rag)
 
+
+def _webui(sub: Any) -> None:
     w = sub.add_parser("webui", help="web UI: config form, training, evaluation, chat and export (docs/webui.md)")
     w.add_argument("overrides", nargs="*", help="key.path=value presets of the form, e.g. model.path=DIR")
     w.add_argument("--config", help="a config YAML that fills the form")
@@ -130,6 +154,8 @@ def build_parser() -> argparse.ArgumentParser:
     w.add_argument("--auth", help="USER:PASSWORD for the login page (default: env TUNEFORGE_WEBUI_AUTH)")
     w.set_defaults(func=verbs.cmd_webui)
 
+
+def _data(sub: Any) -> None:
     dp = sub.add_parser("data", help="data recipes: tuneforge data prepare DOCS... --out DIR --name NAME [key=value]")
     dp.add_argument("action", choices=["prepare"])
     dp.add_argument(
@@ -155,6 +181,8 @@ def build_parser() -> argparse.ArgumentParser:
     dp.add_argument("--overwrite", action="store_true", help="now prepare.overwrite=true")
     dp.set_defaults(func=verbs.cmd_data)
 
+
+def _lab(sub: Any) -> None:
     lb = sub.add_parser(
         "lab", help="knowledge lab: fine-tuning vs RAG on new facts: tuneforge lab knowledge [CONFIG] [key=value ...]"
     )
@@ -187,6 +215,8 @@ def build_parser() -> argparse.ArgumentParser:
     lb.add_argument("--bootstrap", type=int, help="now eval.bootstrap")
     lb.set_defaults(func=verbs.cmd_lab)
 
+
+def _sweep(sub: Any) -> None:
     sw = sub.add_parser(
         "sweep", help="grid sweep: tuneforge sweep CONFIG [key=value ...] --grid key=v1,v2 ... (docs/sweep.md)"
     )
@@ -206,6 +236,26 @@ def build_parser() -> argparse.ArgumentParser:
     sw.add_argument("--max-concurrent", type=int, help="points trained at once; sweep.max_concurrent")
     sw.set_defaults(func=verbs.cmd_sweep)
 
+
+def _doctor(sub: Any) -> None:
     d = sub.add_parser("doctor", help="versions, threads, embedded model cache, optional extras")
     d.set_defaults(func=verbs.cmd_doctor)
-    return p
+
+
+# The verbs in the order `tuneforge --help` lists them: one function per verb adds its sub-parser.
+VERBS = (
+    _train,
+    _eval,
+    _validate,
+    _quickstart,
+    _chat,
+    _bench,
+    _export,
+    _serve,
+    _rag,
+    _webui,
+    _data,
+    _lab,
+    _sweep,
+    _doctor,
+)
