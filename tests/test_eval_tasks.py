@@ -166,7 +166,7 @@ def test_math_generation_and_tool_scoring() -> None:
     tools = [Example("0", "q", calls=calls), Example("1", "q", calls=calls), Example("irrelevance_0", "q", calls=())]
     texts = ['[{"name": "add", "arguments": {"a": 1, "b": 2}}]', "add(a=1, b=3)", "Shakespeare wrote it."]
     got = _score({"type": "tool_call", "format": "bfcl", "path": "x"}, tools, [Response(text=t) for t in texts])
-    assert got == {"accuracy": pytest.approx(2 / 3), "name_accuracy": 1.0}
+    assert got == {"accuracy": pytest.approx(2 / 3), "name_accuracy": 1.0, "format_valid": 1.0}
 
 
 def test_perplexity_is_exp_of_mean_token_loss() -> None:

@@ -5,14 +5,14 @@ A k-shot prompt is a chat: each solved example is a user turn and an assistant t
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from tuneforge.config import TaskSpec
-from tuneforge.data.render import render_prompt
+from tuneforge.data.render import render_prompt, template_tool_support
 from tuneforge.data.schema import Message
+from tuneforge.data.toolcalls import TOOLS_SYSTEM
 from tuneforge.eval.readers import Example
 
 
@@ -45,36 +45,25 @@ def chat(
     return messages
 
 
-def prompt_ids(tokenizer: Any, messages: Sequence[Message], tools: str | None = None) -> list[int]:
-    return render_prompt(tokenizer, messages, tools)
+def prompt_ids(
+    tokenizer: Any, messages: Sequence[Message], tools: str | None = None, tool_format: str = "auto"
+) -> list[int]:
+    return render_prompt(tokenizer, messages, tools, tool_format)
 
 
 def template_renders_tools(tokenizer: Any) -> bool:
     """Whether the chat template shows tool schemas itself (many small models' templates ignore them)."""
-    probe = [{"role": "user", "content": "hi"}]
-    tool = {"type": "function", "function": {"name": "probe_tool_x", "description": "", "parameters": {}}}
-    try:
-        text = tokenizer.apply_chat_template(probe, tools=[tool], tokenize=False, add_generation_prompt=True)
-    except Exception:  # a template may raise on any unexpected input; then it cannot show tools either
-        return False
-    return "probe_tool_x" in str(text)
+    return template_tool_support(tokenizer).tools
 
 
-TOOL_SYSTEM = (
-    "You are a helpful assistant with access to these functions:\n{tools}\n\n"
-    "If the request can be answered with these functions, reply with only the function call(s) as JSON, "
-    'for example [{{"name": "function_name", "arguments": {{"param": "value"}}}}]. '
-    "If none of the functions fits, say so in plain text and call nothing."
-)
+# The tool prompt of templates that ignore `tools`: the one fallback text training, chat and serve use too
+# (data.toolcalls; the renderer adds it, docs/tooluse.md), calls as <tool_call> blocks.
+TOOL_SYSTEM = TOOLS_SYSTEM
 
 
-def tool_messages(spec: TaskSpec, ex: Example, in_template: bool) -> list[Message]:
-    """System prompt with the tools (unless the template shows them), then the example's own turns."""
-    if in_template:
-        system = spec.system
-    else:
-        tools = "\n".join(json.dumps(t, ensure_ascii=False) for t in json.loads(ex.tools or "[]"))
-        system = (spec.system + "\n\n" if spec.system else "") + TOOL_SYSTEM.format(tools=tools)
+def tool_messages(spec: TaskSpec, ex: Example) -> list[Message]:
+    """The task's system prompt, then the example's own turns; the tools go to `render_prompt` with them."""
+    system = spec.system
     own = [Message(m["role"], m["content"]) for m in ex.messages]  # type: ignore[arg-type]
     if system and own and own[0].role == "system":
         own = [Message("system", system + "\n\n" + own[0].content), *own[1:]]

@@ -17,9 +17,9 @@ from tuneforge.config import TaskSpec
 from tuneforge.data.toolcalls import parse_calls
 from tuneforge.eval import metrics as m
 from tuneforge.eval.lm import LM, Scored
-from tuneforge.eval.prompts import Item, chat, prompt_ids, template_renders_tools, tool_messages, user_text
+from tuneforge.eval.prompts import Item, chat, prompt_ids, tool_messages, user_text
 from tuneforge.eval.readers import LETTERS, EvalError, Example
-from tuneforge.eval.toolcall import calls_match, names_match
+from tuneforge.eval.toolcall import calls_match, format_problem, names_match
 
 
 @dataclass(frozen=True)
@@ -302,7 +302,12 @@ class MathTask(_Generating):
 
 
 class ToolCallTask(_Base):
-    """Function calling, BFCL-style: the calls must match by name and arguments; irrelevance wants none."""
+    """Function calling, BFCL-style: the calls must match by name and arguments; irrelevance wants none.
+
+    `format_valid`: the share of answers that are either plain text or well-formed calls to offered functions
+    with arguments that fit their schemas (a broken `<tool_call>` block, an unknown function or a wrong-typed
+    argument is invalid): whether the model speaks the call format at all, apart from picking the right call.
+    """
 
     settings = COMMON | {"system", "max_new_tokens"}
     formats = frozenset({"bfcl"})
@@ -310,27 +315,27 @@ class ToolCallTask(_Base):
     default_new_tokens = 128
 
     def prepare(self, items: Sequence[Item], lm: LM) -> list[Request]:
-        in_template = template_renders_tools(lm.tokenizer)
+        # The tools go through the renderer, as in training: the template's own tool prompt where it has one,
+        # else the hermes fallback (data.render); lm.tool_format is the evaluated run's, where the runner sets it.
+        fmt = getattr(lm, "tool_format", "auto")
         return [
-            Request(
-                prompt=prompt_ids(
-                    lm.tokenizer,
-                    tool_messages(self.spec, i.example, in_template),
-                    i.example.tools if in_template else None,
-                )
-            )
+            Request(prompt=prompt_ids(lm.tokenizer, tool_messages(self.spec, i.example), i.example.tools, fmt))
             for i in items
         ]
 
     def score(self, items: Sequence[Item], responses: Sequence[Response]) -> TaskScores:
-        right, names, preds = [], [], []
+        right, names, valid, preds = [], [], [], []
         for item, r in zip(items, responses, strict=True):
             calls, expected = parse_calls(r.text)[1], list(item.example.calls or ())
             right.append(float(calls_match(calls, expected)))
             names.append(float(names_match(calls, expected)))
+            problem = format_problem(r.text, calls, item.example.tools)
+            valid.append(float(problem is None))
             got = [{"name": c.name, "arguments": c.arguments} for c in calls]
-            preds.append({"id": item.example.id, "correct": bool(right[-1]), "calls": got, "text": r.text})
-        return TaskScores({"accuracy": m.mean_rows(right), "name_accuracy": m.mean_rows(names)}, preds)
+            pred = {"id": item.example.id, "correct": bool(right[-1]), "calls": got, "text": r.text}
+            preds.append(pred | ({"format_problem": problem} if problem else {}))
+        metrics = {"accuracy": m.mean_rows(right), "name_accuracy": m.mean_rows(names)}
+        return TaskScores(metrics | {"format_valid": m.mean_rows(valid)}, preds)
 
 
 # type name -> task class; config.TaskType names the same keys.

@@ -9,11 +9,13 @@ lists element by element, dicts key by key; parallel calls match in any order.
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Sequence
 from typing import Any
 
 from tuneforge.data.toolcalls import ToolCall
+from tuneforge.data.toolschema import argument_problem, function_of
 
 # --- comparison with BFCL possible answers -----------------------------------------------------------
 
@@ -80,6 +82,22 @@ def names_match(calls: Sequence[ToolCall], expected: Sequence[dict[str, Any]]) -
     return got == sorted(_norm_name(next(iter(e))) for e in expected)
 
 
+def format_problem(text: str, calls: Sequence[ToolCall], tools: str | None) -> str | None:
+    """Why an answer is not in a valid call format (None: it is): a `<tool_call>` block that did not parse, or a
+    call to a function not offered, or arguments that do not fit its schema. Plain text is valid."""
+    if "<tool_call>" in text and text.count("<tool_call>") != len(calls):
+        return "a <tool_call> block that is not a JSON call"
+    offered = json.loads(tools) if tools else None
+    if not calls or not offered:
+        return None
+    by_norm = [{**t, "name": _norm_name(str(function_of(t).get("name", "")))} for t in map(function_of, offered)]
+    for call in calls:
+        problem = argument_problem(_norm_name(call.name), call.arguments, by_norm)
+        if problem:
+            return problem
+    return None
+
+
 def _assign(calls: list[ToolCall], expected: list[Any], ok: Any) -> bool:
     # Backtracking over a handful of parallel calls; BFCL items have at most a few.
     if not expected:
@@ -88,4 +106,4 @@ def _assign(calls: list[ToolCall], expected: list[Any], ok: Any) -> bool:
     return any(ok(call, first) and _assign(calls[:i] + calls[i + 1 :], rest, ok) for i, call in enumerate(calls))
 
 
-__all__ = ["call_matches", "calls_match", "names_match", "same_value"]
+__all__ = ["call_matches", "calls_match", "format_problem", "names_match", "same_value"]
