@@ -35,7 +35,7 @@ SHARED_SECTIONS = {
 
 
 def test_every_row_has_its_file_and_a_runner() -> None:
-    assert list(STAGES) == ["pt", "sft", "rm", "dpo", "kto"]
+    assert list(STAGES) == ["pt", "sft", "rm", "dpo", "kto", "grpo"]
     for name, row in STAGES.items():
         assert row.name == name and row.summary
         assert (STAGES_DIR / f"{name}.py").is_file()
@@ -52,7 +52,7 @@ def test_rows_are_built_by_keyword_and_frozen() -> None:
 
 def test_table_sections_are_runconfig_sections() -> None:
     owned = stage_sections()
-    assert owned == {"vocab": ("pt",), "rm": ("rm",), "dpo": ("dpo",), "kto": ("kto",)}
+    assert owned == {"vocab": ("pt",), "rm": ("rm",), "dpo": ("dpo",), "kto": ("kto",), "grpo": ("grpo",)}
     for section in owned:
         annotation = RunConfig.model_fields[section].annotation
         assert isinstance(annotation, type) and issubclass(annotation, BaseModel), section
@@ -105,8 +105,8 @@ def test_method_entries_are_keyword_only() -> None:
 
 
 def test_refusals_are_read_from_the_method_entry() -> None:
-    assert set(METHODS["mpt"].refused_stages) == {"rm", "dpo", "kto"}
-    assert set(METHODS["adalora"].refused_stages) == {"dpo", "kto"}
+    assert set(METHODS["mpt"].refused_stages) == {"rm", "dpo", "kto", "grpo"}
+    assert set(METHODS["adalora"].refused_stages) == {"dpo", "kto", "grpo"}
     assert set(METHODS["qlora"].refused_stages) == {"rm"}
     assert {n for n, m in METHODS.items() if m.refused_stages} == {"mpt", "adalora", "qlora"}
     why = METHODS["qlora"].refused_stages["rm"].why

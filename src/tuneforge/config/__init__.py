@@ -12,9 +12,11 @@ higher layers (`tuneforge.methods`, `tuneforge.stages.table`), so the caller han
 
 Modules: `sections` (model, data, method, train, output), `stage_sections` (eval, dpo, kto, rm, vocab, rag),
 `workflow_sections` (lab, bench, prepare: the verbs beside training, their presets), `sweep_section` (sweep),
+`grpo_section` (grpo and its rewards),
 `run` (RunConfig and its stage checks), `loading` (load, overrides, readable errors).
 """
 
+from tuneforge.config.grpo_section import REWARD_NAMES, REWARD_PARAMS, GrpoConfig, RewardSpec
 from tuneforge.config.loading import apply_override, format_errors, load
 from tuneforge.config.run import (
     MethodTable,
@@ -73,6 +75,8 @@ __all__ = [
     "LAB_PRESETS",
     "OLD_FLAGS",
     "REFERENCE_FREE_LOSSES",
+    "REWARD_NAMES",
+    "REWARD_PARAMS",
     "BenchConfig",
     "ConfigError",
     "DataConfig",
@@ -81,6 +85,7 @@ __all__ = [
     "DpoConfig",
     "EvalConfig",
     "GenerationMetric",
+    "GrpoConfig",
     "KtoConfig",
     "LabConfig",
     "MethodSection",
@@ -89,6 +94,7 @@ __all__ = [
     "OutputConfig",
     "PrepareConfig",
     "RagConfig",
+    "RewardSpec",
     "RmConfig",
     "RunConfig",
     "Section",

@@ -18,6 +18,7 @@ from typing import Any, Protocol
 import yaml
 from pydantic import Field, SerializeAsAny
 
+from tuneforge.config.grpo_section import GrpoConfig, grpo_refusal
 from tuneforge.config.sections import (
     DataConfig,
     DistributedConfig,
@@ -92,6 +93,7 @@ class RunConfig(Section):
     kto: KtoConfig = Field(default_factory=KtoConfig)
     rm: RmConfig = Field(default_factory=RmConfig)
     vocab: VocabConfig = Field(default_factory=VocabConfig)
+    grpo: GrpoConfig = Field(default_factory=GrpoConfig)
     rag: RagConfig = Field(default_factory=RagConfig)
     lab: LabConfig = Field(default_factory=LabConfig)
     bench: BenchConfig = Field(default_factory=BenchConfig)
@@ -103,6 +105,9 @@ class RunConfig(Section):
         if stages is not None:
             self._check_stage_sections(stages)
         self._check_method()
+        refusal = grpo_refusal(self.grpo, self.train, self.data) if self.stage == "grpo" else None
+        if refusal:
+            raise ValueError(refusal)
         if stages is not None:
             self._check_test_datasets(stages)
 
@@ -135,7 +140,10 @@ class RunConfig(Section):
 
     @property
     def _reference_free(self) -> bool:
-        """True when the run keeps no frozen reference copy of the model: dpo with loss orpo or simpo."""
+        """True when the run keeps no frozen reference copy of the model: dpo with loss orpo or simpo, grpo with
+        beta 0 (no KL term)."""
+        if self.stage == "grpo":
+            return self.grpo.beta == 0
         return self.stage == "dpo" and self.dpo.loss in REFERENCE_FREE_LOSSES
 
     @property

@@ -28,6 +28,10 @@ class AdaLoraParams(TargetedParams):
             lifted_without_reference=True,
         ),
         "kto": StageRefusal(why=_ADALORA.format(stage="kto") + "; use lora"),
+        "grpo": StageRefusal(
+            why=_ADALORA.format(stage="grpo with grpo.beta > 0") + "; use lora, or grpo.beta=0 (no reference)",
+            lifted_without_reference=True,
+        ),
     }
     name: Literal["adalora"] = "adalora"
     init_r: int = Field(12, gt=0, description="Rank every adapter starts with.")

@@ -81,7 +81,17 @@ _MPT = StageRefusal(
 
 
 class MptParams(PromptBase):
-    refused_stages: ClassVar[dict[str, StageRefusal]] = {"rm": _MPT, "dpo": _MPT, "kto": _MPT}
+    refused_stages: ClassVar[dict[str, StageRefusal]] = {
+        "rm": _MPT,
+        "dpo": _MPT,
+        "kto": _MPT,
+        # GRPO's policy passes task_ids through the method's hook; only the frozen reference copy (beta > 0) lacks it
+        "grpo": StageRefusal(
+            why="with grpo.beta > 0 TRL adds a frozen reference copy of the prompt, which gets no task_ids; "
+            "use grpo.beta=0 (no reference), prompt_tuning or lora",
+            lifted_without_reference=True,
+        ),
+    }
     name: Literal["mpt"] = "mpt"
     num_tasks: int = Field(1, gt=0, description="Number of tasks with their own prompt factors.")
     num_ranks: int = Field(1, gt=0, description="Rank of each task's multiplicative prompt matrix.")

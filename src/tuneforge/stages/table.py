@@ -68,6 +68,11 @@ STAGES: dict[str, StageSpec] = _table(
         sections=("kto",),
         scores_pairs=True,
     ),
+    StageSpec(
+        name="grpo",
+        summary="reinforcement fine-tuning: sampled answers scored by rewards, GRPO or RLOO (TRL); docs/rl.md",
+        sections=("grpo",),
+    ),
 )
 
 
