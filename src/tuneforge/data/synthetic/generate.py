@@ -19,6 +19,8 @@ import random
 from pathlib import Path
 from typing import Any
 
+from tuneforge.data.recipes.tools import SCHEMAS, load_schemas, tool_conversations
+
 HERE = Path(__file__).resolve().parent
 
 IDENTITY_TRAIN_QUESTIONS = [
@@ -209,6 +211,7 @@ ENTRIES: dict[str, dict[str, Any]] = {
     "iso_dates_pref": RANKING_ENTRY,
     "iso_dates_pref_test": RANKING_ENTRY,
     "iso_dates_kto": KTO_ENTRY,
+    "tool_calls": {"formatting": "openai"},
 }
 
 
@@ -224,6 +227,8 @@ def build_all() -> dict[str, Any]:
     }
     files["iso_dates_kto.json"] = iso_date_kto(files["iso_dates_pref.json"])
     files["zh_dates.txt"] = zh_date_corpus(seed=7, n=400)
+    # tool use (docs/tooluse.md): the tools recipe on its 20 shipped company APIs, none of them BFCL's
+    files["tool_calls.json"] = tool_conversations(load_schemas(SCHEMAS), n=300, seed=8, distractors=2)
     # LLaMA-Factory's dataset_info.json layout, read by tuneforge's registry like any user's.
     files["dataset_info.json"] = {
         Path(name).stem: {
