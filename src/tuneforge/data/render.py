@@ -183,9 +183,7 @@ def chat_dicts(
     schemas = parse_tools(tools, src)
     how = tool_rendering(tokenizer, tool_format) if schemas or _has_calls(messages) else HERMES
     if schemas and max_tools is not None:
-        called = [c.name for m in messages if m.role == "assistant" for c in split_tagged(m.content)[1]]
-        query = "\n".join(m.content for m in messages if m.role == "user")
-        schemas = [dict(t) for t in select_tools(schemas, query, max_tools, called)]
+        schemas = tools_shown(schemas, messages, max_tools)
     dicts: list[dict[str, Any]] = []
     for m in messages:
         d: dict[str, Any] = {"role": m.role, "content": m.content}
@@ -206,6 +204,13 @@ def chat_dicts(
         else:
             dicts.insert(0, {"role": "system", "content": tools_system_text(schemas)})
     return dicts, (schemas if how.tools else None)
+
+
+def tools_shown(schemas: list[dict[str, Any]], messages: Sequence[Message], max_tools: int) -> list[dict[str, Any]]:
+    """The tools a prompt shows when there are more than `max_tools`: the called ones and the best by BM25."""
+    called = [c.name for m in messages if m.role == "assistant" for c in split_tagged(m.content)[1]]
+    query = "\n".join(m.content for m in messages if m.role == "user")
+    return [dict(t) for t in select_tools(schemas, query, max_tools, called)]
 
 
 def _has_calls(messages: Sequence[Message]) -> bool:
@@ -422,4 +427,5 @@ __all__ = [
     "template_tool_support",
     "tool_format_of_run",
     "tool_rendering",
+    "tools_shown",
 ]

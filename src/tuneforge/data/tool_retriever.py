@@ -11,10 +11,12 @@ docs/tooluse.md reports its recall@k on BFCL multiple.
 
 from __future__ import annotations
 
+import json
 import math
 import re
 from collections import Counter
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 from tuneforge.data.toolschema import function_of
@@ -78,4 +80,34 @@ def select_tools(
     return [tools[i] for i in sorted(chosen)]
 
 
-__all__ = ["bm25_scores", "rank_tools", "select_tools", "tool_terms", "tool_text"]
+def bfcl_recall(folder: Path, ks: Sequence[int] = (1, 2, 3, 5, 10)) -> dict[str, Any]:
+    """recall@k of the expected function on BFCL multiple: among each item's own tools, and among all of them."""
+    read = (folder / "BFCL_v4_multiple.json").read_text(encoding="utf-8").splitlines()
+    items = [json.loads(line) for line in read if line.strip()]
+    truth = folder / "possible_answer" / "BFCL_v4_multiple.json"
+    answers = {r["id"]: r["ground_truth"] for r in map(json.loads, truth.read_text(encoding="utf-8").splitlines())}
+    pool = list({f["name"]: f for it in items for f in it["function"]}.values())
+    own, whole = dict.fromkeys(ks, 0), dict.fromkeys(ks, 0)
+    for it in items:
+        query = " ".join(m["content"] for m in it["question"][0] if m["role"] == "user")
+        want = next(iter(answers[it["id"]][0]))
+        mine = [it["function"][i]["name"] for i in rank_tools(it["function"], query)]
+        every = [pool[i]["name"] for i in rank_tools(pool, query)]
+        for k in ks:
+            own[k] += want in mine[:k]
+            whole[k] += want in every[:k]
+    n = len(items)
+    return {"items": n, "pool": len(pool), "own": {k: own[k] / n for k in ks}, "all": {k: whole[k] / n for k in ks}}
+
+
+__all__ = ["bfcl_recall", "bm25_scores", "rank_tools", "select_tools", "tool_terms", "tool_text"]
+
+
+if __name__ == "__main__":  # python -m tuneforge.data.tool_retriever ../shared/data/bfcl (docs/tooluse.md)
+    import sys
+
+    r = bfcl_recall(Path(sys.argv[1] if len(sys.argv) > 1 else "../shared/data/bfcl"))
+    print(f"BFCL multiple: {r['items']} items, {r['pool']} distinct tools")
+    print("| k | " + " | ".join(map(str, r["own"])) + " |\n|---|" + "---:|" * len(r["own"]))
+    print("| among the item's own tools | " + " | ".join(f"{v:.3f}" for v in r["own"].values()) + " |")
+    print(f"| among all {r['pool']} tools | " + " | ".join(f"{v:.3f}" for v in r["all"].values()) + " |")
