@@ -6,6 +6,7 @@ runs/<name>/
   data_stats.json  samples read / used / skipped per dataset, token counts
   result.json      steps, final losses, tokens/s, trainable parameters
   cpu.json         the CPU kind and the fast-path decisions of this run
+  completions.jsonl  sampled answers and their rewards (stage grpo)
   deepspeed.json   the DeepSpeed config a run with distributed.strategy=deepspeed used
   checkpoints/     Trainer checkpoints (checkpoint-<step>/), for resume
   adapter/         a PEFT adapter folder (parameter-efficient methods)
@@ -84,6 +85,11 @@ class RunDir:
     @property
     def cpu(self) -> Path:
         return self.root / "cpu.json"
+
+    @property
+    def completions(self) -> Path:
+        """Sampled answers with their rewards (RL stages), one JSON object per line."""
+        return self.root / "completions.jsonl"
 
     @property
     def deepspeed(self) -> Path:

@@ -69,7 +69,8 @@ class RunMetrics(TrainerCallback):
 
 # Trainer log keys -> short labels for the progress line; anything else is left out of the line (it is in
 # metrics.jsonl in full).
-_SHOWN = {"loss": "loss", "eval_loss": "eval_loss", "grad_norm": "grad", "learning_rate": "lr"}
+# reward: the mean reward of RL stages (grpo), which is what a person watches there rather than the loss
+_SHOWN = {"loss": "loss", "reward": "reward", "eval_loss": "eval_loss", "grad_norm": "grad", "learning_rate": "lr"}
 
 
 class ReadableProgress(ProgressCallback):

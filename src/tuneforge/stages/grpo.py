@@ -31,7 +31,6 @@ from tuneforge.stages.skeleton import build_trainer, drop_reference_adapter, fin
 log = logging.getLogger("tuneforge.train")
 # The run folder's file of sampled answers. runs.RunDir names the other files; until it names this one
 # (RunDir.completions), the stage that writes it does.
-COMPLETIONS = "completions.jsonl"
 
 
 def run(cfg: RunConfig, callbacks: Sequence[TrainerCallback] = ()) -> RunResult:
@@ -124,7 +123,7 @@ class CompletionLog(TrainerCallback):
         for row in self._rows:
             total = sum(w * v for w, v in zip(self.weights, row["rewards"].values(), strict=False))
             lines.append(json.dumps({**row, "reward": round(total, 6)}, ensure_ascii=False) + "\n")
-        with (self.run_dir.root / COMPLETIONS).open("a", encoding="utf-8") as f:
+        with self.run_dir.completions.open("a", encoding="utf-8") as f:
             f.writelines(lines)
 
 
