@@ -19,7 +19,7 @@ from typing import Any
 
 from tuneforge.data.build import _format_for, read_samples, require_datasets, substitute
 from tuneforge.data.formats import format_record
-from tuneforge.data.preference import read_sample
+from tuneforge.data.preference import Kind, read_sample
 from tuneforge.data.registry import resolve
 from tuneforge.data.render import (
     IGNORE_INDEX,
@@ -34,7 +34,7 @@ from tuneforge.data.render import (
 from tuneforge.data.schema import Conversation, KTOSample, Preference, Text
 from tuneforge.data.toolschema import tool_names
 
-PREFERENCE_STAGES = {"rm": "pairs", "dpo": "pairs", "kto": "kto"}
+PREFERENCE_STAGES: dict[str, Kind] = {"rm": "pairs", "dpo": "pairs", "kto": "kto"}
 MARKS = ("«", "»")
 ANSI = ("\x1b[32m", "\x1b[0m")
 NO_LIMIT = 1 << 30
@@ -53,7 +53,7 @@ def preview(cfg: Any, n: int, tokenizer: Any, color: bool = False) -> str:
         resolved = resolve(spec, data.dataset_dir)
         out.append(f"\n=== dataset {resolved.name} (format {resolved.format}) ===")
         if stage in PREFERENCE_STAGES or resolved.ranking or resolved.kto:
-            kind = "kto" if resolved.kto else PREFERENCE_STAGES.get(stage, "pairs")
+            kind: Kind = "kto" if resolved.kto else PREFERENCE_STAGES.get(stage, "pairs")
             pairs = read_samples(resolved, lambda src, rec: read_sample(resolved, kind, rec, src), n)  # noqa: B023
             out += [_preference(tokenizer, s, data) for s in pairs]
             continue

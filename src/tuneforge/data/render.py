@@ -21,22 +21,26 @@ choice renders training data, chat, serve and eval prompts.
 from __future__ import annotations
 
 import json
-import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from jinja2 import TemplateError
 
 from tuneforge.data.schema import Conversation, DataError, Message, Text
 from tuneforge.data.tool_retriever import select_tools
+from tuneforge.data.tool_templates import (
+    HERMES,
+    PROBE_TOOL,
+    TOOL_FORMATS,
+    ToolFormat,
+    ToolRendering,
+    resolved_tool_format,
+    template_tool_support,
+    tool_format_of_run,
+    tool_rendering,
+)
 from tuneforge.data.toolcalls import ToolCall, render_calls, split_tagged, tools_system_text
-
-log = logging.getLogger("tuneforge.data")
-
-ToolFormat = Literal["auto", "native", "hermes"]
-TOOL_FORMATS: tuple[str, ...] = ("auto", "native", "hermes")
 
 IGNORE_INDEX = -100  # the label transformers' losses skip
 
@@ -74,88 +78,6 @@ def end_of_turn_ids(tokenizer: Any) -> set[int]:
         if isinstance(tid, int) and tid != tokenizer.unk_token_id:
             ids.add(tid)
     return ids
-
-
-@dataclass(frozen=True)
-class ToolRendering:
-    """Who writes what: the template the tool schemas (`tools`) and the calls (`calls`), or tuneforge's fallback."""
-
-    tools: bool
-    calls: bool
-    parallel: bool = False  # the template writes several calls in one turn (Llama-3.1's refuses)
-
-    @property
-    def name(self) -> str:
-        if self.tools and self.calls:
-            return "native"
-        if not self.tools and not self.calls:
-            return "hermes"
-        return "native tools, hermes calls" if self.tools else "hermes tools, native calls"
-
-
-HERMES = ToolRendering(tools=False, calls=False)
-_PROBE_TOOL = {
-    "type": "function",
-    "function": {
-        "name": "tf_probe_fn",
-        "description": "probe",
-        "parameters": {"type": "object", "properties": {"tf_probe_arg": {"type": "string"}}, "required": []},
-    },
-}
-_PROBE_CALL = {"type": "function", "function": {"name": "tf_probe_fn", "arguments": {"tf_probe_arg": "tf_probe_v"}}}
-_SUPPORT: dict[str, ToolRendering] = {}  # chat template text -> what it renders (the probe is a pure function of it)
-_WARNED: set[str] = set()
-
-
-def template_tool_support(tokenizer: Any) -> ToolRendering:
-    """Whether the tokenizer's chat template renders `tools` and assistant `tool_calls` itself (probed once)."""
-    key = str(getattr(tokenizer, "chat_template", None))
-    if key not in _SUPPORT:
-        user = [{"role": "user", "content": "hi"}]
-        plain = _probe(tokenizer, user, None)
-        with_tools = _probe(tokenizer, user, [_PROBE_TOOL])
-        one = _probe(tokenizer, [*user, {"role": "assistant", "content": "", "tool_calls": [_PROBE_CALL]}], None)
-        two = _probe(tokenizer, [*user, {"role": "assistant", "content": "", "tool_calls": [_PROBE_CALL] * 2}], None)
-        _SUPPORT[key] = ToolRendering(
-            tools=with_tools is not None and with_tools != plain and "tf_probe_fn" in with_tools,
-            calls=one is not None and "tf_probe_fn" in one and "tf_probe_v" in one,
-            parallel=two is not None and two.count("tf_probe_v") == 2,
-        )
-    return _SUPPORT[key]
-
-
-def _probe(tokenizer: Any, messages: list[dict[str, Any]], tools: list[dict[str, Any]] | None) -> str | None:
-    try:
-        return str(tokenizer.apply_chat_template(messages, tools=tools, tokenize=False, add_generation_prompt=False))
-    except Exception:  # a template may raise on anything it does not expect; then it cannot render it either
-        return None
-
-
-def tool_rendering(tokenizer: Any, tool_format: str = "auto") -> ToolRendering:
-    """What `data.tool_format` means for this tokenizer; `native` on a template that cannot is a DataError."""
-    if tool_format == "hermes":
-        return HERMES
-    support = template_tool_support(tokenizer)
-    if tool_format == "native":
-        if not (support.tools and support.calls):
-            missing = " and ".join(w for w, ok in (("tools", support.tools), ("tool_calls", support.calls)) if not ok)
-            raise DataError(
-                f"data.tool_format=native, but the chat template of {getattr(tokenizer, 'name_or_path', '')!r} "
-                f"does not render {missing}; use data.tool_format=auto or hermes (docs/tooluse.md)"
-            )
-        return support
-    if tool_format != "auto":
-        raise DataError(f"tool format {tool_format!r} is not one of {', '.join(TOOL_FORMATS)}")
-    if not support.tools:
-        key = str(getattr(tokenizer, "chat_template", None))
-        if key not in _WARNED:
-            _WARNED.add(key)
-            log.warning(
-                "the chat template of %r ignores `tools`: tool schemas go into the system turn and calls are "
-                "<tool_call> blocks (the hermes fallback, docs/tooluse.md)",
-                getattr(tokenizer, "name_or_path", ""),
-            )
-    return support
 
 
 def render_prompt(
@@ -224,15 +146,6 @@ def _call_dict(call: Any) -> dict[str, Any]:
     return out
 
 
-def resolved_tool_format(tokenizer: Any, tool_format: str = "auto") -> str:
-    """The name a run records (data_stats.json `tool_format`): native, hermes, or which part is native."""
-    if tool_format == "hermes" or not getattr(tokenizer, "chat_template", None):
-        return HERMES.name
-    if tool_format == "native":
-        return tool_rendering(tokenizer, tool_format).name
-    return template_tool_support(tokenizer).name  # auto, without the fallback's warning (no tools may be used)
-
-
 def call_opening(tokenizer: Any, tool_format: str = "auto") -> str | None:
     """The text an assistant turn that calls a function starts with, up to the function's name.
 
@@ -242,7 +155,7 @@ def call_opening(tokenizer: Any, tool_format: str = "auto") -> str | None:
     """
     call = render_calls([ToolCall("tf_probe_fn", {"tf_probe_arg": "tf_probe_v"})])
     msgs = [Message("user", "hi"), Message("assistant", call)]
-    tools = json.dumps([_PROBE_TOOL])
+    tools = json.dumps([PROBE_TOOL])
     try:
         prompt = _chat_text(tokenizer, *chat_dicts(tokenizer, msgs[:1], tools, tool_format), True, "")
         full = _chat_text(tokenizer, *chat_dicts(tokenizer, msgs, tools, tool_format), False, "")
@@ -251,29 +164,6 @@ def call_opening(tokenizer: Any, tool_format: str = "auto") -> str | None:
     answer = full[len(prompt) :] if full.startswith(prompt) else ""
     at = answer.find("tf_probe_fn")
     return answer[:at] if at > 0 else None
-
-
-def tool_format_of_run(run_root: Path) -> str:
-    """The data.tool_format a run trained with, for serve / chat / eval ("auto" where it recorded nothing).
-
-    data_stats.json holds the resolved name (build_sft writes it), config.yaml the setting; a mixed resolution
-    ("native tools, hermes calls") is what `auto` finds again on the same template. Reads through RunDir's
-    names; it belongs beside RunDir.model_section in runs.py.
-    """
-    import yaml
-
-    from tuneforge.runs import RunDir
-
-    run = RunDir(Path(run_root))
-    if run.data_stats.is_file():
-        recorded = json.loads(run.data_stats.read_text(encoding="utf-8")).get("tool_format")
-        if recorded in ("native", "hermes"):
-            return str(recorded)
-    if run.config.is_file():
-        data = (yaml.safe_load(run.config.read_text(encoding="utf-8")) or {}).get("data") or {}
-        if data.get("tool_format") in TOOL_FORMATS:
-            return str(data["tool_format"])
-    return "auto"
 
 
 def render_conversation(

@@ -223,7 +223,9 @@ def _lf_content(content: Any, where: str) -> str:
         return content
     if not isinstance(content, list):
         raise DataError(f"{where} must be text or a list of parts, got {content!r:.60}")
-    text, thought, calls = [], [], []
+    text: list[str] = []
+    thought: list[str] = []
+    calls: list[ToolCall] = []
     for j, part in enumerate(content):
         kind, value = (part.get("type"), part.get("value")) if isinstance(part, dict) else (None, None)
         if not isinstance(value, str) or kind not in ("text", "reasoning", "tool_call"):

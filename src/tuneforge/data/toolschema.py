@@ -27,7 +27,7 @@ TYPE_ALIASES = {
     "list": "array",
     "tuple": "array",
 }
-_PYTHON_TYPE = {
+_PYTHON_TYPE: dict[str, type | tuple[type, ...]] = {
     "object": dict,
     "array": (list, tuple),
     "string": str,

@@ -97,7 +97,8 @@ def sample_value(name: str, prop: Mapping[str, Any], rng: random.Random) -> Any:
     if kind == "boolean":
         return rng.random() < 0.5
     if kind == "array":
-        items = prop.get("items") if isinstance(prop.get("items"), Mapping) else {"type": "string"}
+        given = prop.get("items")
+        items: Mapping[str, Any] = given if isinstance(given, Mapping) else {"type": "string"}
         return [sample_value(name, items, rng) for _ in range(rng.randint(1, 3))]
     if "default" in prop:
         return prop["default"]
