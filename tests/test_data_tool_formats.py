@@ -267,3 +267,24 @@ def test_glaive_and_sharegpt_bad_input() -> None:
     with pytest.raises(DataError, match=r"^s.json:row 1: message 1 calls 'nope'"):
         format_record("sharegpt", sharegpt, spec, "s.json:row 1")
     assert Message("user", "x").trained
+
+
+def test_loss_weight_zero_survives_the_build(tmp_path: Path) -> None:
+    from tuneforge.config import DataConfig
+    from tuneforge.data.build import build_sft
+
+    row = {
+        "messages": [
+            {"role": "user", "content": [{"type": "text", "value": "hi {{name}}"}]},
+            {"role": "assistant", "content": [{"type": "text", "value": "Hello."}], "loss_weight": 0.0},
+            {"role": "user", "content": [{"type": "text", "value": "bye"}]},
+            {"role": "assistant", "content": [{"type": "text", "value": "Bye."}], "loss_weight": 1.0},
+        ]
+    }
+    path = tmp_path / "v1.jsonl"
+    path.write_text(json.dumps(row) + "\n", encoding="utf-8")
+    cfg = DataConfig.model_validate({"datasets": [{"path": str(path), "format": "lf_v1"}], "variables": {"name": "X"}})
+    tok = build_tokenizer("chatml")
+    data = build_sft(cfg, tok)
+    labels = [t for t in data.train[0]["labels"] if t != -100]
+    assert tok.decode(labels) == "Bye.<|im_end|>"

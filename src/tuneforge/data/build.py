@@ -204,7 +204,7 @@ def substitute(sample: Sample, variables: dict[str, str]) -> Sample:
     if isinstance(sample, Preference):
         prompt = tuple(Message(m.role, fill(m.content)) for m in sample.prompt)
         return replace(sample, prompt=prompt, chosen=fill(sample.chosen), rejected=fill(sample.rejected))
-    return replace(sample, messages=tuple(Message(m.role, fill(m.content)) for m in sample.messages))
+    return replace(sample, messages=tuple(replace(m, content=fill(m.content)) for m in sample.messages))
 
 
 def mix_counts(sizes: Sequence[int], ratios: Sequence[float | None], target: int | None) -> list[int]:

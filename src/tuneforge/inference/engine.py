@@ -117,8 +117,11 @@ class LocalEngine:
         return render_prompt(self.tokenizer, messages, tools, self.tool_format, self.max_tools)
 
     @torch.inference_mode()
-    def generate(self, messages: Sequence[Message], params: GenerationParams = DEFAULT_PARAMS) -> str:
-        ids = torch.tensor([self.prompt_ids(messages)])
+    def generate(
+        self, messages: Sequence[Message], params: GenerationParams = DEFAULT_PARAMS, tools: str | None = None
+    ) -> str:
+        """The answer; `tools` (JSON schemas) are shown as the run trained (its calls read by data.toolcalls)."""
+        ids = torch.tensor([self.prompt_ids(messages, tools)])
         with self._lock:
             if params.seed is not None:
                 torch.manual_seed(params.seed)
@@ -129,10 +132,14 @@ class LocalEngine:
 
     @torch.inference_mode()
     def generate_batch(
-        self, conversations: Sequence[Sequence[Message]], params: GenerationParams = DEFAULT_PARAMS
+        self,
+        conversations: Sequence[Sequence[Message]],
+        params: GenerationParams = DEFAULT_PARAMS,
+        tools: Sequence[str | None] | None = None,
     ) -> list[str]:
         """Several prompts at once, left-padded: far higher throughput than one by one on a CPU."""
-        prompts = [self.prompt_ids(m) for m in conversations]
+        offered = list(tools) if tools is not None else [None] * len(conversations)
+        prompts = [self.prompt_ids(m, t) for m, t in zip(conversations, offered, strict=True)]
         if not prompts:
             return []
         width = max(len(p) for p in prompts)
@@ -161,11 +168,13 @@ class LocalEngine:
                 bar.update(len(batch))
         return out
 
-    def stream(self, messages: Sequence[Message], params: GenerationParams = DEFAULT_PARAMS) -> Iterator[str]:
+    def stream(
+        self, messages: Sequence[Message], params: GenerationParams = DEFAULT_PARAMS, tools: str | None = None
+    ) -> Iterator[str]:
         """Yield text pieces as they are generated (for the terminal chat and SSE streaming)."""
         from transformers import TextIteratorStreamer
 
-        ids = torch.tensor([self.prompt_ids(messages)])
+        ids = torch.tensor([self.prompt_ids(messages, tools)])
         streamer = TextIteratorStreamer(self.tokenizer, skip_prompt=True, skip_special_tokens=True)
         kwargs = {"input_ids": ids, "attention_mask": torch.ones_like(ids), "streamer": streamer}
         kwargs.update(params.kwargs(self.tokenizer))
