@@ -40,7 +40,7 @@ QWEN25_TEMPLATE = (
     "You are provided with function signatures within <tools></tools> XML tags:\\n<tools>' }}"
     "{%- for tool in tools %}{{ '\\n' }}{{ tool | tojson }}{%- endfor %}"
     "{{ '\\n</tools>\\n\\nFor each function call, return a json object with function name and arguments within "
-    "<tool_call></tool_call> XML tags:\\n<tool_call>\\n{\"name\": <function-name>, \"arguments\": "
+    '<tool_call></tool_call> XML tags:\\n<tool_call>\\n{"name": <function-name>, "arguments": '
     "<args-json-object>}\\n</tool_call><|im_end|>\\n' }}"
     "{%- elif messages[0].role == 'system' %}{{ '<|im_start|>system\\n' + messages[0].content + '<|im_end|>\\n' }}"
     "{%- else %}{{ '<|im_start|>system\\nYou are a tiny test model.<|im_end|>\\n' }}{%- endif %}"
@@ -50,7 +50,7 @@ QWEN25_TEMPLATE = (
     "{%- elif message.role == 'assistant' %}{{ '<|im_start|>assistant' }}"
     "{%- if message.content %}{{ '\\n' + message.content }}{%- endif %}"
     "{%- for tc in message.tool_calls %}{%- if tc.function is defined %}{%- set tc = tc.function %}{%- endif %}"
-    "{{ '\\n<tool_call>\\n{\"name\": \"' + tc.name + '\", \"arguments\": ' + (tc.arguments | tojson) + '}\\n"
+    '{{ \'\\n<tool_call>\\n{"name": "\' + tc.name + \'", "arguments": \' + (tc.arguments | tojson) + \'}\\n'
     "</tool_call>' }}{%- endfor %}{{ '<|im_end|>\\n' }}"
     "{%- elif message.role == 'tool' %}"
     "{%- if loop.index0 == 0 or messages[loop.index0 - 1].role != 'tool' %}{{ '<|im_start|>user' }}{%- endif %}"
@@ -71,14 +71,14 @@ LLAMA31_TEMPLATE = (
     "{%- if tools and loop.first and message.role == 'user' %}"
     "{{- '<|start_header_id|>user<|end_header_id|>\\n\\nGiven the following functions, please respond with a JSON "
     "for a function call with its proper arguments that best answers the given prompt.\\n\\nRespond in the format "
-    "{\"name\": function name, \"parameters\": dictionary of argument name and its value}.\\n\\n' }}"
+    '{"name": function name, "parameters": dictionary of argument name and its value}.\\n\\n\' }}'
     "{%- for t in tools %}{{- t | tojson }}{{- '\\n\\n' }}{%- endfor %}"
     "{{- message.content + '<|eot_id|>' }}"
     "{%- elif message.role == 'assistant' and message.tool_calls %}"
     "{%- if message.tool_calls | length != 1 %}{{ raise_exception('This model only supports single tool-calls at "
     "once!') }}{%- endif %}"
     "{%- set tc = message.tool_calls[0].function %}"
-    "{{- '<|start_header_id|>assistant<|end_header_id|>\\n\\n{\"name\": \"' + tc.name + '\", \"parameters\": '"
+    '{{- \'<|start_header_id|>assistant<|end_header_id|>\\n\\n{"name": "\' + tc.name + \'", "parameters": \''
     " + (tc.arguments | tojson) + '}<|eot_id|>' }}"
     "{%- elif message.role == 'tool' %}"
     "{{- '<|start_header_id|>ipython<|end_header_id|>\\n\\n' + message.content + '<|eot_id|>' }}"
