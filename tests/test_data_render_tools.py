@@ -153,3 +153,17 @@ def test_an_assistant_turn_with_loss_weight_zero_is_not_trained() -> None:
     )
     r = render_conversation(tok, Conversation(msgs, None, "t:1"), 1024)
     assert r is not None and labelled(tok, r.input_ids, r.labels) == ["Bye.<|im_end|>"]
+
+
+def test_native_calls_only_where_they_parse_back() -> None:
+    tok = build_tokenizer("chatml")
+    own_markup = (  # calls in a markup of its own: the model would learn text serve and eval cannot read back
+        "{% for m in messages %}<|im_start|>{{ m.role }}\n{{ m.content }}"
+        "{% for c in m.tool_calls or [] %}<tools>{{ c.function.name }}({{ c.function.arguments | tojson }})</tools>"
+        "{% endfor %}<|im_end|>\n{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+    )
+    tok.chat_template = own_markup
+    got = template_tool_support(tok)
+    assert not got.calls and not got.parallel
+    r = render_conversation(tok, conv(OSLO), 4096)
+    assert r is not None and parse_calls(labelled(tok, r.input_ids, r.labels)[0])[1] == [OSLO]  # hermes calls

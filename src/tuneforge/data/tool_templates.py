@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from tuneforge.data.schema import DataError
+from tuneforge.data.toolcalls import parse_calls
 
 log = logging.getLogger("tuneforge.data")
 
@@ -60,19 +61,39 @@ def template_tool_support(tokenizer: Any) -> ToolRendering:
         user = [{"role": "user", "content": "hi"}]
         plain = _probe(tokenizer, user, None)
         with_tools = _probe(tokenizer, user, [PROBE_TOOL])
-        one = _probe(tokenizer, [*user, {"role": "assistant", "content": "", "tool_calls": [_PROBE_CALL]}], None)
-        two = _probe(tokenizer, [*user, {"role": "assistant", "content": "", "tool_calls": [_PROBE_CALL] * 2}], None)
         _SUPPORT[key] = ToolRendering(
             tools=with_tools is not None and with_tools != plain and "tf_probe_fn" in with_tools,
-            calls=one is not None and "tf_probe_fn" in one and "tf_probe_v" in one,
-            parallel=two is not None and two.count("tf_probe_v") == 2,
+            calls=_reads_back(tokenizer, 1),
+            parallel=_reads_back(tokenizer, 2),
         )
     return _SUPPORT[key]
 
 
-def _probe(tokenizer: Any, messages: list[dict[str, Any]], tools: list[dict[str, Any]] | None) -> str | None:
+def _reads_back(tokenizer: Any, n: int) -> bool:
+    """Whether an assistant turn with n probe `tool_calls`, as the template writes it, parses back into exactly
+    those calls and nothing else: native calls only where serve and eval can read what the model learns (a
+    template with its own call markup, e.g. `<tools>` tags, gets the hermes calls instead)."""
+    user = [{"role": "user", "content": "hi"}]
+    prompt = _probe(tokenizer, user, None, generation=True)
+    full = _probe(tokenizer, [*user, {"role": "assistant", "content": "", "tool_calls": [_PROBE_CALL] * n}], None)
+    if prompt is None or full is None or not full.startswith(prompt):
+        return False
+    answer = full[len(prompt) :]
+    for token in getattr(tokenizer, "all_special_tokens", []):
+        answer = answer.replace(token, "")
+    content, calls = parse_calls(answer.strip())
+    return (
+        not content and [(c.name, c.arguments) for c in calls] == [("tf_probe_fn", {"tf_probe_arg": "tf_probe_v"})] * n
+    )
+
+
+def _probe(
+    tokenizer: Any, messages: list[dict[str, Any]], tools: list[dict[str, Any]] | None, generation: bool = False
+) -> str | None:
     try:
-        return str(tokenizer.apply_chat_template(messages, tools=tools, tokenize=False, add_generation_prompt=False))
+        return str(
+            tokenizer.apply_chat_template(messages, tools=tools, tokenize=False, add_generation_prompt=generation)
+        )
     except Exception:  # a template may raise on anything it does not expect; then it cannot render it either
         return None
 
