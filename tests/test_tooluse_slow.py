@@ -46,13 +46,13 @@ def base_url() -> Iterator[str]:
 
 def test_a_call_its_result_and_the_answer(base_url: str) -> None:
     client = openai.OpenAI(base_url=base_url, api_key="none", max_retries=0)
-    tools = [shown(t) for t in load_schemas(SCHEMAS) if t["name"] in ("get_ticket_status", "check_inventory")]
+    tools = [shown(t) for t in load_schemas(SCHEMAS) if t["name"] in ("helpdesk.get_ticket_status", "inventory.check_stock")]
     msgs: list[dict] = [{"role": "user", "content": "What is the status of ticket TCK-2290?"}]
     reply = client.chat.completions.create(model=RUN.resolve().name, messages=msgs, tools=tools, temperature=0)
     choice = reply.choices[0]
     assert choice.finish_reason == "tool_calls", choice.message.content
     (call,) = choice.message.tool_calls or []
-    assert call.function.name == "get_ticket_status"
+    assert call.function.name == "helpdesk.get_ticket_status"
     assert json.loads(call.function.arguments) == {"ticket_id": "TCK-2290"}
     msgs += [
         {"role": "assistant", "content": None, "tool_calls": [call.model_dump()]},
