@@ -87,3 +87,24 @@ def test_openai_client_receives_the_trained_call_format_as_tool_calls(base_url: 
     assert choice.finish_reason == "tool_calls" and choice.message.content is None
     (call,) = choice.message.tool_calls or []
     assert call.function.name == "get_weather" and call.function.arguments == '{"city": "Oslo"}'
+
+
+def test_openai_client_streams_tool_call_deltas(base_url: str, monkeypatch) -> None:
+    said = "Checking.\n" + render_calls([ToolCall("get_weather", {"city": "Oslo"})])
+    monkeypatch.setattr(
+        Generator, "stream", lambda self, engine, ids, req, max_new: iter([said[:9], said[9:30], said[30:]])
+    )
+    client = openai.OpenAI(base_url=base_url, api_key="k", max_retries=0)
+    tools = [{"type": "function", "function": {"name": "get_weather", "parameters": {"type": "object"}}}]
+    msgs = [{"role": "user", "content": "Weather in Oslo?"}]
+    content, calls, finish = "", {}, None
+    for chunk in client.chat.completions.create(model="tiny", messages=msgs, tools=tools, max_tokens=8, stream=True):
+        delta = chunk.choices[0].delta
+        content += delta.content or ""
+        for tc in delta.tool_calls or []:  # how client code assembles them
+            entry = calls.setdefault(tc.index, {"name": "", "arguments": ""})
+            entry["name"] += (tc.function.name or "") if tc.function else ""
+            entry["arguments"] += (tc.function.arguments or "") if tc.function else ""
+        finish = chunk.choices[0].finish_reason or finish
+    assert content == "Checking." and finish == "tool_calls"
+    assert calls == {0: {"name": "get_weather", "arguments": '{"city": "Oslo"}'}}
