@@ -46,7 +46,9 @@ def base_url() -> Iterator[str]:
 
 def test_a_call_its_result_and_the_answer(base_url: str) -> None:
     client = openai.OpenAI(base_url=base_url, api_key="none", max_retries=0)
-    tools = [shown(t) for t in load_schemas(SCHEMAS) if t["name"] in ("helpdesk.get_ticket_status", "inventory.check_stock")]
+    tools = [
+        shown(t) for t in load_schemas(SCHEMAS) if t["name"] in ("helpdesk.get_ticket_status", "inventory.check_stock")
+    ]
     msgs: list[dict] = [{"role": "user", "content": "What is the status of ticket TCK-2290?"}]
     reply = client.chat.completions.create(model=RUN.resolve().name, messages=msgs, tools=tools, temperature=0)
     choice = reply.choices[0]
