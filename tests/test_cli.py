@@ -86,3 +86,14 @@ def test_chat_loads_every_kind_of_trained_output(tmp_path: Path, tiny_model_dir:
     assert main(["train", str(path), "train.max_steps=1"]) == 0
     capsys.readouterr()
     assert main(["chat", "--run", str(tmp_path / "runs" / "t"), "--prompt", "hi", "--max-new-tokens", "3"]) == 0
+
+
+def test_data_preview_shows_the_rendered_samples_with_trained_spans(
+    tmp_path: Path, tiny_model_dir: Path, capsys: pytest.CaptureFixture
+) -> None:
+    path = cfg_file(tmp_path, make_cfg(tmp_path, tiny_model_dir))
+    assert main(["data", "preview", str(path), "data.cutoff_len=64", "--n", "2"]) == 0
+    out = capsys.readouterr().out
+    assert "data.cutoff_len=64" in out and "«" in out and "»" in out  # the answer is marked as trained
+    assert main(["data", "preview", "--n", "1"]) == 2  # no config: a clear error
+    assert "needs one CONFIG" in capsys.readouterr().err

@@ -119,6 +119,7 @@ def _serve(sub: Any) -> None:
     s.add_argument("--api-key", help="required bearer token (default: env TUNEFORGE_API_KEY)")
     s.add_argument("--max-tokens-limit", type=int, default=1024, help="largest max_tokens a request may ask for")
     s.add_argument("--max-batch", type=int, default=16, help="concurrent requests decoded together (1: one at a time)")
+    s.add_argument("--max-tools", type=int, help="a request offering more tools shows the model the k best (BM25)")
     s.set_defaults(func=verbs.cmd_serve)
 
 
@@ -156,16 +157,21 @@ def _webui(sub: Any) -> None:
 
 
 def _data(sub: Any) -> None:
-    dp = sub.add_parser("data", help="data recipes: tuneforge data prepare DOCS... --out DIR --name NAME [key=value]")
-    dp.add_argument("action", choices=["prepare"])
+    dp = sub.add_parser(
+        "data",
+        help="data recipes: tuneforge data prepare DOCS... --out DIR --name NAME [key=value]; "
+        "tuneforge data preview CONFIG [key=value] [--n N]: samples exactly as the model sees them",
+    )
+    dp.add_argument("action", choices=["prepare", "preview"])
     dp.add_argument(
         "sources",
-        nargs="+",
-        metavar="DOCS | key=value",
+        nargs="*",
+        metavar="DOCS | CONFIG | key=value",
         help="document files or folders (txt, md, jsonl, csv, pdf, code), then key.path=value overrides, e.g. "
         "prepare.recipes=chunks,qa rag.chunk_size=120 (right after the action)",
     )
     dp.add_argument("--config", help="a YAML config whose `prepare:` and `rag:` chunking keys are used")
+    dp.add_argument("--n", type=int, default=3, help="preview: samples shown per dataset")
     dp.add_argument("--out", help="output folder (its dataset_info.json gets the new entries); prepare.out")
     dp.add_argument("--name", help="dataset name prefix: <name>_chunks, <name>_qa, ...; prepare.name")
     dp_src = dp.add_mutually_exclusive_group()

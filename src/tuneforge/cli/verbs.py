@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import re
+import sys
 from pathlib import Path
 
 from tuneforge.cli.common import is_override, load_config, run_overrides, verb_config
@@ -209,6 +210,9 @@ def cmd_data(args: argparse.Namespace) -> int:
     from tuneforge.data.recipes import PrepareSettings, card_markdown, prepare
     from tuneforge.data.schema import DataError
 
+    if args.action == "preview":
+        return data_preview(args)
+
     flags = [f"prepare.{k}={json.dumps(v)}" for k, v in (("out", args.out), ("name", args.name)) if v]
     words = [*args.sources, *flags]  # --out and --name: short for prepare.out and prepare.name
     cfg = verb_config("prepare", args.config, [w for w in words if is_override(w)], args, {})
@@ -235,6 +239,20 @@ def cmd_data(args: argparse.Namespace) -> int:
     card = prepare(sources, cfg.prepare.out, settings, generate)
     print(card_markdown(card), end="")
     print(f"written to {cfg.prepare.out} (dataset_info.json: {', '.join(card['datasets'])})")
+    return 0
+
+
+def data_preview(args: argparse.Namespace) -> int:
+    """`tuneforge data preview CONFIG [key=value ...] [--n N]`: rendered samples, trained spans marked."""
+    from tuneforge.data.preview import preview
+    from tuneforge.data.schema import DataError
+    from tuneforge.models.loader import load_tokenizer
+
+    paths = [w for w in args.sources if not is_override(w)]
+    if len(paths) + bool(args.config) != 1:
+        raise DataError("tuneforge data preview needs one CONFIG: tuneforge data preview CONFIG.yaml [key=value ...]")
+    cfg = load_config(args.config or paths[0], [w for w in args.sources if is_override(w)])
+    print(preview(cfg, args.n, load_tokenizer(cfg.model), color=sys.stdout.isatty()), end="")
     return 0
 
 

@@ -328,7 +328,7 @@ def serve_main(args: argparse.Namespace) -> int:
     check_bind(args.host, api_key)  # before loading anything slow
     engines = load_engines(args.run, args.model, args.adapter)
     max_batch = args.max_batch
-    max_tools = getattr(args, "max_tools", None)  # --max-tools, where the CLI offers it
+    max_tools = args.max_tools
     app = create_app(
         engines, api_key=api_key, max_tokens_limit=args.max_tokens_limit, max_batch=max_batch, max_tools=max_tools
     )
