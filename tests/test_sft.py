@@ -170,6 +170,28 @@ def test_resume_after_kill_reproduces_the_uninterrupted_loss_sequence(tmp_path: 
     assert [loss for _, loss in got] == pytest.approx([loss for _, loss in want], rel=1e-5, abs=1e-6)
 
 
+def test_resume_from_the_final_checkpoint_trains_no_extra_step(tmp_path: Path, tiny_model_dir: Path) -> None:
+    # A run that stopped after its last checkpoint but before saving: resuming must finish it, not train step 3 of 2.
+    import shutil
+
+    from safetensors.torch import load_file
+
+    raw = make_cfg(tmp_path, tiny_model_dir, train={"max_steps": 2, "save_steps": 1})
+    path = cfg_file(tmp_path, raw)
+    first = run_stage(load_config(path, []))
+    run_dir = first.run_dir
+    want = load_file(str(run_dir / "checkpoints" / "checkpoint-2" / "adapter_model.safetensors"))
+    (run_dir / "result.json").unlink()
+    shutil.rmtree(run_dir / "adapter")
+    resumed = run_stage(load_config(path, ["train.resume=true"]))
+    assert resumed.steps == 2
+    assert max(s for s, _ in losses(run_dir)) == 2
+    got = load_file(str(run_dir / "adapter" / "adapter_model.safetensors"))
+    assert got.keys() == want.keys()
+    for key in want:
+        torch.testing.assert_close(got[key], want[key], rtol=0, atol=0)  # the checkpoint's weights, saved as is
+
+
 def test_resume_refuses_a_changed_config(tmp_path: Path, tiny_model_dir: Path) -> None:
     raw = make_cfg(tmp_path, tiny_model_dir, train={"max_steps": 2, "save_steps": 1})
     path = cfg_file(tmp_path, raw)

@@ -21,11 +21,13 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 from datasets import Dataset
 from transformers import Trainer, TrainerCallback, TrainingArguments, set_seed
-from transformers.trainer_callback import ProgressCallback
+from transformers.trainer import TRAINER_STATE_NAME
+from transformers.trainer_callback import ProgressCallback, TrainerState
 from transformers.trainer_utils import TrainOutput
 
 from tuneforge.config import MethodSection, RunConfig
@@ -203,7 +205,17 @@ def build_trainer(
 def train(job: StageRun, trainer: Trainer) -> TrainOutput:
     trainer.remove_callback(ProgressCallback)
     trainer.add_callback(ReadableProgress)
-    output = trainer.train(resume_from_checkpoint=prepare_resume(job.cfg, job.run_dir))
+    resume_from = prepare_resume(job.cfg, job.run_dir)
+    finished = _finished_state(resume_from)
+    if resume_from and finished is not None:
+        # transformers' loop checks max_steps only after a step, so resuming from the final checkpoint (a run that
+        # stopped after it, before saving) would train one step too many: load that checkpoint and finish instead.
+        log.info("%s is the run's last step: nothing left to train", resume_from)
+        trainer._load_from_checkpoint(resume_from)  # the Trainer's own loader: adapters, full and sharded models
+        trainer.state = finished
+        output = TrainOutput(finished.global_step, 0.0, {})
+    else:
+        output = trainer.train(resume_from_checkpoint=resume_from)
     if job.world.distributed:
         log.info(
             "trained data-parallel: %s over %d processes (model wrapped as %s)",
@@ -215,6 +227,14 @@ def train(job: StageRun, trainer: Trainer) -> TrainOutput:
     if trainer.eval_dataset is not None and every and trainer.state.global_step % every:
         trainer.evaluate()  # the last steps fell between evaluation points
     return output
+
+
+def _finished_state(checkpoint: str | None) -> TrainerState | None:
+    """The checkpoint's TrainerState when it is the last step of its run (global_step has reached max_steps)."""
+    if checkpoint is None:
+        return None
+    state = TrainerState.load_from_json(str(Path(checkpoint) / TRAINER_STATE_NAME))
+    return state if state.max_steps and state.global_step >= state.max_steps else None
 
 
 # --- finish ----------------------------------------------------------------------------------------------
