@@ -9,6 +9,7 @@ from pathlib import Path
 from tests.tiny import build_tokenizer
 from tuneforge.config import RunConfig
 from tuneforge.data.preview import preview
+from tuneforge.stages import STAGES
 
 
 def config(tmp_path: Path, rows: list[dict], fmt: str, **data: object) -> RunConfig:
@@ -53,8 +54,9 @@ def test_tool_samples_show_the_schemas_and_the_left_out_tools(tmp_path: Path) ->
 
 
 def test_text_and_preference_datasets(tmp_path: Path) -> None:
-    out = preview(config(tmp_path, [{"text": "plain words here"}], "text", stage="pt"), 1, build_tokenizer("chatml"))
+    text_cfg = config(tmp_path, [{"text": "plain words here"}], "text", stage="pt")
+    out = preview(text_cfg, 1, build_tokenizer("chatml"), data_kind=STAGES["pt"].data)
     assert "«plain words here<|im_end|>»" in out
     pref = RunConfig.model_validate({"stage": "dpo", "data": {"datasets": [{"name": "iso_dates_pref"}]}})
-    out = preview(pref, 1, build_tokenizer("chatml"))
+    out = preview(pref, 1, build_tokenizer("chatml"), data_kind=STAGES["dpo"].data)
     assert "[chosen] " in out and "[rejected] " in out and "<|im_start|>assistant\n" in out

@@ -252,7 +252,10 @@ def data_preview(args: argparse.Namespace) -> int:
     if len(paths) + bool(args.config) != 1:
         raise DataError("tuneforge data preview needs one CONFIG: tuneforge data preview CONFIG.yaml [key=value ...]")
     cfg = load_config(args.config or paths[0], [w for w in args.sources if is_override(w)])
-    print(preview(cfg, args.n, load_tokenizer(cfg.model), color=sys.stdout.isatty()), end="")
+    from tuneforge.stages import STAGES
+
+    kind = STAGES[cfg.stage].data
+    print(preview(cfg, args.n, load_tokenizer(cfg.model), color=sys.stdout.isatty(), data_kind=kind), end="")
     return 0
 
 

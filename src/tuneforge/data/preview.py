@@ -34,14 +34,14 @@ from tuneforge.data.render import (
 from tuneforge.data.schema import Conversation, KTOSample, Preference, Text
 from tuneforge.data.toolschema import tool_names
 
-PREFERENCE_STAGES: dict[str, Kind] = {"rm": "pairs", "dpo": "pairs", "kto": "kto"}
 MARKS = ("«", "»")
 ANSI = ("\x1b[32m", "\x1b[0m")
 NO_LIMIT = 1 << 30
 
 
-def preview(cfg: Any, n: int, tokenizer: Any, color: bool = False) -> str:
-    """The first `n` samples of every dataset in `cfg` (a RunConfig), rendered and marked."""
+def preview(cfg: Any, n: int, tokenizer: Any, color: bool = False, data_kind: str = "chat") -> str:
+    """The first `n` samples of every dataset in `cfg` (a RunConfig), rendered and marked. `data_kind` is what a
+    sample of the config's stage is (the stage table's `data`: chat, text, pairs, kto, prompts)."""
     data, stage = cfg.data, str(getattr(cfg, "stage", "sft"))
     marks = ANSI if color else MARKS
     out = [
@@ -52,12 +52,12 @@ def preview(cfg: Any, n: int, tokenizer: Any, color: bool = False) -> str:
     for spec in require_datasets(data):
         resolved = resolve(spec, data.dataset_dir)
         out.append(f"\n=== dataset {resolved.name} (format {resolved.format}) ===")
-        if stage in PREFERENCE_STAGES or resolved.ranking or resolved.kto:
-            kind: Kind = "kto" if resolved.kto else PREFERENCE_STAGES.get(stage, "pairs")
+        if data_kind in ("pairs", "kto") or resolved.ranking or resolved.kto:
+            kind: Kind = "kto" if resolved.kto or data_kind == "kto" else "pairs"
             pairs = read_samples(resolved, lambda src, rec: read_sample(resolved, kind, rec, src), n)  # noqa: B023
             out += [_preference(tokenizer, s, data) for s in pairs]
             continue
-        fmt, fspec = _format_for(resolved, "text" if stage == "pt" else "sft")
+        fmt, fspec = _format_for(resolved, "text" if data_kind == "text" else "sft")
         samples = read_samples(
             resolved,
             lambda src, rec: substitute(format_record(fmt, rec, fspec, src), data.variables),  # noqa: B023

@@ -19,7 +19,7 @@ from __future__ import annotations
 import importlib
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 if TYPE_CHECKING:
     from tuneforge.stages.common import RunResult
@@ -31,6 +31,9 @@ class StageSpec:
     summary: str
     sections: tuple[str, ...] = ()  # config sections that apply to this stage only
     scores_pairs: bool = False  # scores chosen/rejected pairs: takes data.test_datasets (preference_eval.json)
+    # what a sample of this stage is: chat (a conversation, loss on the answers), text (plain text), pairs
+    # (chosen / rejected), kto (an answer tagged desirable or not), prompts (no answer: RL); `data preview` reads it
+    data: Literal["chat", "text", "pairs", "kto", "prompts"] = "chat"
 
     @property
     def run(self) -> Callable[..., RunResult]:
@@ -48,6 +51,7 @@ STAGES: dict[str, StageSpec] = _table(
         name="pt",
         summary="continued pre-training on plain text, packed into data.cutoff_len blocks (transformers Trainer)",
         sections=("vocab",),
+        data="text",
     ),
     StageSpec(name="sft", summary="supervised fine-tuning on chat data, loss on the answers (transformers Trainer)"),
     StageSpec(
@@ -55,23 +59,27 @@ STAGES: dict[str, StageSpec] = _table(
         summary="reward model: a one-score head trained on preference pairs (TRL RewardTrainer)",
         sections=("rm",),
         scores_pairs=True,
+        data="pairs",
     ),
     StageSpec(
         name="dpo",
         summary="direct preference optimisation on pairs: DPO, IPO, hinge, robust, ORPO, SimPO (TRL)",
         sections=("dpo",),
         scores_pairs=True,
+        data="pairs",
     ),
     StageSpec(
         name="kto",
         summary="Kahneman-Tversky optimisation on answers tagged desirable or not (TRL KTOTrainer)",
         sections=("kto",),
         scores_pairs=True,
+        data="kto",
     ),
     StageSpec(
         name="grpo",
         summary="reinforcement fine-tuning: sampled answers scored by rewards, GRPO or RLOO (TRL); docs/rl.md",
         sections=("grpo",),
+        data="prompts",
     ),
 )
 
