@@ -6,14 +6,12 @@ from __future__ import annotations
 
 import json
 import os
-import socket
-import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from tests.serving import served
 from tuneforge.data.recipes.tools import SCHEMAS, load_schemas, shown
 from tuneforge.serve.app import create_app, load_engines
 
@@ -29,19 +27,8 @@ pytestmark = [
 @pytest.fixture(scope="module")
 def base_url() -> Iterator[str]:
     app = create_app(load_engines(str(RUN), None, []), max_tokens_limit=256)
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = int(s.getsockname()[1])
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 120
-    while not server.started:
-        assert time.monotonic() < deadline, "uvicorn did not start"
-        time.sleep(0.1)
-    yield f"http://127.0.0.1:{port}/v1"
-    server.should_exit = True
-    thread.join(timeout=10)
+    with served(app, start_timeout_s=120) as url:
+        yield url
 
 
 def test_a_call_its_result_and_the_answer(base_url: str) -> None:

@@ -111,6 +111,17 @@ _CORPUS = [
 ]
 
 
+_CHATML_TOKENS = ("<|im_start|>", "<|im_end|>", "<|im_end|>")  # bos, eos, pad
+_LLAMA3_TOKENS = ("<|begin_of_text|>", "<|eot_id|>", "<pad>")
+# template name -> (bos, eos, pad), chat template: ChatML (SmolLM2 / Qwen), Llama-3, and their tool layouts
+TEMPLATES = {
+    "chatml": (_CHATML_TOKENS, CHATML_TEMPLATE),
+    "llama3": (_LLAMA3_TOKENS, LLAMA3_TEMPLATE),
+    "qwen25": (_CHATML_TOKENS, QWEN25_TEMPLATE),  # ChatML tokens, Qwen2.5's tool layout
+    "llama31": (_LLAMA3_TOKENS, LLAMA31_TEMPLATE),  # Llama-3 tokens, Llama-3.1's tool layout
+}
+
+
 def build_tokenizer(template: str = "chatml") -> PreTrainedTokenizerFast:
     tok = Tokenizer(models.BPE(unk_token=None, byte_fallback=False))
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
@@ -122,44 +133,13 @@ def build_tokenizer(template: str = "chatml") -> PreTrainedTokenizerFast:
         show_progress=False,
     )
     tok.train_from_iterator(_CORPUS * 4, trainer=trainer)
-    if template == "chatml":
-        fast = PreTrainedTokenizerFast(
-            tokenizer_object=tok,
-            bos_token="<|im_start|>",
-            eos_token="<|im_end|>",
-            pad_token="<|im_end|>",
-            unk_token="<|endoftext|>",
-        )
-        fast.chat_template = CHATML_TEMPLATE
-    elif template == "llama3":
-        fast = PreTrainedTokenizerFast(
-            tokenizer_object=tok,
-            bos_token="<|begin_of_text|>",
-            eos_token="<|eot_id|>",
-            pad_token="<pad>",
-            unk_token="<|endoftext|>",
-        )
-        fast.chat_template = LLAMA3_TEMPLATE
-    elif template == "qwen25":  # ChatML tokens, Qwen2.5's tool layout
-        fast = PreTrainedTokenizerFast(
-            tokenizer_object=tok,
-            bos_token="<|im_start|>",
-            eos_token="<|im_end|>",
-            pad_token="<|im_end|>",
-            unk_token="<|endoftext|>",
-        )
-        fast.chat_template = QWEN25_TEMPLATE
-    elif template == "llama31":  # Llama-3 tokens, Llama-3.1's tool layout
-        fast = PreTrainedTokenizerFast(
-            tokenizer_object=tok,
-            bos_token="<|begin_of_text|>",
-            eos_token="<|eot_id|>",
-            pad_token="<pad>",
-            unk_token="<|endoftext|>",
-        )
-        fast.chat_template = LLAMA31_TEMPLATE
-    else:
-        raise ValueError(f"unknown template {template!r}")
+    if template not in TEMPLATES:
+        raise ValueError(f"unknown template {template!r}; known: {', '.join(TEMPLATES)}")
+    (bos, eos, pad), chat_template = TEMPLATES[template]
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=tok, bos_token=bos, eos_token=eos, pad_token=pad, unk_token="<|endoftext|>"
+    )
+    fast.chat_template = chat_template
     return fast
 
 
