@@ -1,0 +1,1 @@
+"""Leakage and trust audits of trained runs (docs/privacy.md)."""

@@ -1,0 +1,1 @@
+"""Differential privacy for training and data selection, on opacus (docs/privacy.md)."""
