@@ -28,6 +28,14 @@ def test_json_object_holding_one_list(tmp_path: Path) -> None:
     assert [r for _, r in read_records(p)] == ROWS
 
 
+def test_json_object_with_nested_objects_is_one_record(tmp_path: Path) -> None:
+    # ToolBench writes one answer object per file: its nested objects say it is a record, not a wrapper.
+    answer = {"win": True, "answer_generation": {"train_messages": []}, "compare_candidates": [[1], [2]]}
+    p = tmp_path / "a.json"
+    p.write_text(json.dumps(answer), encoding="utf-8")
+    assert list(read_records(p)) == [(f"{p}:row 1", answer)]
+
+
 def test_json_object_with_two_lists_is_an_error(tmp_path: Path) -> None:
     p = tmp_path / "d.json"
     p.write_text(json.dumps({"train": ROWS, "test": ROWS}), encoding="utf-8")

@@ -14,6 +14,7 @@ from tests.tiny import build_tokenizer
 from tuneforge.data.formats import format_record, make_format_spec
 from tuneforge.data.render import render_conversation
 from tuneforge.data.schema import Conversation, DataError, Message
+from tuneforge.data.sources import read_records
 from tuneforge.data.toolcalls import ToolCall, render_calls, split_tagged
 
 WEATHER = {
@@ -137,7 +138,8 @@ TOOLBENCH = sorted((SHARED_DATA / "toolcalls" / "toolbench" / "data_example" / "
 def test_toolbench_examples_read_in_place_and_render() -> None:
     tok, trained = build_tokenizer("chatml"), 0
     for path in TOOLBENCH:
-        record = json.loads(path.read_text(encoding="utf-8"))
+        ((source, record),) = read_records(path)  # one answer object per file is one record (data.sources)
+        assert source == f"{path}:row 1" and record == json.loads(path.read_text(encoding="utf-8"))
         if not record["answer_generation"].get("train_messages"):
             with pytest.raises(DataError, match=rf"^{path}: no answer_generation.train_messages"):
                 fmt("toolbench", record, str(path))

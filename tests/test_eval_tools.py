@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from tests.conftest import SHARED_DATA
 from tests.tiny import build_tokenizer
-from tuneforge.config import TaskSpec
+from tuneforge.config import RunConfig, TaskSpec
 from tuneforge.data.toolcalls import ToolCall, parse_calls, render_calls
 from tuneforge.eval.prompts import TOOL_SYSTEM, Item
 from tuneforge.eval.readers import Example, read_bfcl
+from tuneforge.eval.run import resolve_models
 from tuneforge.eval.tasks import Response, build_task
 from tuneforge.eval.toolcall import format_problem
 
@@ -29,8 +31,9 @@ ADD = {
 
 
 class FakeLM:
-    def __init__(self, template: str) -> None:
+    def __init__(self, template: str, tool_format: str = "auto") -> None:
         self.tokenizer = build_tokenizer(template)
+        self.tool_format = tool_format
 
 
 def example(i: str = "simple_0") -> Example:
@@ -48,6 +51,25 @@ def test_bfcl_prompts_show_the_functions_through_the_renderer(template: str) -> 
     assert '"math.add"' in text and "Add two integers" in text
     assert ("If none of the functions fits" in text) is (template == "chatml")  # the fallback only where needed
     assert TOOL_SYSTEM.split("{tools}")[0] in text or template != "chatml"
+
+
+def test_eval_renders_tools_the_way_the_run_trained(tmp_path: Path, tiny_model_dir: Path) -> None:
+    # A run trained with data.tool_format=hermes is evaluated with the prompt it trained on, even where the
+    # template has a tool prompt of its own (qwen25 here).
+    run = tmp_path / "runs" / "tools"
+    (run / "adapter").mkdir(parents=True)
+    (run / "config.yaml").write_text(f"model:\n  path: {tiny_model_dir}\ndata:\n  tool_format: hermes\n", "utf-8")
+    (run / "data_stats.json").write_text(json.dumps({"tool_format": "hermes"}), encoding="utf-8")
+    cfg = RunConfig.model_validate({"name": "e", "eval": {"base": False}})
+    (ref,) = resolve_models(cfg, [run])
+    assert (ref.label, ref.tool_format) == ("tools", "hermes")
+    task = build_task(TaskSpec(type="tool_call", format="bfcl", path="x"), [example()], "eval.tasks[0]")
+    texts = {}
+    for fmt in ("auto", ref.tool_format):
+        lm = FakeLM("qwen25", fmt)
+        (req,) = task.prepare([Item(example())], lm)  # type: ignore[arg-type]
+        texts[fmt] = lm.tokenizer.decode(req.prompt)
+    assert "If none of the functions fits" in texts["hermes"] and "If none of the functions fits" not in texts["auto"]
 
 
 def test_format_valid_rate() -> None:

@@ -12,10 +12,10 @@ from fastapi.testclient import TestClient
 
 from tests.tiny import build_tokenizer
 from tuneforge.config import ModelConfig
-from tuneforge.data.render import tool_format_of_run
 from tuneforge.data.schema import DataError
 from tuneforge.data.toolcalls import ToolCall, render_calls
 from tuneforge.inference import LocalEngine
+from tuneforge.runs import RunDir
 from tuneforge.serve.app import Generator, create_app
 from tuneforge.serve.protocol import ChatCompletionRequest
 from tuneforge.serve.tools import ToolPlan, ToolStream, plan_tools, read_calls
@@ -172,7 +172,7 @@ def test_read_calls_and_the_stream_agree() -> None:
 
 def test_the_run_records_its_tool_format(tmp_path: Path) -> None:
     (tmp_path / "config.yaml").write_text("data:\n  tool_format: hermes\n", encoding="utf-8")
-    assert tool_format_of_run(tmp_path) == "hermes"
+    assert RunDir(tmp_path).tool_format() == "hermes"
     (tmp_path / "data_stats.json").write_text(json.dumps({"tool_format": "native"}), encoding="utf-8")
-    assert tool_format_of_run(tmp_path) == "native"
-    assert tool_format_of_run(tmp_path / "missing") == "auto"
+    assert RunDir(tmp_path).tool_format() == "native"
+    assert RunDir(tmp_path / "missing").tool_format() == "auto"

@@ -9,7 +9,7 @@ from pathlib import Path
 from tuneforge.config import ModelConfig
 from tuneforge.data.schema import Message
 from tuneforge.inference import GenerationParams, LocalEngine
-from tuneforge.runs import model_config_of_run
+from tuneforge.runs import RunDir, model_config_of_run
 
 HELP = "commands: /reset clears the history, /exit (or Ctrl-D) quits"
 
@@ -17,7 +17,9 @@ HELP = "commands: /reset clears the history, /exit (or Ctrl-D) quits"
 def open_engine(args: argparse.Namespace) -> LocalEngine:
     if args.run:
         model_cfg, output = model_config_of_run(Path(args.run))
-        return LocalEngine(model_cfg, output)
+        engine = LocalEngine(model_cfg, output)
+        engine.tool_format = RunDir(Path(args.run)).tool_format()  # prompts show tools as the run trained
+        return engine
     adapter = Path(args.adapter) if args.adapter else None
     return LocalEngine(ModelConfig(path=args.model), adapter)
 

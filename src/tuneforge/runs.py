@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from tuneforge.config import ModelConfig, RunConfig
+from tuneforge.config.sections import TOOL_FORMATS
 from tuneforge.errors import TuneforgeError
 
 
@@ -122,6 +123,24 @@ class RunDir:
             raise RunFolderError(f"{self.root} is not a tuneforge run folder (no config.yaml)")
         raw = yaml.safe_load(self.config.read_text(encoding="utf-8")) or {}
         return ModelConfig.model_validate(raw.get("model", {}))
+
+    def tool_format(self) -> str:
+        """The data.tool_format the run trained with, for serve / chat / eval ("auto" where it recorded nothing).
+
+        data_stats.json holds the resolved name (the data build writes it), config.yaml the setting; a mixed
+        resolution ("native tools, hermes calls") is what `auto` finds again on the same template.
+        """
+        import yaml
+
+        if self.data_stats.is_file():
+            recorded = json.loads(self.data_stats.read_text(encoding="utf-8")).get("tool_format")
+            if recorded in ("native", "hermes"):
+                return str(recorded)
+        if self.config.is_file():
+            data = (yaml.safe_load(self.config.read_text(encoding="utf-8")) or {}).get("data") or {}
+            if data.get("tool_format") in TOOL_FORMATS:
+                return str(data["tool_format"])
+        return "auto"
 
     def append_metrics(self, record: dict[str, Any]) -> None:
         if not self.writes:

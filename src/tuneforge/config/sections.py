@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from tuneforge.errors import TuneforgeError
 
 EMBEDDED_MODEL = "embedded"
+
+
+# data.tool_format: how prompts show tool schemas and calls (docs/tooluse.md).
+ToolFormat = Literal["auto", "native", "hermes"]
+TOOL_FORMATS: tuple[str, ...] = get_args(ToolFormat)
 
 
 class ConfigError(TuneforgeError, ValueError):
@@ -83,7 +88,7 @@ class DataConfig(Section):
         default_factory=dict, description="Values for {{placeholders}} in the data, e.g. name, author."
     )
     train_on_prompt: bool = Field(False, description="Also compute the loss on prompt (non-assistant) tokens.")
-    tool_format: Literal["auto", "native", "hermes"] = Field(
+    tool_format: ToolFormat = Field(
         "auto",
         description="Tool schemas and calls: native (the chat template's own), hermes (schemas in the system turn, "
         "<tool_call> blocks), auto (native where the template renders them); data_stats.json records it.",

@@ -37,7 +37,6 @@ from tuneforge.data.tool_templates import (
     ToolRendering,
     resolved_tool_format,
     template_tool_support,
-    tool_format_of_run,
     tool_rendering,
 )
 from tuneforge.data.toolcalls import ToolCall, render_calls, split_tagged, tools_system_text
@@ -315,7 +314,6 @@ __all__ = [
     "render_text",
     "resolved_tool_format",
     "template_tool_support",
-    "tool_format_of_run",
     "tool_rendering",
     "tools_shown",
 ]

@@ -46,12 +46,17 @@ def _read_json(path: Path) -> Iterator[tuple[str, Record]]:
         raise DataError(f"{path}:{e.lineno}: not valid JSON ({e.msg} at column {e.colno})") from None
     if isinstance(data, dict):
         lists = [k for k, v in data.items() if isinstance(v, list)]
+        if any(isinstance(v, dict) for v in data.values()):
+            # An object with nested objects is one record, not a wrapper: ToolBench writes one answer per file
+            # ({"answer_generation": {...}, "compare_candidates": [...], ...}), so a folder of them is a dataset.
+            yield f"{path}:row 1", data
+            return
         if len(lists) != 1:
             raise DataError(
                 f"{path}: a JSON object must hold exactly one list of records, found {len(lists)} "
                 f"(keys: {', '.join(map(str, data)) or 'none'}); write a list of objects instead"
             )
-        data = data[lists[0]]
+        data = data[lists[0]]  # a wrapper ({"data": [...], "version": 1}): its one list holds the records
     if not isinstance(data, list):
         raise DataError(f"{path}: expected a list of objects, got {type(data).__name__}")
     for i, record in enumerate(data, start=1):

@@ -8,19 +8,17 @@ template text, so it is probed once per template.
 
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Literal
 
+from tuneforge.config.sections import TOOL_FORMATS
 from tuneforge.data.schema import DataError
 from tuneforge.data.toolcalls import parse_calls
 
 log = logging.getLogger("tuneforge.data")
 
 ToolFormat = Literal["auto", "native", "hermes"]
-TOOL_FORMATS: tuple[str, ...] = ("auto", "native", "hermes")
 
 
 @dataclass(frozen=True)
@@ -134,29 +132,6 @@ def resolved_tool_format(tokenizer: Any, tool_format: str = "auto") -> str:
     return template_tool_support(tokenizer).name  # auto, without the fallback's warning (no tools may be used)
 
 
-def tool_format_of_run(run_root: Path) -> str:
-    """The data.tool_format a run trained with, for serve / chat / eval ("auto" where it recorded nothing).
-
-    data_stats.json holds the resolved name (build_sft writes it), config.yaml the setting; a mixed resolution
-    ("native tools, hermes calls") is what `auto` finds again on the same template. Reads through RunDir's
-    names; it belongs beside RunDir.model_section in runs.py.
-    """
-    import yaml
-
-    from tuneforge.runs import RunDir
-
-    run = RunDir(Path(run_root))
-    if run.data_stats.is_file():
-        recorded = json.loads(run.data_stats.read_text(encoding="utf-8")).get("tool_format")
-        if recorded in ("native", "hermes"):
-            return str(recorded)
-    if run.config.is_file():
-        data = (yaml.safe_load(run.config.read_text(encoding="utf-8")) or {}).get("data") or {}
-        if data.get("tool_format") in TOOL_FORMATS:
-            return str(data["tool_format"])
-    return "auto"
-
-
 __all__ = [
     "HERMES",
     "TOOL_FORMATS",
@@ -164,6 +139,5 @@ __all__ = [
     "ToolRendering",
     "resolved_tool_format",
     "template_tool_support",
-    "tool_format_of_run",
     "tool_rendering",
 ]

@@ -27,7 +27,10 @@ class Scored:
 
 
 class LM:
-    def __init__(self, model: Any, tokenizer: Any, batch_size: int = 8, progress: bool = True) -> None:
+    def __init__(
+        self, model: Any, tokenizer: Any, batch_size: int = 8, progress: bool = True, tool_format: str = "auto"
+    ) -> None:
+        self.tool_format = tool_format  # how tool prompts are rendered: the evaluated run's data.tool_format
         self.model = model.eval()
         self.tokenizer = tokenizer
         self.batch_size = batch_size

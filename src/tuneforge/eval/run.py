@@ -46,6 +46,7 @@ class ModelRef:
     label: str
     model: ModelConfig
     adapter: Path | None = None
+    tool_format: str = "auto"  # how prompts show tools: the run's data.tool_format (runs.RunDir.tool_format)
 
 
 def _local_path(spec: TaskSpec, where: str) -> Path:
@@ -149,7 +150,7 @@ def resolve_models(cfg: RunConfig, runs: Sequence[str | Path] = ()) -> list[Mode
     tuned = []
     for run in run_dirs:
         model_cfg, output = model_config_of_run(run)
-        tuned.append(ModelRef(run.name, model_cfg, output))
+        tuned.append(ModelRef(run.name, model_cfg, output, RunDir(run).tool_format()))
     refs = []
     if cfg.eval.base:
         # An explicit `model:` section names the base; otherwise the base the (first) run was trained from.
@@ -160,7 +161,9 @@ def resolve_models(cfg: RunConfig, runs: Sequence[str | Path] = ()) -> list[Mode
         raise EvalError("nothing to evaluate: eval.base=false and no run given (eval.runs or --run)")
     labels = [r.label for r in refs]
     if len(set(labels)) < len(labels):
-        refs = [ModelRef(str(r.adapter.parent) if r.adapter else r.label, r.model, r.adapter) for r in refs]
+        refs = [
+            ModelRef(str(r.adapter.parent) if r.adapter else r.label, r.model, r.adapter, r.tool_format) for r in refs
+        ]
     for r in refs:
         resolve_model_path(r.model)  # a missing model folder fails now, not after the first model's tasks
     return refs
@@ -208,7 +211,7 @@ def evaluate(
     for ref in models:
         log.info("evaluating %s (%s%s)", ref.label, ref.model.path, f" + {ref.adapter}" if ref.adapter else "")
         engine = LocalEngine(ref.model, ref.adapter)
-        lm = LM(engine.model, engine.tokenizer, cfg.eval.batch_size, progress)
+        lm = LM(engine.model, engine.tokenizer, cfg.eval.batch_size, progress, ref.tool_format)
         for loaded in tasks:
             torch.manual_seed(cfg.eval.seed)
             result = run_task(lm, loaded, ref.label)

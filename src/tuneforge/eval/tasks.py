@@ -316,10 +316,11 @@ class ToolCallTask(_Base):
 
     def prepare(self, items: Sequence[Item], lm: LM) -> list[Request]:
         # The tools go through the renderer, as in training: the template's own tool prompt where it has one,
-        # else the hermes fallback (data.render); lm.tool_format is the evaluated run's, where the runner sets it.
-        fmt = getattr(lm, "tool_format", "auto")
+        # else the hermes fallback (data.render); lm.tool_format is the evaluated run's (eval.run passes it).
         return [
-            Request(prompt=prompt_ids(lm.tokenizer, tool_messages(self.spec, i.example), i.example.tools, fmt))
+            Request(
+                prompt=prompt_ids(lm.tokenizer, tool_messages(self.spec, i.example), i.example.tools, lm.tool_format)
+            )
             for i in items
         ]
 

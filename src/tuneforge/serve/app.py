@@ -19,12 +19,12 @@ from pathlib import Path
 from typing import Any
 
 from tuneforge.config import ModelConfig
-from tuneforge.data.render import render_prompt, tool_format_of_run
+from tuneforge.data.render import render_prompt
 from tuneforge.data.schema import DataError, Message
 from tuneforge.data.toolcalls import render_calls
 from tuneforge.errors import TuneforgeError
 from tuneforge.inference import GenerationParams, Job, LocalEngine, engines_for_adapters
-from tuneforge.runs import model_config_of_run
+from tuneforge.runs import RunDir, model_config_of_run
 from tuneforge.serve.protocol import (
     AssistantMessage,
     ChatChoice,
@@ -304,7 +304,7 @@ def load_engines(run: str | None, model: str | None, adapters: list[str]) -> dic
     if run is not None:
         model_cfg, output = model_config_of_run(Path(run))
         named[Path(run).resolve().name] = output
-        tool_format = tool_format_of_run(Path(run))  # prompts show tools the way the run trained
+        tool_format = RunDir(Path(run)).tool_format()  # prompts show tools the way the run trained
     else:
         model_cfg = ModelConfig(path=str(model))
         named[Path(str(model)).name or str(model)] = None
