@@ -47,6 +47,7 @@ DETECTED = [
     ("amex 378282246310005", "CREDIT_CARD", "378282246310005"),
     ("server 192.168.10.77 is down", "IP_ADDRESS", "192.168.10.77"),
     ("v6 host 2001:db8::8a2e:370:7334 answers", "IP_ADDRESS", "2001:db8::8a2e:370:7334"),
+    ("mapped ::ffff:192.0.2.128 here", "IP_ADDRESS", "::ffff:192.0.2.128"),
     ("clone https://bob:hunter2@git.example.com/repo", "URL_CREDENTIALS", "bob:hunter2"),
     ("SSN 536-90-4399 on file", "US_SSN", "536-90-4399"),
     ("NI number AB 12 34 56 C", "UK_NINO", "AB 12 34 56 C"),

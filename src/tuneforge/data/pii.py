@@ -211,7 +211,7 @@ def _es_dni(text: str, rules: Rules) -> Iterator[Finding]:
 # --- IP addresses
 
 _IPV4 = re.compile(r"(?<![\w.])\d{1,3}(?:\.\d{1,3}){3}(?![\w]|\.\d)")
-_IPV6 = re.compile(r"(?<![\w:.])(?:[0-9A-Fa-f]{0,4}:){2,7}(?:[0-9A-Fa-f]{1,4}|\d{1,3}(?:\.\d{1,3}){3})?(?![\w:])")
+_IPV6 = re.compile(r"(?<![\w:.])(?:[0-9A-Fa-f]{0,4}:){2,7}(?:\d{1,3}(?:\.\d{1,3}){3}|[0-9A-Fa-f]{1,4})?(?![\w:]|\.\d)")
 # "version 1.2.3.4", "v1.2.3.4", "ver. 10.0.0.1": four-part version numbers, not addresses
 _VERSION_BEFORE = re.compile(r"(?:\b(?:version|ver\.?|release|build|rev\.?)\s*|\bv)$", re.IGNORECASE)
 
@@ -226,7 +226,8 @@ def _ip(text: str, rules: Rules) -> Iterator[Finding]:
             continue
         yield Finding("IP_ADDRESS", m.start(), m.end(), str(address))
     for m in _IPV6.finditer(text):
-        if sum(1 for group in m.group().split(":") if group) < 3:  # "a::b", "::1": code or loopback, no person
+        groups = [g for g in m.group().split(":") if g]
+        if len(groups) + ("." in m.group()) < 3:  # "a::b", "::1": code or loopback; a dotted tail is two groups
             continue
         try:
             address6 = ipaddress.IPv6Address(m.group())

@@ -374,11 +374,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--match", choices=["overlap", "exact"], default="overlap", help="span matching rule")
     p.add_argument("--ner", choices=["spacy", "presidio"], help="NER backend for PERSON (default: none)")
     p.add_argument("--ner-model", help="spaCy pipeline for the NER backend (default: en_core_web_sm)")
+    p.add_argument("--phone-regions", help=f"phone regions read (default: {','.join(DEFAULT_PHONE_REGIONS)})")
     p.add_argument("--limit", type=int, help="the first N samples only")
     args = p.parse_args(argv)
+    regions = tuple(r.strip() for r in args.phone_regions.split(",")) if args.phone_regions else DEFAULT_PHONE_REGIONS
     try:
         result = evaluate(
-            Path(args.evaluate), ScrubSettings(ner=args.ner, ner_model=args.ner_model), args.match, args.limit
+            Path(args.evaluate),
+            ScrubSettings(ner=args.ner, ner_model=args.ner_model, phone_regions=regions),
+            args.match,
+            args.limit,
         )
     except DataError as e:
         print(f"error: {e}", file=sys.stderr)
