@@ -160,9 +160,10 @@ def _data(sub: Any) -> None:
     dp = sub.add_parser(
         "data",
         help="data recipes: tuneforge data prepare DOCS... --out DIR --name NAME [key=value]; "
-        "tuneforge data preview CONFIG [key=value] [--n N]: samples exactly as the model sees them",
+        "tuneforge data preview CONFIG [key=value] [--n N]: samples exactly as the model sees them; "
+        "tuneforge data scrub INPUT... --out DIR [--ner spacy]: PII replaced by typed placeholders",
     )
-    dp.add_argument("action", choices=["prepare", "preview"])
+    dp.add_argument("action", choices=["prepare", "preview", "scrub"])
     dp.add_argument(
         "sources",
         nargs="*",
@@ -172,7 +173,7 @@ def _data(sub: Any) -> None:
     )
     dp.add_argument("--config", help="a YAML config whose `prepare:` and `rag:` chunking keys are used")
     dp.add_argument("--n", type=int, default=3, help="preview: samples shown per dataset")
-    dp.add_argument("--out", help="output folder (its dataset_info.json gets the new entries); prepare.out")
+    dp.add_argument("--out", help="output folder (its dataset_info.json gets the new entries); prepare.out; scrub: new")
     dp.add_argument("--name", help="dataset name prefix: <name>_chunks, <name>_qa, ...; prepare.name")
     dp_src = dp.add_mutually_exclusive_group()
     dp_src.add_argument("--model", help="a model folder or 'embedded': also write model-generated QA and summaries")
@@ -184,7 +185,12 @@ def _data(sub: Any) -> None:
     dp.add_argument("--chunk-size", type=int, help="now rag.chunk_size")
     dp.add_argument("--chunk-overlap", type=int, help="now rag.chunk_overlap")
     dp.add_argument("--max-new-tokens", type=int, help="now prepare.max_new_tokens")
-    dp.add_argument("--overwrite", action="store_true", help="now prepare.overwrite=true")
+    dp.add_argument("--overwrite", action="store_true", help="now prepare.overwrite=true; scrub: replace a full --out")
+    # scrub (docs/privacy.md): --out DIR and --overwrite as above, INPUT files or folders in place of DOCS
+    dp.add_argument("--types", help="scrub: PII types to replace, e.g. EMAIL,PHONE (default: all)")
+    dp.add_argument("--ner", choices=["spacy", "presidio"], help="scrub: NER backend for person names (pii-ner extra)")
+    dp.add_argument("--ner-model", help="scrub: the spaCy pipeline the NER backend runs (default: en_core_web_sm)")
+    dp.add_argument("--phone-regions", help="scrub: regions whose national phone formats are read (US,GB,DE,FR,IN)")
     dp.set_defaults(func=verbs.cmd_data)
 
 

@@ -212,6 +212,8 @@ def cmd_data(args: argparse.Namespace) -> int:
 
     if args.action == "preview":
         return data_preview(args)
+    if args.action == "scrub":
+        return data_scrub(args)
 
     flags = [f"prepare.{k}={json.dumps(v)}" for k, v in (("out", args.out), ("name", args.name)) if v]
     words = [*args.sources, *flags]  # --out and --name: short for prepare.out and prepare.name
@@ -256,6 +258,29 @@ def data_preview(args: argparse.Namespace) -> int:
 
     kind = STAGES[cfg.stage].data
     print(preview(cfg, args.n, load_tokenizer(cfg.model), color=sys.stdout.isatty(), data_kind=kind), end="")
+    return 0
+
+
+def data_scrub(args: argparse.Namespace) -> int:
+    """`tuneforge data scrub INPUT... --out DIR [--overwrite] [--types T,..] [--ner spacy|presidio]`."""
+    from tuneforge.data.pii import DEFAULT_PHONE_REGIONS
+    from tuneforge.data.schema import DataError
+    from tuneforge.data.scrub import META_DIR, ScrubSettings, parse_types, report_table, scrub_files
+
+    if not args.sources or not args.out:
+        raise DataError(
+            "tuneforge data scrub needs inputs and an output folder: tuneforge data scrub INPUT... --out DIR"
+        )
+    regions = args.phone_regions.split(",") if args.phone_regions else DEFAULT_PHONE_REGIONS
+    settings = ScrubSettings(
+        types=parse_types(args.types) if args.types else None,
+        ner=args.ner,
+        ner_model=args.ner_model,
+        phone_regions=tuple(r.strip() for r in regions if r.strip()),
+    )
+    report = scrub_files(args.sources, args.out, settings, overwrite=args.overwrite)
+    print(report_table(report), end="")
+    print(f"written to {args.out}; mapping (the originals: keep it private) in {Path(args.out) / META_DIR}")
     return 0
 
 

@@ -102,6 +102,15 @@ class DataConfig(Section):
         description="Held-out preference pairs (stages rm, dpo, kto) scored before and after training into "
         "preference_eval.json (default: the validation split of rm/dpo).",
     )
+    scrub: bool = Field(
+        False,
+        description="Replace PII in every record read (e-mail, phone, IBAN, card, IP, URL credentials, national ids; "
+        "names with data.scrub_ner) by typed placeholders before tokenizing; counts in data_stats.json "
+        "(docs/privacy.md).",
+    )
+    scrub_ner: Literal["none", "spacy", "presidio"] = Field(
+        "none", description="data.scrub: the NER backend finding person names (the pii-ner extra); none: names stay."
+    )
 
     @field_validator("dataset_dir")
     @classmethod
@@ -109,6 +118,12 @@ class DataConfig(Section):
         if v is not None and not Path(v).expanduser().is_dir():
             raise ValueError(f"folder {v!r} does not exist")
         return v
+
+    @model_validator(mode="after")
+    def _scrub_ner_needs_scrub(self) -> DataConfig:
+        if self.scrub_ner != "none" and not self.scrub:
+            raise ValueError(f"scrub_ner={self.scrub_ner!r} is read with scrub: true, but scrub is off")
+        return self
 
 
 class MethodSection(Section):

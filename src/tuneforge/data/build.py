@@ -24,6 +24,7 @@ from tuneforge.data.formats import FormatSpec, format_record
 from tuneforge.data.registry import ResolvedDataset, resolve
 from tuneforge.data.render import Rendered, render_conversation, render_text, resolved_tool_format
 from tuneforge.data.schema import Conversation, DataError, Message, Preference, Sample, Text
+from tuneforge.data.scrub import Scrubber, scrubber_for
 from tuneforge.data.sources import Record, read_records
 from tuneforge.utils.progress import progress_bar
 
@@ -57,6 +58,7 @@ class _Loaded:
     resolved: ResolvedDataset
     samples: list[Sample]  # as read, one per record
     rows: list[int]  # the rows selected by num_samples / max_samples, repeats allowed
+    scrubbed: dict[str, int] = field(default_factory=dict)  # data.scrub: values replaced, per PII type
 
 
 def build_sft(cfg: DataConfig, tokenizer: Any) -> SFTData:
@@ -87,7 +89,8 @@ def build_text(cfg: DataConfig, tokenizer: Any) -> TextData:
 def _build(
     cfg: DataConfig, kind: str, render: Callable[[Sample], Rendered | None]
 ) -> tuple[Dataset, Dataset | None, dict[str, Any]]:
-    loaded = [_load(spec, cfg, kind, i) for i, spec in enumerate(require_datasets(cfg))]
+    scrubber = scrubber_for(cfg)
+    loaded = [_load(spec, cfg, kind, i, scrubber) for i, spec in enumerate(require_datasets(cfg))]
     counts, pool = mix([d.rows for d in loaded], [d.spec.ratio for d in loaded], cfg)
     train_keys, val_keys = split(pool, cfg.val_size)
     cache: dict[Key, Rendered | None] = {}
@@ -106,6 +109,10 @@ def _build(
             "total_tokens": 0,
             "label_tokens": 0,
         }
+        if scrubber is not None:
+            stats["datasets"][d.name]["scrubbed"] = d.scrubbed
+    if scrubber is not None:
+        stats["scrub"] = scrubber.summary()
     train = _render_split(train_keys, "train", loaded, render, cache, stats)
     val = _render_split(val_keys, "val", loaded, render, cache, stats) if val_keys else None
     _report_skips(loaded, cache, stats, cfg.cutoff_len)
@@ -120,13 +127,14 @@ def _build(
     return _to_dataset(train), (_to_dataset(val) if val else None), stats
 
 
-def _load(spec: DatasetSpec, cfg: DataConfig, kind: str, index: int) -> _Loaded:
+def _load(spec: DatasetSpec, cfg: DataConfig, kind: str, index: int, scrubber: Scrubber | None = None) -> _Loaded:
     resolved = resolve(spec, cfg.dataset_dir)
     fmt, fspec = _format_for(resolved, kind)
     # max_samples keeps the first rows, so no more are read; num_samples resamples them all first
     limit = spec.max_samples if resolved.num_samples is None else None
+    before = dict(scrubber.counts) if scrubber is not None else {}
     samples = read_samples(
-        resolved, lambda src, rec: substitute(format_record(fmt, rec, fspec, src), cfg.variables), limit
+        resolved, lambda src, rec: substitute(format_record(fmt, rec, fspec, src), cfg.variables), limit, scrubber
     )
     rows = list(range(len(samples)))
     if resolved.num_samples is not None:  # LLaMA-Factory's num_samples: resampled before max_samples
@@ -135,7 +143,8 @@ def _load(spec: DatasetSpec, cfg: DataConfig, kind: str, index: int) -> _Loaded:
         rows = rows[: spec.max_samples]
     earlier = [s.name or s.path for s in cfg.datasets[:index]]
     name = f"{resolved.name}#{index}" if resolved.name in earlier else resolved.name  # stats keys stay distinct
-    return _Loaded(name, spec, resolved, samples, rows)
+    scrubbed = {t: n - before.get(t, 0) for t, n in scrubber.counts.items() if n > before.get(t, 0)} if scrubber else {}
+    return _Loaded(name, spec, resolved, samples, rows, scrubbed)
 
 
 def require_datasets(cfg: DataConfig) -> list[DatasetSpec]:
@@ -144,15 +153,32 @@ def require_datasets(cfg: DataConfig) -> list[DatasetSpec]:
     return list(cfg.datasets)
 
 
-def read_samples(resolved: ResolvedDataset, to_sample: Callable[[str, Record], S], limit: int | None) -> list[S]:
+def read_samples(
+    resolved: ResolvedDataset,
+    to_sample: Callable[[str, Record], S],
+    limit: int | None,
+    scrubber: Scrubber | None = None,
+) -> list[S]:
     """The records of `resolved`'s files (the first `limit` of them, if given), each made a sample by
-    `to_sample(source, record)`; a dataset without records is an error."""
+    `to_sample(source, record)`, after `scrubber` (data.scrub) replaced its PII; a dataset without records is an
+    error."""
     records: Iterable[tuple[str, Record]] = (pair for file in resolved.files for pair in read_records(file))
     if limit is not None:
         records = itertools.islice(records, limit)
+    if scrubber is not None:
+        records = ((src, scrubber.record(rec)[0]) for src, rec in records)
+        before = (scrubber.records, scrubber.changed, sum(scrubber.counts.values()))
     samples = [to_sample(src, rec) for src, rec in records]
     if not samples:
         raise DataError(f"dataset {resolved.name!r} has no records (files: {', '.join(map(str, resolved.files))})")
+    if scrubber is not None:
+        log.info(
+            "data.scrub: dataset %r: %d values replaced in %d of %d records",
+            resolved.name,
+            sum(scrubber.counts.values()) - before[2],
+            scrubber.changed - before[1],
+            scrubber.records - before[0],
+        )
     return samples
 
 

@@ -25,6 +25,7 @@ from tuneforge.data.build import mix, read_samples, require_datasets, split, sub
 from tuneforge.data.formats import FormatSpec, format_record
 from tuneforge.data.registry import ResolvedDataset, resolve
 from tuneforge.data.schema import Conversation, DataError, KTOSample, Message, Preference
+from tuneforge.data.scrub import scrubber_for
 
 Kind = Literal["pairs", "kto"]
 
@@ -66,7 +67,9 @@ def _read_dataset(
 ) -> tuple[ResolvedDataset, list[Preference | KTOSample]]:
     resolved = resolve(spec, cfg.dataset_dir)
     # max_samples keeps the first rows (LLaMA-Factory's num_samples resampling: SFT and text builds only)
-    samples = read_samples(resolved, lambda src, rec: read_sample(resolved, kind, rec, src), spec.max_samples)
+    samples = read_samples(
+        resolved, lambda src, rec: read_sample(resolved, kind, rec, src), spec.max_samples, scrubber_for(cfg)
+    )
     return resolved, [_fill(s, cfg.variables) for s in samples]
 
 

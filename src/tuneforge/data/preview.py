@@ -32,6 +32,7 @@ from tuneforge.data.render import (
     tools_shown,
 )
 from tuneforge.data.schema import Conversation, KTOSample, Preference, Text
+from tuneforge.data.scrub import scrubber_for
 from tuneforge.data.toolschema import tool_names
 
 MARKS = ("«", "»")
@@ -54,7 +55,12 @@ def preview(cfg: Any, n: int, tokenizer: Any, color: bool = False, data_kind: st
         out.append(f"\n=== dataset {resolved.name} (format {resolved.format}) ===")
         if data_kind in ("pairs", "kto") or resolved.ranking or resolved.kto:
             kind: Kind = "kto" if resolved.kto or data_kind == "kto" else "pairs"
-            pairs = read_samples(resolved, lambda src, rec: read_sample(resolved, kind, rec, src), n)  # noqa: B023
+            pairs = read_samples(
+                resolved,
+                lambda src, rec: read_sample(resolved, kind, rec, src),  # noqa: B023
+                n,
+                scrubber_for(data),
+            )
             out += [_preference(tokenizer, s, data) for s in pairs]
             continue
         fmt, fspec = _format_for(resolved, "text" if data_kind == "text" else "sft")
@@ -62,6 +68,7 @@ def preview(cfg: Any, n: int, tokenizer: Any, color: bool = False, data_kind: st
             resolved,
             lambda src, rec: substitute(format_record(fmt, rec, fspec, src), data.variables),  # noqa: B023
             n,
+            scrubber_for(data),  # data.scrub: shown as the model sees it
         )
         out += [_sample(tokenizer, s, data, marks) for s in samples]
     return "\n".join(out) + "\n"

@@ -24,6 +24,7 @@ from tuneforge.data.formats import format_record
 from tuneforge.data.registry import ResolvedDataset, resolve
 from tuneforge.data.render import render_prompt
 from tuneforge.data.schema import Conversation, DataError, Message
+from tuneforge.data.scrub import scrubber_for
 
 REFERENCE = "answer"  # the column exact_answer reads unless told otherwise
 BUILT = ("prompt", "answer", "tools", "source")  # columns every row has
@@ -71,7 +72,7 @@ def _read(
         assert isinstance(sample, Conversation)  # chat formats make conversations
         return prompt_row(sample, record, columns, tokenizer)
 
-    return resolved, read_samples(resolved, to_row, spec.max_samples)
+    return resolved, read_samples(resolved, to_row, spec.max_samples, scrubber_for(cfg))
 
 
 def _with_response(fmt: str, record: Mapping[str, Any], fspec: Any) -> Mapping[str, Any]:
