@@ -11,8 +11,13 @@ from tuneforge.config.sections import Section
 
 # The names of tuneforge.eval's TASK_TYPES and READERS tables (a test keeps them equal): the config sits below
 # the eval layer, so it names them here to reject a typo before anything loads.
-TaskType = Literal["perplexity", "multiple_choice", "generation", "classification", "math", "tool_call"]
-TaskFormat = Literal["mmlu", "ceval", "cmmlu", "llm_adapters", "csqa", "tsv", "alpaca", "gsm8k", "bfcl", "text"]
+TaskType = Literal[
+    "perplexity", "multiple_choice", "generation", "classification", "math", "tool_call",
+    "piqa", "siqa", "hellaswag", "winogrande",
+]  # fmt: skip
+TaskFormat = Literal[
+    "mmlu", "ceval", "cmmlu", "llm_adapters", "hellaswag", "csqa", "tsv", "alpaca", "gsm8k", "bfcl", "text"
+]
 GenerationMetric = Literal["exact_match", "f1", "bleu", "rouge1", "rouge2", "rougeL"]
 
 
@@ -37,7 +42,9 @@ class TaskSpec(Section):
         "cloze", description="multiple_choice: score each choice's text, or list the choices and score letters."
     )
     mode: Literal["loglikelihood", "generate"] = Field(
-        "loglikelihood", description="classification: pick the likeliest label, or generate and match a label."
+        "loglikelihood",
+        description="classification: pick the likeliest label, or generate and match a label; piqa, siqa, "
+        "hellaswag, winogrande: lm-evaluation-harness's scoring, or LLM-Adapters' (generate, find 'solution2').",
     )
     labels: list[str] = Field(
         default_factory=list, description="classification: label words; integer labels in the data index them."

@@ -42,6 +42,16 @@ class LM:
     def encode(self, text: str) -> list[int]:
         return list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
 
+    def encode_pair(self, context: str, continuation: str) -> tuple[list[int], list[int]]:
+        """Token ids of a plain-text (context, continuation), split as lm-evaluation-harness does: the whole
+        text is encoded once and the continuation is what follows the context's own tokens, so a word is
+        tokenised as it would be in running text; spaces ending the context move to the continuation."""
+        spaces = len(context) - len(context.rstrip())
+        if spaces:
+            context, continuation = context[:-spaces], context[-spaces:] + continuation
+        ctx = self.encode(context)
+        return ctx, self.encode(context + continuation)[len(ctx) :]
+
     def _bar(self, total: int, desc: str) -> Any:
         return progress_bar(total, desc, unit="seq", enabled=self.progress)
 

@@ -45,6 +45,12 @@ def chat(
     return messages
 
 
+def plain_prompt(instruction: str | None, shots: Sequence[str], context: str) -> str:
+    """A prompt without chat template, as lm-evaluation-harness builds one by default: the description, the k
+    solved examples, then the item, separated by blank lines (its `fewshot_delimiter`)."""
+    return "\n\n".join([*([instruction] if instruction else []), *shots, context])
+
+
 def prompt_ids(
     tokenizer: Any, messages: Sequence[Message], tools: str | None = None, tool_format: str = "auto"
 ) -> list[int]:
@@ -72,4 +78,13 @@ def tool_messages(spec: TaskSpec, ex: Example) -> list[Message]:
     return own
 
 
-__all__ = ["TOOL_SYSTEM", "Item", "chat", "prompt_ids", "template_renders_tools", "tool_messages", "user_text"]
+__all__ = [
+    "TOOL_SYSTEM",
+    "Item",
+    "chat",
+    "plain_prompt",
+    "prompt_ids",
+    "template_renders_tools",
+    "tool_messages",
+    "user_text",
+]

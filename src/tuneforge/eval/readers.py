@@ -4,8 +4,10 @@ READERS maps a `format` name to a reader. A reader gets the resolved file (or zi
 name and returns examples in file order. Users point a task at their own files in any of these layouts.
 
   mmlu / ceval / cmmlu  zip (read in place) or its unpacked folder: <split>/<subject>[_<split>].csv
-  llm_adapters          LLM-Adapters JSON (instruction/input/output/answer): ARC, OpenBookQA (choices parsed
-                        from "Answer1: ..."), BoolQ (true/false), math sets (numeric `answer`)
+  llm_adapters          LLM-Adapters JSON (instruction/input/output/answer): ARC, OpenBookQA, Social IQa
+                        ("Answer1: ..."), PIQA ("Solution1: ..."), WinoGrande ("Option1: ..." for the blank
+                        "_"), HellaSwag ("Ending1: ..."), BoolQ (true/false), math sets (numeric `answer`)
+  hellaswag             HellaSwag's own JSONL (activity_label, ctx_a, ctx_b, endings, label)
   csqa                  CommonsenseQA JSONL (question, choices.label/text, answerKey)
   tsv                   SST-2 (header `sentence<TAB>label`) and AG News (no header, text<TAB>label)
   alpaca                instruction/input/output JSON or JSONL (TALLRec, generation sets)
@@ -53,6 +55,8 @@ class Example:
     tools: str | None = None
     calls: tuple[dict[str, Any], ...] | None = None
     subject: str | None = None
+    prompt: str | None = None  # the item's whole prompt as published (LLM-Adapters' instruction, choices listed)
+    choice_label: str | None = None  # the word the published prompt numbers choices with: solution1, option2 ...
 
 
 Reader = Callable[[Path, str], list[Example]]
@@ -63,7 +67,12 @@ SPLIT_FILE_TYPES = (".json", ".jsonl", ".tsv", ".csv", ".txt")
 def split_file(folder: Path, split: str) -> Path:
     """The file for `split` in a folder of split files: <split>.<ext>, else <split>_*.<ext> (CSQA names)."""
     files = [p for p in sorted(folder.iterdir()) if p.suffix in SPLIT_FILE_TYPES]
-    for match in (lambda p: p.stem == split, lambda p: p.stem.startswith(f"{split}_")):
+    matches = (  # test.json; CSQA's dev_rand_split.jsonl; HellaSwag's hellaswag_val.jsonl
+        lambda p: p.stem == split,
+        lambda p: p.stem.startswith(f"{split}_"),
+        lambda p: p.stem.endswith(f"_{split}"),
+    )
+    for match in matches:
         found = [p for p in files if match(p)]
         if found:
             return found[0]
@@ -145,28 +154,78 @@ def _exam_reader(header: bool, name: str) -> Reader:
 
 # --- LLM-Adapters JSON -------------------------------------------------------------------------------
 
-_CHOOSE = re.compile(
-    r"^Please choose the correct answer to the question:\s*(?P<q>.*?)\s*\n\n(?P<choices>Answer1:.*?)"
-    r"\s*\n\nAnswer format:",
-    re.DOTALL,
-)
+# LLM-Adapters' multiple-choice instructions: a lead sentence, the question, the choices numbered with a word of
+# their own ("Solution1: ... Solution2: ..."), then "Answer format: solution1/solution2"; the answer names a choice
+# by that word and number ("solution2"). The word tells the layout apart (the leads differ too).
+CHOICE_LAYOUTS: dict[str, str] = {
+    "solution": "Please choose the correct solution to the question:",  # PIQA
+    "option": "Please choose the correct answer to fill in the blank to complete the given sentence:",  # WinoGrande
+    "ending": "Please choose the correct ending to complete the given sentence:",  # HellaSwag
+    "answer": "Please choose the correct answer to the question:",  # ARC, OpenBookQA, Social IQa
+}
+# Instructions for the chat prompt of `multiple_choice` where the bare question would not say what to do.
+_LAYOUT_INSTRUCTIONS = {
+    "option": "Fill in the blank (_) of the sentence.",
+    "ending": "Choose the ending that completes the text.",
+}
 _TRUE_FALSE = re.compile(
     r"^Please answer the following question with true or false, question:\s*(?P<q>.*?)\s*\n\nAnswer format:",
     re.DOTALL,
 )
-_ANSWER_N = re.compile(r"\s*Answer\d+:\s*")
+
+
+def numbered_choices(block: str, label: str, source: str) -> tuple[str, ...]:
+    """'Label1: a Label2: b ...' -> (a, b, ...); the numbers must run 1, 2, 3 ... and no choice may be empty."""
+    parts = re.split(rf"\s*\b{label}(\d+):\s*", block, flags=re.IGNORECASE)
+    numbers, texts = parts[1::2], tuple(p.strip() for p in parts[2::2])
+    word = label.capitalize()
+    if parts[0].strip() or numbers != [str(k) for k in range(1, len(numbers) + 1)]:
+        found = ", ".join(f"{word}{n}" for n in numbers) or "none"
+        raise EvalError(f"{source}: the choices must be numbered {word}1, {word}2, ... in order; found {found}")
+    empty = [f"{word}{k}" for k, t in enumerate(texts, start=1) if not t]
+    if empty:
+        raise EvalError(f"{source}: choice {', '.join(empty)} is empty")
+    if len(texts) < 2:
+        raise EvalError(
+            f"{source}: only one choice ({word}1: {texts[0]!r:.60}); a multiple-choice item needs two or more"
+        )
+    return texts
+
+
+def _choice_item(n: int, source: str, r: dict[str, Any], label: str) -> Example:
+    text, answer = str(r["instruction"]), str(_field(r, "answer", source)).strip()
+    body = text.strip()[len(CHOICE_LAYOUTS[label]) :]
+    m = re.match(rf"\s*(?P<q>.*?)\s*(?P<choices>\b{label}1:.*?)\s*Answer format:", body, re.DOTALL | re.IGNORECASE)
+    if m is None:
+        raise EvalError(
+            f"{source}: the instruction starts like LLM-Adapters' {label} layout but does not go on with the question, "
+            f"'{label.capitalize()}1: ...' choices and 'Answer format: ...'"
+        )
+    question, choices = m["q"], numbered_choices(m["choices"], label, source)
+    named = re.fullmatch(rf"{label}(\d+)", answer.lower())
+    gold = int(named[1]) - 1 if named else -1
+    if not 0 <= gold < len(choices):
+        allowed = "/".join(f"{label}{k}" for k in range(1, len(choices) + 1))
+        raise EvalError(f"{source}: answer {answer!r} does not name one of {len(choices)} choices ({allowed})")
+    if label == "option":  # WinoGrande: the options fill the blank, and what follows it is what gets scored
+        if "_" not in question:
+            raise EvalError(f"{source}: the WinoGrande sentence has no blank '_' for the options: {question!r:.100}")
+        if not question[question.index("_") + 1 :].strip():
+            raise EvalError(f"{source}: nothing follows the blank '_' of the sentence, so there is nothing to score")
+    output = str(r.get("output") or "").strip() or None
+    return Example(
+        str(n), question, LETTERS[gold], choices, gold, _LAYOUT_INSTRUCTIONS.get(label), output,
+        prompt=text.strip(), choice_label=label,
+    )  # fmt: skip
 
 
 def read_llm_adapters(path: Path, split: str) -> list[Example]:
     out = []
     for i, (source, r) in enumerate(_records(path)):
         text, answer = str(_field(r, "instruction", source)), str(_field(r, "answer", source)).strip()
-        if m := _CHOOSE.match(text):
-            choices = tuple(c.strip() for c in _ANSWER_N.split(m["choices"]) if c.strip())
-            gold = int(answer.lower().removeprefix("answer")) - 1 if answer.lower().startswith("answer") else -1
-            if not 0 <= gold < len(choices):
-                raise EvalError(f"{source}: answer {answer!r} does not name one of {len(choices)} choices")
-            out.append(Example(str(i), m["q"], LETTERS[gold], choices, gold))
+        label = next((k for k, lead in CHOICE_LAYOUTS.items() if text.strip().startswith(lead)), None)
+        if label is not None:
+            out.append(_choice_item(i, source, r, label))
         elif m := _TRUE_FALSE.match(text):
             gold = ("true", "false").index(answer.lower()) if answer.lower() in ("true", "false") else -1
             if gold < 0:
@@ -177,6 +236,55 @@ def read_llm_adapters(path: Path, split: str) -> list[Example]:
             question = "\n\n".join(p for p in (text.strip(), str(r.get("input") or "").strip()) if p)
             reference = str(r.get("output") or "").strip().removeprefix("A:").strip() or None
             out.append(Example(str(i), question, answer, reference=reference))
+    return out
+
+
+# --- HellaSwag JSONL ---------------------------------------------------------------------------------
+
+
+def read_hellaswag(path: Path, split: str) -> list[Example]:
+    """HellaSwag as published (rowanz/hellaswag JSONL, or the Hugging Face copy with string labels).
+
+    The question is lm-evaluation-harness's query before its clean-up: "activity_label: ctx_a Ctx_b" (ctx_b
+    capitalised by str.capitalize, as the harness does); the prompt is LLM-Adapters' instruction built from the
+    same fields, so the generative protocol runs on this layout too.
+    """
+    out = []
+    for i, (source, r) in enumerate(_records(path)):
+        endings = _field(r, "endings", source)
+        if not isinstance(endings, list) or len(endings) < 2 or not all(isinstance(e, str) for e in endings):
+            raise EvalError(f"{source}: 'endings' must be a list of two or more texts, got {endings!r:.80}")
+        if not all(e.strip() for e in endings):
+            raise EvalError(f"{source}: ending {[e.strip() for e in endings].index('') + 1} is empty")
+        label = str(r.get("label", "")).strip()
+        if not label:
+            raise EvalError(f"{source}: no label (HellaSwag's test split is unlabelled: evaluate the val split)")
+        gold = int(label) if label.isdigit() else -1
+        if not 0 <= gold < len(endings):
+            raise EvalError(f"{source}: label {label!r} is not an index of the {len(endings)} endings (0-based)")
+        activity = str(_field(r, "activity_label", source)).strip()
+        if "ctx_a" in r:
+            ctx_a, ctx_b = str(r["ctx_a"]), str(r.get("ctx_b") or "")
+            question, ctx = f"{activity}: {ctx_a} {ctx_b.capitalize()}", str(r.get("ctx") or f"{ctx_a} {ctx_b}")
+        else:
+            ctx = str(_field(r, "ctx", source))
+            question = f"{activity}: {ctx}"
+        listed = " ".join(f"Ending{k}: {e}" for k, e in enumerate(endings, start=1))
+        fmt = "/".join(f"ending{k}" for k in range(1, len(endings) + 1))
+        prompt = f"{CHOICE_LAYOUTS['ending']} {activity}: {ctx.strip()}\n\n{listed}\n\nAnswer format: {fmt}"
+        out.append(
+            Example(
+                str(r.get("ind", i)),
+                question,
+                LETTERS[gold],
+                tuple(endings),
+                gold,
+                _LAYOUT_INSTRUCTIONS["ending"],
+                f"the correct answer is ending{gold + 1}",
+                prompt=prompt,
+                choice_label="ending",
+            )
+        )
     return out
 
 
@@ -286,6 +394,7 @@ READERS: dict[str, Reader] = {
     "ceval": _exam_reader(header=True, name="C-Eval"),
     "cmmlu": _exam_reader(header=True, name="CMMLU"),
     "llm_adapters": read_llm_adapters,
+    "hellaswag": read_hellaswag,
     "csqa": read_csqa,
     "tsv": read_tsv,
     "alpaca": read_alpaca,
@@ -307,4 +416,13 @@ def read_split(fmt: str, path: Path, split: str) -> list[Example]:
         raise EvalError(f"{path} is not in the {fmt!r} layout ({type(e).__name__}: {e})") from None
 
 
-__all__ = ["LETTERS", "READERS", "EvalError", "Example", "read_split", "split_file"]
+__all__ = [
+    "CHOICE_LAYOUTS",
+    "LETTERS",
+    "READERS",
+    "EvalError",
+    "Example",
+    "numbered_choices",
+    "read_split",
+    "split_file",
+]
