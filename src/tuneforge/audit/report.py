@@ -57,11 +57,10 @@ def _mia_table(m: dict[str, Any]) -> list[str]:
         shown = _ci(x) if rate == "0.01" else f"{x['value']:.3f}"
         return shown + ("" if x["resolved"] else " ‡")
 
-    notes = [
-        f"‡ fewer than {round(1 / float(r))} non-members: only the threshold with no false positive counts."
-        for r in ("0.01", "0.001")
-        if not m[f"tpr_at_fpr_{r}"]["resolved"]
-    ][-1:]
+    unresolved = not m["tpr_at_fpr_0.001"]["resolved"]  # the 1% rate needs 100 non-members, 0.1% needs 1000
+    note = (
+        "‡ too few non-members to reach this FPR (100 for 1%, 1000 for 0.1%): only thresholds with no false positive."
+    )
     return [
         f"## Membership inference: {m['attack']}",
         "",
@@ -73,8 +72,7 @@ def _mia_table(m: dict[str, Any]) -> list[str]:
         f"| {_ci(m['auc'])} | {at('0.01')} | {at('0.001')} | {m['loss_members_mean']:.4f} | "
         f"{m['loss_nonmembers_mean']:.4f} |",
         "",
-        *notes,
-        *([""] if notes else []),
+        *([note, ""] if unresolved else []),
     ]
 
 

@@ -93,6 +93,11 @@ def audit_canaries(target: AuditTarget, request: AuditRequest) -> dict[str, Any]
                 f"--canaries: config {request.base} has no data.canaries for stage {target.cfg.stage!r} "
                 f"(canaries go into chat data, stage sft, and text, stage pt)"
             )
+        if target.cfg.data.canaries is not None:
+            raise AuditError(
+                f"--canaries: run {target.run.root} sets data.canaries but has no {target.run.canaries.name}, the "
+                "record of what its data build inserted (did the training stop before its data was built?)"
+            )
         raise AuditError(
             f"--canaries: run {target.run.root} was trained without data.canaries (it has no "
             f"{target.run.canaries.name}): there are no inserted secrets to rank; train with data.canaries "
@@ -113,11 +118,13 @@ def audit_mia(target: AuditTarget, request: AuditRequest) -> dict[str, Any]:
     return audit_membership(engine.model, pad, data, request.n, request.batch_size, request.bootstrap, request.seed)
 
 
-# check name -> the function that runs it; the report keeps this order
+# check name -> the function that runs it (and the CLI flag --<name>); the report keeps this order
 AUDITS: dict[str, Callable[[AuditTarget, AuditRequest], dict[str, Any]]] = {
     "canaries": audit_canaries,
     "mia": audit_mia,
 }
+# the checks run when a request names none (canaries only where the target has some)
+DEFAULT_CHECKS = ("canaries", "mia")
 
 
 def open_target(request: AuditRequest) -> AuditTarget:
@@ -141,7 +148,7 @@ def checks_of(request: AuditRequest, target: AuditTarget) -> list[str]:
         raise AuditError(f"unknown audit {', '.join(unknown)}; known: {', '.join(AUDITS)}")
     if request.checks:
         return [c for c in AUDITS if c in request.checks]
-    return [c for c in AUDITS if c != "canaries" or target.canaries() is not None]
+    return [c for c in DEFAULT_CHECKS if c != "canaries" or target.canaries() is not None]
 
 
 def output_folder(request: AuditRequest, target: AuditTarget) -> Path:
@@ -211,4 +218,13 @@ def write_report(report: dict[str, Any], out: Path) -> None:
         plot_exposure(report["canaries"], out / EXPOSURE_PNG, f"canary exposure: {title}")
 
 
-__all__ = ["AUDITS", "AuditRequest", "AuditTarget", "checks_of", "open_target", "output_folder", "run_audit"]
+__all__ = [
+    "AUDITS",
+    "DEFAULT_CHECKS",
+    "AuditRequest",
+    "AuditTarget",
+    "checks_of",
+    "open_target",
+    "output_folder",
+    "run_audit",
+]
