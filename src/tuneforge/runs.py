@@ -8,10 +8,12 @@ runs/<name>/
   cpu.json         the CPU kind and the fast-path decisions of this run
   completions.jsonl  sampled answers and their rewards (stage grpo)
   deepspeed.json   the DeepSpeed config a run with distributed.strategy=deepspeed used
+  canaries.json    the canaries data.canaries inserted into the training split (and the never-inserted ones)
   checkpoints/     Trainer checkpoints (checkpoint-<step>/), for resume
   adapter/         a PEFT adapter folder (parameter-efficient methods)
   model/           a full HF model folder (full / freeze)
   eval/ plots/ merged/   evaluation reports, PNG plots, merged exports
+  eval/audit/      `tuneforge audit`'s report (audit.json, audit.md, PNGs)
 """
 
 from __future__ import annotations
@@ -95,6 +97,16 @@ class RunDir:
     @property
     def deepspeed(self) -> Path:
         return self.root / "deepspeed.json"
+
+    @property
+    def canaries(self) -> Path:
+        """The secrets data.canaries inserted (text, secret, repeats) and the never-inserted references."""
+        return self.root / "canaries.json"
+
+    @property
+    def audit(self) -> Path:
+        """`tuneforge audit`'s default report folder."""
+        return self.eval / "audit"
 
     def is_run(self) -> bool:
         return self.config.is_file()

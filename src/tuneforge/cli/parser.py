@@ -108,6 +108,26 @@ def _export(sub: Any) -> None:
     x.set_defaults(func=verbs.cmd_export)
 
 
+def _audit(sub: Any) -> None:
+    a = sub.add_parser(
+        "audit", help="leakage audits of a run: canary exposure and membership inference (docs/privacy.md)"
+    )
+    a.add_argument("run", nargs="?", help="a run folder, e.g. runs/quickstart")
+    a.add_argument("--base", metavar="CONFIG", help="audit this config's base model instead, for reference")
+    # the checks (AUDITS in tuneforge.audit.run); none given: every one that applies
+    a.add_argument("--canaries", action="store_true", help="exposure of the data.canaries secrets")
+    a.add_argument("--mia", action="store_true", help="loss-based membership inference, training vs held-out")
+    a.add_argument("--n", type=int, default=500, help="mia: samples per side at most (0: all)")
+    a.add_argument("--heldout", metavar="NAME_OR_PATH", help="mia: held-out samples from this dataset (name or file)")
+    a.add_argument("--candidates", type=int, default=1000, help="canaries: candidate secrets scored (sampled)")
+    a.add_argument("--batch-size", type=int, default=8, help="sequences per forward pass")
+    a.add_argument("--bootstrap", type=int, default=1000, help="mia: bootstrap resamples of the 95%% intervals")
+    a.add_argument("--seed", type=int, default=0, help="seed of the candidates, the samples and the bootstrap")
+    a.add_argument("--out", help="report folder (default: RUN/eval/audit)")
+    a.add_argument("--overwrite", action="store_true", help="replace an earlier report in that folder")
+    a.set_defaults(func=verbs.cmd_audit)
+
+
 def _serve(sub: Any) -> None:
     s = sub.add_parser("serve", help="OpenAI-compatible HTTP server for a run (--run) or a model (--model)")
     s_src = s.add_mutually_exclusive_group(required=True)
@@ -263,6 +283,7 @@ VERBS = (
     _chat,
     _bench,
     _export,
+    _audit,
     _serve,
     _rag,
     _webui,

@@ -132,6 +132,29 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_audit(args: argparse.Namespace) -> int:
+    from tuneforge.audit.report import markdown
+    from tuneforge.audit.run import AUDITS, AuditRequest, run_audit
+
+    request = AuditRequest(
+        run=Path(args.run) if args.run else None,
+        base=Path(args.base) if args.base else None,
+        checks=tuple(c for c in AUDITS if getattr(args, c, False)),  # one flag per check, named as in AUDITS
+        n=args.n or None,
+        candidates=args.candidates,
+        heldout=args.heldout,
+        out=Path(args.out) if args.out else None,
+        overwrite=args.overwrite,
+        batch_size=args.batch_size,
+        bootstrap=args.bootstrap,
+        seed=args.seed,
+    )
+    report, out = run_audit(request)
+    print(markdown(report), end="")
+    print(f"written to {out}")
+    return 0
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     from tuneforge.serve.app import serve_main
 

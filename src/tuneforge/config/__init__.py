@@ -29,6 +29,7 @@ from tuneforge.config.run import (
 )
 from tuneforge.config.sections import (
     EMBEDDED_MODEL,
+    CanaryConfig,
     ConfigError,
     DataConfig,
     DatasetSpec,
@@ -78,6 +79,7 @@ __all__ = [
     "REWARD_NAMES",
     "REWARD_PARAMS",
     "BenchConfig",
+    "CanaryConfig",
     "ConfigError",
     "DataConfig",
     "DatasetSpec",

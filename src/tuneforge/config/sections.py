@@ -68,6 +68,51 @@ class DatasetSpec(Section):
             raise ValueError("give exactly one of `name` (a registered dataset) or `path` (a file or folder)")
 
 
+class CanaryConfig(Section):
+    """Canaries: random secrets inserted into the training split to measure memorisation (docs/privacy.md).
+
+    `count` canaries per entry of `repeats`, each inserted that many times; `references` more of the same format
+    are never inserted (the exposure of a secret the model has not seen). canaries.json in the run folder
+    records them all; `tuneforge audit RUN --canaries` ranks them.
+    """
+
+    count: int = Field(10, gt=0, description="Canaries per entry of `repeats`.")
+    repeats: list[int] = Field(
+        default_factory=lambda: [1, 4, 16], description="How often each group of `count` canaries is inserted."
+    )
+    format: str = Field(
+        "My secret code is {secret}.", description="The canary sentence; {secret} (once) is the random secret."
+    )
+    prompt: str = Field("What is my secret code?", description="sft: the user turn the canary sentence answers.")
+    digits: int = Field(6, ge=1, le=12, description="Digits of a secret: 10^digits candidate secrets.")
+    references: int = Field(10, gt=0, description="Canaries of the same format never inserted (the reference).")
+    seed: int = Field(0, description="Seed of the secrets and of where the copies go in the training split.")
+
+    @field_validator("repeats")
+    @classmethod
+    def _repeats(cls, v: list[int]) -> list[int]:
+        if not v or any(r < 1 for r in v) or len(set(v)) < len(v):
+            raise ValueError(f"repeats must be distinct counts >= 1, e.g. [1, 4, 16]; got {v}")
+        return v
+
+    @field_validator("format")
+    @classmethod
+    def _one_secret(cls, v: str) -> str:
+        if v.count("{secret}") != 1:
+            raise ValueError(f"format must hold {{secret}} exactly once, e.g. 'My code is {{secret}}.'; got {v!r}")
+        return v
+
+    @model_validator(mode="after")
+    def _room(self) -> CanaryConfig:
+        drawn = self.count * len(self.repeats) + self.references
+        if drawn * 10 > 10**self.digits:
+            raise ValueError(
+                f"{drawn} canaries with digits={self.digits} leave too few candidate secrets to rank them among "
+                f"(10^{self.digits}); raise digits or lower count / references"
+            )
+        return self
+
+
 class DataConfig(Section):
     datasets: list[DatasetSpec] = Field(default_factory=list, description="The datasets to train on (see below).")
     dataset_dir: str | None = Field(
@@ -110,6 +155,11 @@ class DataConfig(Section):
     )
     scrub_ner: Literal["none", "spacy", "presidio"] = Field(
         "none", description="data.scrub: the NER backend finding person names (the pii-ner extra); none: names stay."
+    )
+    canaries: CanaryConfig | None = Field(
+        None,
+        description="sft / pt: random secrets inserted into the training split and recorded in canaries.json, "
+        "ranked by `tuneforge audit` (keys: docs/privacy.md).",
     )
 
     @field_validator("dataset_dir")

@@ -20,6 +20,7 @@ from typing import Any, TypeVar
 from datasets import Dataset
 
 from tuneforge.config import DataConfig, DatasetSpec
+from tuneforge.data.canaries import insert_canaries
 from tuneforge.data.formats import FormatSpec, format_record
 from tuneforge.data.registry import ResolvedDataset, resolve
 from tuneforge.data.render import Rendered, render_conversation, render_text, resolved_tool_format
@@ -44,6 +45,7 @@ class SFTData:
     train: Dataset
     val: Dataset | None
     stats: dict[str, Any] = field(default_factory=dict)
+    canaries: dict[str, Any] | None = None  # data.canaries: what went into `train`, for the run's canaries.json
 
 
 @dataclass(frozen=True)
@@ -70,9 +72,9 @@ def build_sft(cfg: DataConfig, tokenizer: Any) -> SFTData:
             tokenizer, sample, cfg.cutoff_len, cfg.train_on_prompt, cfg.tool_format, cfg.max_tools
         )
 
-    train, val, stats = _build(cfg, "sft", render)
+    train, val, stats, canaries = _build(cfg, "sft", render)
     stats["tool_format"] = resolved_tool_format(tokenizer, cfg.tool_format)  # what serve/chat/eval render with
-    return SFTData(train, val, stats)
+    return SFTData(train, val, stats, canaries)
 
 
 def build_text(cfg: DataConfig, tokenizer: Any) -> TextData:
@@ -82,13 +84,13 @@ def build_text(cfg: DataConfig, tokenizer: Any) -> TextData:
         assert isinstance(sample, Text)
         return render_text(tokenizer, sample, cfg.cutoff_len)
 
-    train, val, stats = _build(cfg, "text", render)
-    return TextData(train, val, stats)
+    train, val, stats, canaries = _build(cfg, "text", render)
+    return TextData(train, val, stats, canaries)
 
 
 def _build(
     cfg: DataConfig, kind: str, render: Callable[[Sample], Rendered | None]
-) -> tuple[Dataset, Dataset | None, dict[str, Any]]:
+) -> tuple[Dataset, Dataset | None, dict[str, Any], dict[str, Any] | None]:
     scrubber = scrubber_for(cfg)
     loaded = [_load(spec, cfg, kind, i, scrubber) for i, spec in enumerate(require_datasets(cfg))]
     counts, pool = mix([d.rows for d in loaded], [d.spec.ratio for d in loaded], cfg)
@@ -118,13 +120,17 @@ def _build(
     _report_skips(loaded, cache, stats, cfg.cutoff_len)
     if not train:
         raise DataError("no training samples are left after the validation split and skipping")
+    train, canaries = insert_canaries(train, cfg, "text" if kind == "text" else "chat", render)
+    record = canaries.to_json() if canaries is not None else None
+    if record is not None:  # the summary; the secrets themselves go to the run's canaries.json
+        stats["canaries"] = {k: v for k, v in record.items() if k != "canaries"}
     stats.update(
         train=len(train),
         val=len(val) if val is not None else 0,
         total_tokens=sum(len(r.input_ids) for r in train),
         label_tokens=sum(r.label_tokens for r in train),
     )
-    return _to_dataset(train), (_to_dataset(val) if val else None), stats
+    return _to_dataset(train), (_to_dataset(val) if val else None), stats, record
 
 
 def _load(spec: DatasetSpec, cfg: DataConfig, kind: str, index: int, scrubber: Scrubber | None = None) -> _Loaded:

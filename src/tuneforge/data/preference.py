@@ -22,6 +22,7 @@ from datasets import Dataset
 
 from tuneforge.config import DataConfig, DatasetSpec
 from tuneforge.data.build import mix, read_samples, require_datasets, split, substitute
+from tuneforge.data.canaries import refuse_canaries
 from tuneforge.data.formats import FormatSpec, format_record
 from tuneforge.data.registry import ResolvedDataset, resolve
 from tuneforge.data.schema import Conversation, DataError, KTOSample, Message, Preference
@@ -39,6 +40,7 @@ class PreferenceData:
 
 def build_preference(cfg: DataConfig, kind: Kind = "pairs") -> PreferenceData:
     """Preference pairs (kind "pairs", for rm/dpo) or KTO examples (kind "kto"), mixed and split like SFT data."""
+    refuse_canaries(cfg, "preference data (stages rm, dpo, kto)")
     specs = require_datasets(cfg)
     loaded: list[list[Preference | KTOSample]] = []
     stats: dict[str, Any] = {"datasets": {}}

@@ -20,6 +20,7 @@ from datasets import Dataset
 
 from tuneforge.config import DataConfig, DatasetSpec
 from tuneforge.data.build import mix, read_samples, require_datasets, split, substitute
+from tuneforge.data.canaries import refuse_canaries
 from tuneforge.data.formats import format_record
 from tuneforge.data.registry import ResolvedDataset, resolve
 from tuneforge.data.render import render_prompt
@@ -39,6 +40,7 @@ class PromptData:
 def build_prompts(cfg: DataConfig, tokenizer: Any, columns: Sequence[str] = ()) -> PromptData:
     """Prompt rows for TRL's GRPO/RLOO trainers, mixed like SFT data; `columns` are the ones the rewards read
     (each must be in every record, except `answer`, which falls back to the format's answer)."""
+    refuse_canaries(cfg, "prompt data (stage grpo)")
     specs = require_datasets(cfg)
     loaded: list[list[dict[str, Any]]] = []
     stats: dict[str, Any] = {"datasets": {}}

@@ -61,6 +61,8 @@ def run(cfg: RunConfig, callbacks: Sequence[TrainerCallback] = ()) -> RunResult:
         "data: %d train / %d validation blocks of %d tokens", len(train_data), stats["val_blocks"], cfg.data.cutoff_len
     )
     run_dir = job.open_run(None)  # data_stats.json at the end, with the perplexities and the vocabulary
+    if text.canaries is not None:  # data.canaries: the secrets inserted, for `tuneforge audit`
+        run_dir.write_json(run_dir.canaries, text.canaries)
 
     def new_rows(model: Any) -> None:  # the added tokens' embeddings start from their pieces' mean
         init_new_embeddings(model, load_tokenizer(cfg.model), vocab["added"], job.tokenizer)

@@ -42,6 +42,8 @@ def run(cfg: RunConfig, callbacks: Sequence[TrainerCallback] = ()) -> RunResult:
         data.stats.get("label_tokens", 0),
     )
     run_dir = job.open_run(data.stats)
+    if data.canaries is not None:  # data.canaries: the secrets inserted, for `tuneforge audit`
+        run_dir.write_json(run_dir.canaries, data.canaries)
     model, counts = load_trainable(job)
 
     # Padding-free rows (data.packing): position ids restart per sample, and transformers' masking detects the
