@@ -39,7 +39,7 @@ from tuneforge.data.formats import format_record
 from tuneforge.data.preference import read_sample
 from tuneforge.data.registry import INFO_FILE, ResolvedDataset, resolve
 from tuneforge.data.schema import Conversation, DataError, KTOSample, Preference, Sample, Text
-from tuneforge.data.sources import Record, read_records
+from tuneforge.data.sources import READERS, Record, read_records
 from tuneforge.privacy.selection_report import plot_shares, selection_markdown
 from tuneforge.rag.index import Embedder, MiniLM
 
@@ -109,7 +109,7 @@ def dataset_spec(value: str | DatasetSpec) -> DatasetSpec:
             if not isinstance(given, dict):
                 raise SelectionError(f"dataset {value!r}: a {{...}} value must be a mapping of dataset keys")
             return DatasetSpec(**given)
-        looks_like_path = "/" in value or Path(value).suffix != "" or Path(value).exists()
+        looks_like_path = "/" in value or Path(value).suffix.lower() in READERS or Path(value).exists()
         return DatasetSpec(path=value) if looks_like_path else DatasetSpec(name=value)
     except yaml.YAMLError as e:
         raise SelectionError(f"dataset {value!r} is not valid YAML: {e}") from None
