@@ -181,9 +181,10 @@ def _data(sub: Any) -> None:
         "data",
         help="data recipes: tuneforge data prepare DOCS... --out DIR --name NAME [key=value]; "
         "tuneforge data preview CONFIG [key=value] [--n N]: samples exactly as the model sees them; "
-        "tuneforge data scrub INPUT... --out DIR [--ner spacy]: PII replaced by typed placeholders",
+        "tuneforge data scrub INPUT... --out DIR [--ner spacy]: PII replaced by typed placeholders; "
+        "tuneforge data select --private D --public D --n N --epsilon E --out DIR: DP selection of public data",
     )
-    dp.add_argument("action", choices=["prepare", "preview", "scrub"])
+    dp.add_argument("action", choices=["prepare", "preview", "scrub", "select"])
     dp.add_argument(
         "sources",
         nargs="*",
@@ -192,9 +193,12 @@ def _data(sub: Any) -> None:
         "prepare.recipes=chunks,qa rag.chunk_size=120 (right after the action)",
     )
     dp.add_argument("--config", help="a YAML config whose `prepare:` and `rag:` chunking keys are used")
-    dp.add_argument("--n", type=int, default=3, help="preview: samples shown per dataset")
-    dp.add_argument("--out", help="output folder (its dataset_info.json gets the new entries); prepare.out; scrub: new")
-    dp.add_argument("--name", help="dataset name prefix: <name>_chunks, <name>_qa, ...; prepare.name")
+    dp.add_argument("--n", type=int, help="preview: samples shown per dataset (3); select: samples to select")
+    dp.add_argument(
+        "--out", help="output folder (its dataset_info.json gets the new entries); prepare.out; scrub, select: new"
+    )
+    dp.add_argument("--name", help="dataset name (prefix): <name>_chunks, ... (prepare.name); select: <name>")
+    _data_select(dp)
     dp_src = dp.add_mutually_exclusive_group()
     dp_src.add_argument("--model", help="a model folder or 'embedded': also write model-generated QA and summaries")
     dp_src.add_argument("--run", help="a trained run to generate with instead of --model")
@@ -205,13 +209,29 @@ def _data(sub: Any) -> None:
     dp.add_argument("--chunk-size", type=int, help="now rag.chunk_size")
     dp.add_argument("--chunk-overlap", type=int, help="now rag.chunk_overlap")
     dp.add_argument("--max-new-tokens", type=int, help="now prepare.max_new_tokens")
-    dp.add_argument("--overwrite", action="store_true", help="now prepare.overwrite=true; scrub: replace a full --out")
+    dp.add_argument(
+        "--overwrite", action="store_true", help="now prepare.overwrite=true; scrub: replace a full --out; select: DIR"
+    )
     # scrub (docs/privacy.md): --out DIR and --overwrite as above, INPUT files or folders in place of DOCS
     dp.add_argument("--types", help="scrub: PII types to replace, e.g. EMAIL,PHONE (default: all)")
     dp.add_argument("--ner", choices=["spacy", "presidio"], help="scrub: NER backend for person names (pii-ner extra)")
     dp.add_argument("--ner-model", help="scrub: the spaCy pipeline the NER backend runs (default: en_core_web_sm)")
     dp.add_argument("--phone-regions", help="scrub: regions whose national phone formats are read (US,GB,DE,FR,IN)")
     dp.set_defaults(func=verbs.cmd_data)
+
+
+def _data_select(dp: Any) -> None:
+    """`data select` (docs/privacy.md): datasets are names, paths or `{path: ..., columns: ...}` entries."""
+    dp.add_argument("--private", help="select: the private dataset whose distribution is followed")
+    dp.add_argument("--public", action="append", default=[], help="select: a public dataset of the pool (repeat)")
+    dp.add_argument("--epsilon", type=float, help="select: the privacy budget of the histogram; inf: no noise")
+    dp.add_argument("--delta", type=float, default=1e-5, help="select: delta of (epsilon, delta)-DP (1e-5)")
+    dp.add_argument("--clusters", type=int, default=20, help="select: k-means clusters of the public pool (20)")
+    dp.add_argument("--seed", type=int, default=0, help="select: seed of k-means and of the draw (not the noise)")
+    dp.add_argument("--within", choices=["random", "nearest"], default="random", help="select: draw per cluster")
+    dp.add_argument("--accountant", choices=["rdp", "prv"], default="rdp", help="select: calibrates the noise")
+    dp.add_argument("--user-column", help="select: privacy unit = the user in this private column (not a sample)")
+    dp.add_argument("--dataset-dir", help="select: a folder whose dataset_info.json names the datasets")
 
 
 def _lab(sub: Any) -> None:

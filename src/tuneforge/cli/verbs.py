@@ -237,6 +237,8 @@ def cmd_data(args: argparse.Namespace) -> int:
         return data_preview(args)
     if args.action == "scrub":
         return data_scrub(args)
+    if args.action == "select":
+        return data_select(args)
 
     flags = [f"prepare.{k}={json.dumps(v)}" for k, v in (("out", args.out), ("name", args.name)) if v]
     words = [*args.sources, *flags]  # --out and --name: short for prepare.out and prepare.name
@@ -280,7 +282,41 @@ def data_preview(args: argparse.Namespace) -> int:
     from tuneforge.stages import STAGES
 
     kind = STAGES[cfg.stage].data
-    print(preview(cfg, args.n, load_tokenizer(cfg.model), color=sys.stdout.isatty(), data_kind=kind), end="")
+    n = 3 if args.n is None else args.n
+    print(preview(cfg, n, load_tokenizer(cfg.model), color=sys.stdout.isatty(), data_kind=kind), end="")
+    return 0
+
+
+def data_select(args: argparse.Namespace) -> int:
+    """`tuneforge data select --private D --public D [--public D ...] --n N --epsilon E --out DIR`."""
+    from tuneforge.privacy.selection import SelectionError, SelectSettings, select_public, selection_markdown
+
+    usage = "tuneforge data select --private D --public D [--public D ...] --n N --epsilon E --out DIR"
+    missing = [f"--{k}" for k in ("private", "public", "n", "epsilon", "out") if getattr(args, k) in (None, [])]
+    if args.sources:
+        raise SelectionError(f"data select takes no positional arguments, got {' '.join(args.sources)}: {usage}")
+    if missing:
+        raise SelectionError(f"data select needs {', '.join(missing)}: {usage}")
+    settings = SelectSettings(
+        n=args.n,
+        epsilon=args.epsilon,
+        delta=args.delta,
+        clusters=args.clusters,
+        seed=args.seed,
+        within=args.within,
+        accountant=args.accountant,
+        user_column=args.user_column,
+        name=args.name or "selected",
+    )
+    summary = select_public(
+        args.private, args.public, args.out, settings, dataset_dir=args.dataset_dir, overwrite=args.overwrite
+    )
+    print(selection_markdown(summary), end="")
+    names = [k for k, d in summary["datasets"].items() if d["rows"]]
+    print(
+        f"written to {args.out} (selection.json, selection.png); train on it: data.dataset_dir={args.out}, "
+        f"data.datasets: {', '.join(f'{{name: {n}}}' for n in names)}"
+    )
     return 0
 
 

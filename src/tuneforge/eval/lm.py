@@ -101,7 +101,9 @@ class LM:
         rest_width = max(len(cont) - 1 for _, cont in rows)
         if rest_width > 0:
             index = torch.tensor([g for g, _ in rows])
-            cache = first.past_key_values
+            # transformers >= 5.24 names the cache `cache` (past_key_values is deprecated); older 5.x: past_key_values
+            new_api = hasattr(first, "cache")
+            cache = first.cache if new_api else first.past_key_values
             cache.batch_select_indices(index)
             rest = [cont[:-1] + [self.pad_id] * (rest_width - len(cont) + 1) for _, cont in rows]
             rest_mask = torch.tensor([[1] * (len(cont) - 1) + [0] * (rest_width - len(cont) + 1) for _, cont in rows])
@@ -110,7 +112,7 @@ class LM:
                 input_ids=torch.tensor(rest),
                 attention_mask=torch.cat([ctx_mask[index], rest_mask], dim=1),
                 position_ids=lengths[:, None] + torch.arange(rest_width)[None, :],
-                past_key_values=cache,
+                **({"cache": cache} if new_api else {"past_key_values": cache}),
                 use_cache=True,
             ).logits
             logp = torch.log_softmax(logits.float(), dim=-1)
