@@ -195,6 +195,18 @@ def test_canaries_are_inserted_exactly_repeats_times_into_the_training_split(tmp
     assert draw(cfg.canaries, "chat") == rec  # type: ignore[arg-type]
 
 
+def test_canary_copies_are_privacy_units_of_their_own(tmp_path: Path, chatml_tokenizer) -> None:
+    # DP-SGD with canaries (the audit of a private run): each copy is one sample-level unit, the real rows keep theirs
+    cfg = data_config(tmp_path)
+    built = build_sft(cfg, chatml_tokenizer, units="sample")
+    plain = build_sft(cfg.model_copy(update={"canaries": None}), chatml_tokenizer, units="sample")
+    units = built.train["unit"]
+    assert len(units) == len(built.train) == len(plain.train) + 14
+    canary_units = [u for u in units if u.startswith("canary:")]
+    assert len(canary_units) == len(set(canary_units)) == 14
+    assert [u for u in units if not u.startswith("canary:")] == plain.train["unit"]
+
+
 def test_text_canaries_for_pretraining_and_the_base_model_audit(tmp_path: Path, tiny_model_dir: Path) -> None:
     from tuneforge.data.build import build_text
     from tuneforge.models.loader import load_tokenizer

@@ -52,7 +52,14 @@ def test_rows_are_built_by_keyword_and_frozen() -> None:
 
 def test_table_sections_are_runconfig_sections() -> None:
     owned = stage_sections()
-    assert owned == {"vocab": ("pt",), "rm": ("rm",), "dpo": ("dpo",), "kto": ("kto",), "grpo": ("grpo",)}
+    assert owned == {
+        "vocab": ("pt",),
+        "privacy": ("pt", "sft"),
+        "rm": ("rm",),
+        "dpo": ("dpo",),
+        "kto": ("kto",),
+        "grpo": ("grpo",),
+    }
     for section in owned:
         annotation = RunConfig.model_fields[section].annotation
         assert isinstance(annotation, type) and issubclass(annotation, BaseModel), section

@@ -9,12 +9,14 @@ import sys
 from pathlib import Path
 
 from tuneforge.cli.common import is_override, load_config, run_overrides, verb_config
-from tuneforge.config import RunConfig
+from tuneforge.config import ConfigError, RunConfig
 from tuneforge.errors import TuneforgeError
 
 
 def cmd_train(args: argparse.Namespace) -> int:
     cfg = load_config(args.config, run_overrides(args))  # config errors once, here, before any process starts
+    if cfg.privacy.enabled and ((args.nproc or 1) > 1 or (args.nnodes or 1) > 1):
+        raise ConfigError("privacy (DP-SGD) trains in one process: drop --nproc / --nnodes")
     if args.nproc is not None or args.nnodes is not None:
         from tuneforge.distributed.launch import LaunchPlan, launch
 
@@ -41,6 +43,10 @@ def cmd_train(args: argparse.Namespace) -> int:
     result = run_stage(cfg)
     if world_from_env().is_main:  # one line per job, not per process
         print(f"done: {result.steps} steps, final loss {result.train_loss}, output in {result.output_dir}")
+        if result.privacy is not None:
+            from tuneforge.stages.skeleton import privacy_line
+
+            print(privacy_line(result.privacy))
     return 0
 
 

@@ -12,12 +12,13 @@ higher layers (`tuneforge.methods`, `tuneforge.stages.table`), so the caller han
 
 Modules: `sections` (model, data, method, train, output), `stage_sections` (eval, dpo, kto, rm, vocab, rag),
 `workflow_sections` (lab, bench, prepare: the verbs beside training, their presets), `sweep_section` (sweep),
-`grpo_section` (grpo and its rewards),
+`grpo_section` (grpo and its rewards), `privacy_section` (privacy: DP-SGD),
 `run` (RunConfig and its stage checks), `loading` (load, overrides, readable errors).
 """
 
 from tuneforge.config.grpo_section import REWARD_NAMES, REWARD_PARAMS, GrpoConfig, RewardSpec
 from tuneforge.config.loading import apply_override, format_errors, load
+from tuneforge.config.privacy_section import DP_STAGES, PrivacyConfig
 from tuneforge.config.run import (
     MethodTable,
     RunConfig,
@@ -72,6 +73,7 @@ from tuneforge.config.workflow_sections import (
 __all__ = [
     "BENCH_METHODS_PRESETS",
     "BENCH_SPEED_PRESETS",
+    "DP_STAGES",
     "EMBEDDED_MODEL",
     "LAB_PRESETS",
     "OLD_FLAGS",
@@ -95,6 +97,7 @@ __all__ = [
     "ModelConfig",
     "OutputConfig",
     "PrepareConfig",
+    "PrivacyConfig",
     "RagConfig",
     "RewardSpec",
     "RmConfig",

@@ -19,6 +19,7 @@ import yaml
 from pydantic import Field, SerializeAsAny
 
 from tuneforge.config.grpo_section import GrpoConfig, grpo_refusal
+from tuneforge.config.privacy_section import PrivacyConfig, privacy_refusal
 from tuneforge.config.sections import (
     DataConfig,
     DistributedConfig,
@@ -94,6 +95,7 @@ class RunConfig(Section):
     rm: RmConfig = Field(default_factory=RmConfig)
     vocab: VocabConfig = Field(default_factory=VocabConfig)
     grpo: GrpoConfig = Field(default_factory=GrpoConfig)
+    privacy: PrivacyConfig = Field(default_factory=PrivacyConfig)
     rag: RagConfig = Field(default_factory=RagConfig)
     lab: LabConfig = Field(default_factory=LabConfig)
     bench: BenchConfig = Field(default_factory=BenchConfig)
@@ -108,6 +110,9 @@ class RunConfig(Section):
         refusal = grpo_refusal(self.grpo, self.train, self.data) if self.stage == "grpo" else None
         if refusal:
             raise ValueError(refusal)
+        refusal = privacy_refusal(self.privacy, self.method, self.train, self.data, self.model, self.distributed)
+        if refusal:
+            raise ValueError(f"privacy: {refusal}")
         if stages is not None:
             self._check_test_datasets(stages)
 

@@ -15,7 +15,7 @@ import random
 import re
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 from datasets import Dataset
 
@@ -38,6 +38,8 @@ TRUNCATED_AWAY = "no_assistant_tokens_after_truncation"
 
 Key = tuple[int, int]  # (dataset index, row index): one sample, however often mixing repeats it
 S = TypeVar("S")
+UNIT_COLUMN = "unit"  # the privacy unit of each training row (build_sft / build_text with `units`)
+Units = Literal["sample", "user"]
 
 
 @dataclass(frozen=True)
@@ -61,10 +63,14 @@ class _Loaded:
     samples: list[Sample]  # as read, one per record
     rows: list[int]  # the rows selected by num_samples / max_samples, repeats allowed
     scrubbed: dict[str, int] = field(default_factory=dict)  # data.scrub: values replaced, per PII type
+    users: list[str] | None = None  # each record's user (the `user_column` of build_sft / build_text)
 
 
-def build_sft(cfg: DataConfig, tokenizer: Any) -> SFTData:
-    """Chat datasets rendered through the tokenizer's chat template, loss on assistant turns."""
+def build_sft(cfg: DataConfig, tokenizer: Any, units: Units | None = None, user_column: str | None = None) -> SFTData:
+    """Chat datasets rendered through the tokenizer's chat template, loss on assistant turns.
+
+    `units` adds a `unit` column to the training set naming each row's privacy unit (DP-SGD): `sample`, the record
+    (the copies mixing makes of one record share it), or `user`, the record's value in `user_column`."""
 
     def render(sample: Sample) -> Rendered | None:
         assert isinstance(sample, Conversation)  # _load made every sample of an "sft" build a Conversation
@@ -72,27 +78,35 @@ def build_sft(cfg: DataConfig, tokenizer: Any) -> SFTData:
             tokenizer, sample, cfg.cutoff_len, cfg.train_on_prompt, cfg.tool_format, cfg.max_tools
         )
 
-    train, val, stats, canaries = _build(cfg, "sft", render)
+    train, val, stats, canaries = _build(cfg, "sft", render, units, user_column)
     stats["tool_format"] = resolved_tool_format(tokenizer, cfg.tool_format)  # what serve/chat/eval render with
     return SFTData(train, val, stats, canaries)
 
 
-def build_text(cfg: DataConfig, tokenizer: Any) -> TextData:
-    """Plain-text datasets for pre-training: each text + EOS, truncated to cutoff_len, all tokens labelled."""
+def build_text(cfg: DataConfig, tokenizer: Any, units: Units | None = None, user_column: str | None = None) -> TextData:
+    """Plain-text datasets for pre-training: each text + EOS, truncated to cutoff_len, all tokens labelled
+    (`units`, `user_column`: as build_sft)."""
 
     def render(sample: Sample) -> Rendered | None:
         assert isinstance(sample, Text)
         return render_text(tokenizer, sample, cfg.cutoff_len)
 
-    train, val, stats, canaries = _build(cfg, "text", render)
+    train, val, stats, canaries = _build(cfg, "text", render, units, user_column)
     return TextData(train, val, stats, canaries)
 
 
 def _build(
-    cfg: DataConfig, kind: str, render: Callable[[Sample], Rendered | None]
+    cfg: DataConfig,
+    kind: str,
+    render: Callable[[Sample], Rendered | None],
+    units: Units | None = None,
+    user_column: str | None = None,
 ) -> tuple[Dataset, Dataset | None, dict[str, Any], dict[str, Any] | None]:
+    if units == "user" and not user_column:
+        raise ValueError("units='user' needs the user_column")
+    column = user_column if units == "user" else None
     scrubber = scrubber_for(cfg)
-    loaded = [_load(spec, cfg, kind, i, scrubber) for i, spec in enumerate(require_datasets(cfg))]
+    loaded = [_load(spec, cfg, kind, i, scrubber, column) for i, spec in enumerate(require_datasets(cfg))]
     counts, pool = mix([d.rows for d in loaded], [d.spec.ratio for d in loaded], cfg)
     train_keys, val_keys = split(pool, cfg.val_size)
     cache: dict[Key, Rendered | None] = {}
@@ -115,11 +129,13 @@ def _build(
             stats["datasets"][d.name]["scrubbed"] = d.scrubbed
     if scrubber is not None:
         stats["scrub"] = scrubber.summary()
-    train = _render_split(train_keys, "train", loaded, render, cache, stats)
+    kept: list[Key] = []
+    train = _render_split(train_keys, "train", loaded, render, cache, stats, kept)
     val = _render_split(val_keys, "val", loaded, render, cache, stats) if val_keys else None
     _report_skips(loaded, cache, stats, cfg.cutoff_len)
     if not train:
         raise DataError("no training samples are left after the validation split and skipping")
+    real_rows = train
     train, canaries = insert_canaries(train, cfg, "text" if kind == "text" else "chat", render)
     record = canaries.to_json() if canaries is not None else None
     if record is not None:  # the summary; the secrets themselves go to the run's canaries.json
@@ -130,18 +146,55 @@ def _build(
         total_tokens=sum(len(r.input_ids) for r in train),
         label_tokens=sum(r.label_tokens for r in train),
     )
-    return _to_dataset(train), (_to_dataset(val) if val else None), stats, record
+    train_set = _to_dataset(train)
+    if units is not None:
+        real = iter(_unit_of(key, loaded) for key in kept)
+        # a canary copy (data.canaries) is a unit of its own: k copies of a secret are k samples, as in an audit
+        # of sample-level DP; the real rows keep their order among them
+        ids = {id(r) for r in real_rows}
+        unit_column = [next(real) if id(r) in ids else f"canary:{i}" for i, r in enumerate(train)]
+        train_set = train_set.add_column(UNIT_COLUMN, unit_column)
+        stats["privacy_units"] = len(set(unit_column))
+    return train_set, (_to_dataset(val) if val else None), stats, record
 
 
-def _load(spec: DatasetSpec, cfg: DataConfig, kind: str, index: int, scrubber: Scrubber | None = None) -> _Loaded:
+def _unit_of(key: Key, loaded: list[_Loaded]) -> str:
+    users = loaded[key[0]].users
+    return f"user:{users[key[1]]}" if users is not None else f"sample:{key[0]}:{key[1]}"
+
+
+def _user_of(record: Record, column: str, source: str) -> str:
+    """The record's user (unit user of DP-SGD): a string or an integer in `column`, never missing."""
+    if column not in record or record[column] is None or record[column] == "":
+        have = ", ".join(map(str, record)) or "none"
+        raise DataError(f"{source}: no value in the user column {column!r} (privacy.user_column); columns: {have}")
+    value = record[column]
+    if isinstance(value, bool) or not isinstance(value, (str, int)):
+        raise DataError(f"{source}: user column {column!r} holds {value!r}; a user is named by a string or an integer")
+    return str(value)
+
+
+def _load(
+    spec: DatasetSpec,
+    cfg: DataConfig,
+    kind: str,
+    index: int,
+    scrubber: Scrubber | None = None,
+    user_column: str | None = None,
+) -> _Loaded:
     resolved = resolve(spec, cfg.dataset_dir)
     fmt, fspec = _format_for(resolved, kind)
     # max_samples keeps the first rows, so no more are read; num_samples resamples them all first
     limit = spec.max_samples if resolved.num_samples is None else None
     before = dict(scrubber.counts) if scrubber is not None else {}
-    samples = read_samples(
-        resolved, lambda src, rec: substitute(format_record(fmt, rec, fspec, src), cfg.variables), limit, scrubber
-    )
+
+    def to_sample(src: str, rec: Record) -> tuple[Sample, str | None]:
+        user = _user_of(rec, user_column, src) if user_column else None
+        return substitute(format_record(fmt, rec, fspec, src), cfg.variables), user
+
+    pairs = read_samples(resolved, to_sample, limit, scrubber)
+    samples = [sample for sample, _ in pairs]
+    users = [str(user) for _, user in pairs] if user_column else None
     rows = list(range(len(samples)))
     if resolved.num_samples is not None:  # LLaMA-Factory's num_samples: resampled before max_samples
         rows = resample(len(samples), resolved.num_samples, random.Random(f"{cfg.seed}/num_samples/{index}"))
@@ -150,7 +203,7 @@ def _load(spec: DatasetSpec, cfg: DataConfig, kind: str, index: int, scrubber: S
     earlier = [s.name or s.path for s in cfg.datasets[:index]]
     name = f"{resolved.name}#{index}" if resolved.name in earlier else resolved.name  # stats keys stay distinct
     scrubbed = {t: n - before.get(t, 0) for t, n in scrubber.counts.items() if n > before.get(t, 0)} if scrubber else {}
-    return _Loaded(name, spec, resolved, samples, rows, scrubbed)
+    return _Loaded(name, spec, resolved, samples, rows, scrubbed, users)
 
 
 def require_datasets(cfg: DataConfig) -> list[DatasetSpec]:
@@ -288,7 +341,9 @@ def _render_split(
     render: Callable[[Sample], Rendered | None],
     cache: dict[Key, Rendered | None],
     stats: dict[str, Any],
+    kept: list[Key] | None = None,
 ) -> list[Rendered]:
+    """The rendered samples of `keys` (skipped ones left out); `kept` receives the keys of those rendered."""
     out = []
     bar = progress_bar(len(keys), f"rendering {split_name} samples", unit="sample", enabled=len(keys) >= 2000)
     for key in keys:
@@ -301,6 +356,8 @@ def _render_split(
             ds["skipped"][TRUNCATED_AWAY] = ds["skipped"].get(TRUNCATED_AWAY, 0) + 1
             continue
         out.append(rendered)
+        if kept is not None:
+            kept.append(key)
         ds["used"] += 1
         ds[split_name] += 1
         ds["truncated"] += rendered.truncated
@@ -343,8 +400,10 @@ def _to_dataset(rows: list[Rendered]) -> Dataset:
 
 
 __all__ = [
+    "UNIT_COLUMN",
     "SFTData",
     "TextData",
+    "Units",
     "build_sft",
     "build_text",
     "mix",

@@ -34,9 +34,11 @@ class RunResult:
     trainable_params: int
     total_params: int
     data_stats: dict[str, Any] = field(default_factory=dict)
+    privacy: dict[str, Any] | None = None  # DP-SGD runs: the (ε, δ) spent and how (tuneforge.privacy.dp)
 
     def summary(self) -> dict[str, Any]:
-        return {k: (str(v) if isinstance(v, Path) else v) for k, v in self.__dict__.items() if k != "data_stats"}
+        skipped = {"data_stats"} | ({"privacy"} if self.privacy is None else set())
+        return {k: (str(v) if isinstance(v, Path) else v) for k, v in self.__dict__.items() if k not in skipped}
 
 
 def set_threads(cfg: RunConfig, world: World | None = None) -> int:

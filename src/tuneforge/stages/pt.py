@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from datasets import Dataset
-from transformers import Trainer, TrainerCallback, default_data_collator
+from transformers import DataCollatorForSeq2Seq, Trainer, TrainerCallback, default_data_collator
 
 from tuneforge.config import RunConfig
 from tuneforge.data.build import build_text
@@ -23,7 +23,18 @@ from tuneforge.data.schema import DataError
 from tuneforge.models.loader import load_tokenizer
 from tuneforge.models.vocab import init_new_embeddings, learn_tokens, tokens_per_char
 from tuneforge.stages.common import RunResult, training_arguments
-from tuneforge.stages.skeleton import build_trainer, finish, load_trainable, prepare, train, with_saved_modules
+from tuneforge.stages.skeleton import (
+    build_trainer,
+    finish,
+    load_trainable,
+    prepare,
+    privacy_arguments,
+    privacy_kwargs,
+    privacy_plan,
+    private,
+    train,
+    with_saved_modules,
+)
 
 log = logging.getLogger("tuneforge.train")
 EMBEDDINGS = ["embed_tokens", "lm_head"]  # Llama-style names; check_saved_modules names what a model lacks
@@ -53,13 +64,22 @@ def run(cfg: RunConfig, callbacks: Sequence[TrainerCallback] = ()) -> RunResult:
     vocab: dict[str, Any] = {}
     if cfg.vocab.corpus:
         job.tokenizer, vocab = extend_vocabulary(cfg, job.tokenizer)
-    text = build_text(cfg.data.model_copy(update={"cutoff_len": WHOLE}), job.tokenizer)
-    train_data = pack_blocks(text.train, cfg.data.cutoff_len)
+    dp = cfg.privacy if cfg.privacy.enabled else None
+    whole = cfg.data.model_copy(update={"cutoff_len": WHOLE})
+    text = build_text(whole, job.tokenizer, dp.unit if dp else None, dp.user_column if dp else None)
+    # DP-SGD: a packed block would mix documents and one document would span blocks, so each document is cut into
+    # rows of its own (one privacy unit, or its user's); otherwise documents are packed into full blocks.
+    train_data = document_rows(text.train, cfg.data.cutoff_len) if dp else pack_blocks(text.train, cfg.data.cutoff_len)
     val = pack_blocks(text.val, cfg.data.cutoff_len) if text.val is not None else None
     stats: dict[str, Any] = {**text.stats, "train_blocks": len(train_data), "val_blocks": len(val) if val else 0}
     log.info(
-        "data: %d train / %d validation blocks of %d tokens", len(train_data), stats["val_blocks"], cfg.data.cutoff_len
+        "data: %d train %s / %d validation blocks of %d tokens",
+        len(train_data),
+        "rows (documents cut, not packed: privacy)" if dp else "blocks",
+        stats["val_blocks"],
+        cfg.data.cutoff_len,
     )
+    plan = privacy_plan(job, train_data)
     run_dir = job.open_run(None)  # data_stats.json at the end, with the perplexities and the vocabulary
     if text.canaries is not None:  # data.canaries: the secrets inserted, for `tuneforge audit`
         run_dir.write_json(run_dir.canaries, text.canaries)
@@ -72,8 +92,21 @@ def run(cfg: RunConfig, callbacks: Sequence[TrainerCallback] = ()) -> RunResult:
         stats["vocab"] = {k: v for k, v in vocab.items() if k != "added"} | {"added": len(vocab["added"])}
 
     # build trainer
-    args = training_arguments(cfg, run_dir, val is not None, train_sampling_strategy="random")
-    trainer = build_trainer(Trainer, job, model, args, train_data, val, callbacks, data_collator=default_data_collator)
+    args = training_arguments(
+        cfg, run_dir, val is not None, train_sampling_strategy="random", **privacy_arguments(plan)
+    )
+    collator = DataCollatorForSeq2Seq(job.tokenizer, padding=True, label_pad_token_id=-100) if dp else None
+    trainer = build_trainer(
+        private(Trainer, plan),
+        job,
+        model,
+        args,
+        train_data,
+        val,
+        callbacks,
+        data_collator=collator or default_data_collator,
+        **privacy_kwargs(job, plan),
+    )
 
     # train, finish
     before = perplexity(trainer) if val is not None else None
@@ -90,6 +123,24 @@ def run(cfg: RunConfig, callbacks: Sequence[TrainerCallback] = ()) -> RunResult:
         (run_dir.root / "vocab.json").write_text(json.dumps(vocab, indent=2, ensure_ascii=False), encoding="utf-8")
     run_dir.write_json(run_dir.data_stats, result.data_stats)
     return result
+
+
+def document_rows(ds: Dataset, block: int) -> Dataset:
+    """Each document's ids cut into rows of at most `block` tokens (the last one shorter, padded by the collator),
+    every row keeping its document's privacy unit; rows of fewer than 2 tokens predict nothing and are dropped."""
+    ids: list[list[int]] = []
+    units: list[str] = []
+    for row, unit in zip(ds["input_ids"], ds["unit"], strict=True):
+        for start in range(0, len(row), block):
+            piece = row[start : start + block]
+            if len(piece) >= 2:
+                ids.append(piece)
+                units.append(unit)
+    if not ids:
+        raise DataError("no document has 2 tokens or more: nothing to train on")
+    return Dataset.from_dict(
+        {"input_ids": ids, "labels": ids, "attention_mask": [[1] * len(r) for r in ids], "unit": units}
+    )
 
 
 def extend_vocabulary(cfg: RunConfig, tokenizer: Any) -> tuple[Any, dict[str, Any]]:

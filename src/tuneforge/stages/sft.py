@@ -22,7 +22,17 @@ from tuneforge.data.collate import PackedRowsCollator, pad_id
 from tuneforge.methods import METHODS
 from tuneforge.stages.common import RunResult, cpu_settings, training_arguments
 from tuneforge.stages.sft_trainer import CHECK_RTOL, SFTTrainer
-from tuneforge.stages.skeleton import build_trainer, finish, load_trainable, prepare, train
+from tuneforge.stages.skeleton import (
+    build_trainer,
+    finish,
+    load_trainable,
+    prepare,
+    privacy_arguments,
+    privacy_kwargs,
+    privacy_plan,
+    private,
+    train,
+)
 
 log = logging.getLogger("tuneforge.train")
 
@@ -34,13 +44,15 @@ def run(cfg: RunConfig, callbacks: Sequence[TrainerCallback] = ()) -> RunResult:
     # prepare: data first, so every data error surfaces before the (slow) model load
     job = prepare(cfg)
     cpu = cpu_settings(cfg)
-    data = build_sft(cfg.data, job.tokenizer)
+    dp = cfg.privacy if cfg.privacy.enabled else None
+    data = build_sft(cfg.data, job.tokenizer, dp.unit if dp else None, dp.user_column if dp else None)
     log.info(
         "data: %d train / %d validation samples, %d label tokens",
         len(data.train),
         len(data.val) if data.val is not None else 0,
         data.stats.get("label_tokens", 0),
     )
+    plan = privacy_plan(job, data.train)  # DP-SGD (privacy:), decided before the model loads; None without
     run_dir = job.open_run(data.stats)
     if data.canaries is not None:  # data.canaries: the secrets inserted, for `tuneforge audit`
         run_dir.write_json(run_dir.canaries, data.canaries)
@@ -58,9 +70,11 @@ def run(cfg: RunConfig, callbacks: Sequence[TrainerCallback] = ()) -> RunResult:
     run_dir.write_json(run_dir.cpu, cpu)
 
     # build trainer
-    args = training_arguments(cfg, run_dir, has_eval=data.val is not None, label_names=["labels"])
+    args = training_arguments(
+        cfg, run_dir, has_eval=data.val is not None, label_names=["labels"], **privacy_arguments(plan)
+    )
     trainer = build_trainer(
-        SFTTrainer,
+        private(SFTTrainer, plan),
         job,
         model,
         args,
@@ -69,6 +83,7 @@ def run(cfg: RunConfig, callbacks: Sequence[TrainerCallback] = ()) -> RunResult:
         callbacks,
         data_collator=sft_collator(cfg, job.tokenizer),
         label_only_logits=cfg.train.label_only_logits,
+        **privacy_kwargs(job, plan),
     )
     # train, finish
     output = train(job, trainer)

@@ -12,6 +12,10 @@ one stage knows them all and every method of the method table works with every s
 - train: `train(job, trainer)` (readable progress, resume, a last evaluation);
 - finish: `finish(job, trainer, output, counts, stats)` (the adapter or model saved, result.json).
 
+With `privacy:` (DP-SGD, stages sft and pt) the stage also plans the privacy from its training rows before the
+model loads (`privacy_plan`), and builds its trainer class with opacus inside (`private`, `privacy_arguments`,
+`privacy_kwargs`; the trainer is tuneforge.privacy.dp_trainer's); finish writes the (ε, δ) spent into result.json.
+
 With several processes (docs/scale.md) every rank runs every step; the Trainer keeps them in step, and
 rank 0 alone writes the run folder.
 """
@@ -66,6 +70,7 @@ class StageRun:
         self.started = started
         self.world = world or World()
         self._run_dir: RunDir | None = None
+        self.privacy: Any = None  # the PrivacyPlan of a DP-SGD run (privacy_plan), None without privacy
         self.reload: Callable[[], Any] | None = None  # load_trainable again, as the stage called it
 
     def open_run(self, stats: dict[str, Any] | None) -> RunDir:
@@ -165,6 +170,47 @@ def load_trainable(
     trainable, total = count_parameters(model)
     log.info("%s | %d threads", describe(model, cfg.method), job.threads)
     return model, (trainable, total)
+
+
+def privacy_plan(job: StageRun, train_data: Dataset) -> Any:
+    """The DP-SGD plan (tuneforge.privacy.dp.PrivacyPlan) from the training rows' `unit` column, or None when the
+    run has no privacy section; its errors come before the model loads. opacus is imported only here."""
+    if not job.cfg.privacy.enabled:
+        return None
+    from tuneforge.privacy.dp import DPError, plan_privacy
+
+    if job.world.distributed:
+        raise DPError(
+            f"DP-SGD runs in one process here; this run has {job.world.world_size} (start it without --nproc / "
+            "torchrun)"
+        )
+    job.privacy = plan_privacy(job.cfg, train_data["unit"])
+    return job.privacy
+
+
+def private(trainer_class: type[Trainer], plan: Any) -> type[Trainer]:
+    """The stage's trainer class, with DP-SGD when there is a plan."""
+    if plan is None:
+        return trainer_class
+    from tuneforge.privacy.dp_trainer import dp_trainer_class
+
+    return dp_trainer_class(trainer_class)
+
+
+def privacy_arguments(plan: Any) -> dict[str, Any]:
+    """TrainingArguments overrides of a DP-SGD run ({} without one)."""
+    if plan is None:
+        return {}
+    from tuneforge.privacy.dp_trainer import dp_training_arguments
+
+    return dp_training_arguments(plan)
+
+
+def privacy_kwargs(job: StageRun, plan: Any) -> dict[str, Any]:
+    """What the DP trainer class takes beyond the stage's own trainer ({} without privacy)."""
+    if plan is None:
+        return {}
+    return {"privacy_plan": plan, "run_dir": job.run_dir, "label_only": job.cfg.train.label_only_logits}
 
 
 # --- build trainer ---------------------------------------------------------------------------------------
@@ -273,11 +319,28 @@ def finish(
         trainable_params=counts[0],
         total_params=counts[1],
         data_stats=stats,
+        privacy=trainer.privacy_report() if job.privacy is not None else None,  # type: ignore[attr-defined]
     )
+    if result.privacy is not None:
+        log.info(privacy_line(result.privacy))
     run_dir.write_json(run_dir.result, result.summary())
     log.info("saved %s to %s", method.output, saved)
     barrier()  # the other ranks leave once the output is on disk
     return result
+
+
+def privacy_line(report: dict[str, Any]) -> str:
+    """One line of the (ε, δ) a DP-SGD run spent, for the log and the CLI."""
+
+    def eps(value: float | None) -> str:
+        return "∞" if value is None else f"{value:.4g}"
+
+    return (
+        f"privacy: ε = {eps(report['epsilon'])} ({report['accountant']}; rdp {eps(report['epsilon_rdp'])}, prv "
+        f"{eps(report['epsilon_prv'])}) at δ = {report['delta']:.3g}, {report['steps']} steps, noise multiplier "
+        f"{report['noise_multiplier']:.4g}, sample rate {report['sample_rate']:.4g}, "
+        f"{report['units']} {report['unit']}s"
+    )
 
 
 def whole_model(job: StageRun, trainer: Trainer) -> Any:

@@ -50,10 +50,14 @@ STAGES: dict[str, StageSpec] = _table(
     StageSpec(
         name="pt",
         summary="continued pre-training on plain text, packed into data.cutoff_len blocks (transformers Trainer)",
-        sections=("vocab",),
+        sections=("vocab", "privacy"),
         data="text",
     ),
-    StageSpec(name="sft", summary="supervised fine-tuning on chat data, loss on the answers (transformers Trainer)"),
+    StageSpec(
+        name="sft",
+        summary="supervised fine-tuning on chat data, loss on the answers (transformers Trainer)",
+        sections=("privacy",),
+    ),
     StageSpec(
         name="rm",
         summary="reward model: a one-score head trained on preference pairs (TRL RewardTrainer)",
