@@ -517,3 +517,32 @@ def test_run_reference_is_the_adapter_merged_into_the_base(tmp_path: Path, tiny_
     for a, b in zip(ours, theirs, strict=True):
         assert a["logprob_more"] == pytest.approx(b["logprob_more"], abs=1e-4)
     assert report.data["trust"]["headline"][0]["scores"]["fp32"]["ci95_low"] is None  # bootstrap 0: no interval
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not HAS_BNB, reason="bitsandbytes is not installed")
+def test_embedded_model_variants_round_less_with_more_bits(tmp_path: Path) -> None:
+    """On the real model: every variant builds and loads; GGUF Q8_0 stays closer to fp32 than Q4_0 does."""
+    import gguf
+
+    from tuneforge.audit.trust import trust_check
+    from tuneforge.export import gguf_lora
+
+    if gguf_lora.hf_converter_script() is None:
+        pytest.skip("llama.cpp's converters are not fetched (python -m tuneforge.export.gguf_lora --fetch)")
+    crows = write_crows(
+        tmp_path / "c.csv", [(f"The {w} went home.", f"A {w} went out.", "stereo", "age") for w in "abcdef"]
+    )
+    task = f"{{name: c, type: crows_pairs, format: crows_pairs, path: {crows}}}"
+    (tmp_path / "t.yaml").write_text(f"name: t\neval:\n  bootstrap: 20\n  tasks:\n    - {task}\n", encoding="utf-8")
+    cfg = load_config(tmp_path / "t.yaml", [])
+    out = tmp_path / "out"
+    variants = ["bnb8", "bnb4", "gguf-q8_0", "gguf-q4_0"]
+    report = trust_check(cfg, variants=variants, output_dir=out, keep_variants=True, progress=False)
+    sizes = {v["variant"]: v["weights_bytes"] for v in report.data["trust"]["variants"]}
+    assert sizes["fp32"] > sizes["gguf-q8_0"] > sizes["gguf-q4_0"] and sizes["fp32"] > sizes["bnb8"] > sizes["bnb4"]
+    types = {t.name: t.tensor_type.name for t in gguf.GGUFReader(str(out / "variants" / "model-q4_0.gguf")).tensors}
+    assert types["token_embd.weight"] == "Q8_0" and types["blk.0.ffn_down.weight"] == "Q4_0"
+    lp = {r.model: np.array([p["logprob_more"] for p in r.scores.predictions]) for r in report.results}
+    gap = {label: float(np.abs(lp[label] - lp["fp32"]).mean()) for label in variants}
+    assert 0 < gap["gguf-q8_0"] < gap["gguf-q4_0"] and gap["bnb8"] < gap["bnb4"]

@@ -22,12 +22,13 @@ quantised matmuls; llama-cpp-python (the `llamacpp` extra) is not used here. See
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import json
 import logging
 import shutil
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -243,8 +244,8 @@ def load_variant(source: Source, variant: Variant, gguf: Path | None = None) -> 
         if gguf is None:
             raise TrustError(f"variant {variant.name}: no GGUF file given")
         # transformers dequantises every tensor of the file: the quantised weights exactly, held in float32
-        model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32)
-        return model.eval(), gguf.stat().st_size, str(gguf)
+        read = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32)
+        return read.eval(), gguf.stat().st_size, str(gguf)
     kwargs: dict[str, Any] = {}
     if variant.kind == "bnb":
         from tuneforge.methods.qlora import QloraParams, qlora_load_kwargs, release_checkpoint_pages
@@ -311,6 +312,8 @@ def trust_check(
     out = _output_folder(cfg, run_dir, output_dir, overwrite)
     work = out / "variants"
     work.mkdir(parents=True, exist_ok=True)
+    # ours from the start: a check that dies half-way can be replaced with overwrite
+    (out / "report.json").write_text(json.dumps({MARKER: {"status": "running"}}) + "\n", encoding="utf-8")
     source = _source(cfg, run_dir, work)
     # every file first: a converter that fails on this model fails before the first evaluation
     files = {v.name: _gguf_file(source, v, work) for v in chosen if v.kind == "gguf"}
@@ -323,11 +326,12 @@ def trust_check(
         model, size, origin = load_variant(source, variant, gguf)
         build_s = time.perf_counter() - start + written_s
         lm = LM(model, source.tokenizer, cfg.eval.batch_size, progress)
-        for task in loaded:
-            torch.manual_seed(cfg.eval.seed)
-            result = run_task(lm, task, variant.name)
-            log.info("%s | %s: %s = %.4f", variant.name, task.name, task.task.primary, _primary(result, task))
-            results.append(result)
+        with _said_once(BNB_LOGGER):
+            for task in loaded:
+                torch.manual_seed(cfg.eval.seed)
+                result = run_task(lm, task, variant.name)
+                log.info("%s | %s: %s = %.4f", variant.name, task.name, task.task.primary, _primary(result, task))
+                results.append(result)
         refs.append(ModelRef(variant.name, source.model_cfg.model_copy(update={"path": origin})))
         built.append({"variant": variant.name, "about": variant.about, "weights_bytes": size, "from": origin})
         built[-1] |= {"build_seconds": round(build_s, 1), "seconds": round(time.perf_counter() - start + written_s, 1)}
@@ -335,7 +339,8 @@ def trust_check(
         gc.collect()
     report = write_report(build_report(cfg, [(t.name, t.task) for t in loaded], refs, results), out)
     report.data[MARKER] = summarise(cfg, loaded, [v.name for v in chosen], results)
-    report.data[MARKER] |= {"source": source.label, "variants": built, "note": GGUF_NOTE}
+    note = GGUF_NOTE if files else ""
+    report.data[MARKER] |= {"source": source.label, "variants": built, "note": note}
     _write(report, out)
     if not keep_variants:
         shutil.rmtree(work, ignore_errors=True)
@@ -348,6 +353,31 @@ GGUF_NOTE = (
     "llama.cpp's own kernels, which also round activations to 8 bits, were not run (llama-cpp-python is not "
     "installed for this check)."
 )
+
+
+# LLM.int8 casts float32 activations to float16 and says so on every matmul (bitsandbytes 0.50): once is enough.
+BNB_LOGGER = "bitsandbytes.autograd._functions"
+
+
+class _Once(logging.Filter):
+    def __init__(self) -> None:
+        super().__init__()
+        self.seen: set[str] = set()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        first = record.msg not in self.seen
+        self.seen.add(str(record.msg))
+        return first
+
+
+@contextlib.contextmanager
+def _said_once(name: str) -> Iterator[None]:
+    logger, once = logging.getLogger(name), _Once()
+    logger.addFilter(once)
+    try:
+        yield
+    finally:
+        logger.removeFilter(once)
 
 
 def _primary(result: TaskResult, task: LoadedTask) -> float:
@@ -491,7 +521,7 @@ def trust_markdown(report: EvalReport) -> str:
         for r in t["robustness"]:
             cells = [_cell(r["noisy_minus_clean"][label], signed=True) for label in labels]
             lines.append(f"| {r['task']} | {r['metric']} | {r['char_noise']:g} | " + " | ".join(cells) + " |")
-    lines += ["", t["note"], "", "## Every metric", ""]
+    lines += ["", t["note"], "", "## Every metric", ""] if t["note"] else ["", "## Every metric", ""]
     body = markdown(report).split("\n", 2)[2]  # the evaluation report without its title
     return "\n".join(lines) + "\n" + body.replace("\n## ", "\n### ")
 
