@@ -522,11 +522,12 @@ def test_run_reference_is_the_adapter_merged_into_the_base(tmp_path: Path, tiny_
 @pytest.mark.slow
 @pytest.mark.skipif(not HAS_BNB, reason="bitsandbytes is not installed")
 def test_embedded_model_variants_round_less_with_more_bits(tmp_path: Path) -> None:
-    """On the real model: every variant builds and loads; GGUF Q8_0 stays closer to fp32 than Q4_0 does."""
+    """On the real model: every variant builds and loads; more bits stay closer to fp32; Q4_1 is the shipped file."""
     import gguf
 
     from tuneforge.audit.trust import trust_check
     from tuneforge.export import gguf_lora
+    from tuneforge.models import embedded
 
     if gguf_lora.hf_converter_script() is None:
         pytest.skip("llama.cpp's converters are not fetched (python -m tuneforge.export.gguf_lora --fetch)")
@@ -537,7 +538,7 @@ def test_embedded_model_variants_round_less_with_more_bits(tmp_path: Path) -> No
     (tmp_path / "t.yaml").write_text(f"name: t\neval:\n  bootstrap: 20\n  tasks:\n    - {task}\n", encoding="utf-8")
     cfg = load_config(tmp_path / "t.yaml", [])
     out = tmp_path / "out"
-    variants = ["bnb8", "bnb4", "gguf-q8_0", "gguf-q4_0"]
+    variants = ["bnb8", "bnb4", "gguf-q8_0", "gguf-q4_0", "gguf-q4_1"]
     report = trust_check(cfg, variants=variants, output_dir=out, keep_variants=True, progress=False)
     sizes = {v["variant"]: v["weights_bytes"] for v in report.data["trust"]["variants"]}
     assert sizes["fp32"] > sizes["gguf-q8_0"] > sizes["gguf-q4_0"] and sizes["fp32"] > sizes["bnb8"] > sizes["bnb4"]
@@ -546,3 +547,11 @@ def test_embedded_model_variants_round_less_with_more_bits(tmp_path: Path) -> No
     lp = {r.model: np.array([p["logprob_more"] for p in r.scores.predictions]) for r in report.results}
     gap = {label: float(np.abs(lp[label] - lp["fp32"]).mean()) for label in variants}
     assert 0 < gap["gguf-q8_0"] < gap["gguf-q4_0"] and gap["bnb8"] < gap["bnb4"]
+    # The embedded model ships as llama-quantize's Q4_1 file; its weights requantised to Q4_1 are that file again,
+    # tensor for tensor and byte for byte: the requantiser follows llama-quantize's types and ggml's rounding.
+    shipped = {t.name: t for t in gguf.GGUFReader(str(embedded.gguf_path())).tensors}
+    ours = gguf.GGUFReader(str(out / "variants" / "model-q4_1.gguf")).tensors
+    assert {t.name for t in ours} == set(shipped)
+    for t in ours:
+        assert t.tensor_type == shipped[t.name].tensor_type, t.name
+        assert np.array_equal(np.asarray(t.data), np.asarray(shipped[t.name].data)), t.name
