@@ -110,7 +110,9 @@ def _export(sub: Any) -> None:
 
 def _audit(sub: Any) -> None:
     a = sub.add_parser(
-        "audit", help="leakage audits of a run: canary exposure and membership inference (docs/privacy.md)"
+        "audit",
+        help="leakage audits of a run: canary exposure and membership inference; --trust CONFIG: the run's "
+        "quantised variants side by side on utility and trust tasks (docs/privacy.md)",
     )
     a.add_argument("run", nargs="?", help="a run folder, e.g. runs/quickstart")
     a.add_argument("--base", metavar="CONFIG", help="audit this config's base model instead, for reference")
@@ -123,7 +125,13 @@ def _audit(sub: Any) -> None:
     a.add_argument("--batch-size", type=int, default=8, help="sequences per forward pass")
     a.add_argument("--bootstrap", type=int, default=1000, help="mia: bootstrap resamples of the 95%% intervals")
     a.add_argument("--seed", type=int, default=0, help="seed of the candidates, the samples and the bootstrap")
-    a.add_argument("--out", help="report folder (default: RUN/eval/audit)")
+    a.add_argument(
+        "--trust",
+        metavar="CONFIG",
+        help="trust check of quantised variants on CONFIG's eval tasks (of RUN, else CONFIG's model)",
+    )
+    a.add_argument("--variants", help="trust: comma-separated, default fp32,bnb8,bnb4,gguf-q8_0,gguf-q4_0")
+    a.add_argument("--out", help="report folder (default: RUN/eval/audit; trust: RUN/audit/trust)")
     a.add_argument("--overwrite", action="store_true", help="replace an earlier report in that folder")
     a.set_defaults(func=verbs.cmd_audit)
 

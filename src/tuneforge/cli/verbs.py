@@ -142,6 +142,8 @@ def cmd_audit(args: argparse.Namespace) -> int:
     from tuneforge.audit.report import markdown
     from tuneforge.audit.run import AUDITS, AuditRequest, run_audit
 
+    if args.trust:
+        return _audit_trust(args)
     request = AuditRequest(
         run=Path(args.run) if args.run else None,
         base=Path(args.base) if args.base else None,
@@ -158,6 +160,18 @@ def cmd_audit(args: argparse.Namespace) -> int:
     report, out = run_audit(request)
     print(markdown(report), end="")
     print(f"written to {out}")
+    return 0
+
+
+def _audit_trust(args: argparse.Namespace) -> int:
+    from tuneforge.audit.trust import DEFAULT_VARIANTS, trust_check
+    from tuneforge.eval.report import markdown
+
+    variants = [v.strip() for v in args.variants.split(",") if v.strip()] if args.variants else DEFAULT_VARIANTS
+    report = trust_check(
+        load_config(args.trust, []), run=args.run, variants=variants, output_dir=args.out, overwrite=args.overwrite
+    )
+    print(markdown(report), end="")
     return 0
 
 

@@ -11,14 +11,26 @@ from tuneforge.config.sections import Section
 
 # The names of tuneforge.eval's TASK_TYPES and READERS tables (a test keeps them equal): the config sits below
 # the eval layer, so it names them here to reject a typo before anything loads.
-TaskType = Literal[
+_BENCHMARK_TYPES = Literal[
     "perplexity", "multiple_choice", "generation", "classification", "math", "tool_call",
     "piqa", "siqa", "hellaswag", "winogrande",
 ]  # fmt: skip
-TaskFormat = Literal[
+_BENCHMARK_FORMATS = Literal[
     "mmlu", "ceval", "cmmlu", "llm_adapters", "hellaswag", "csqa", "tsv", "alpaca", "gsm8k", "bfcl", "text"
 ]
+# ... and the trust types (tuneforge.eval.trust_tasks)
+TaskType = Literal[_BENCHMARK_TYPES, "crows_pairs", "bbq", "refusal"]
+TaskFormat = Literal[_BENCHMARK_FORMATS, "crows_pairs", "bbq", "refusal"]
 GenerationMetric = Literal["exact_match", "f1", "bleu", "rouge1", "rouge2", "rougeL"]
+
+
+class PerturbSpec(Section):
+    """Seeded character noise on each evaluated question: robustness is the score on noisy vs clean text."""
+
+    char_noise: float = Field(
+        gt=0, le=0.5, description="Share of letters edited (each one swapped, deleted or given an inserted letter)."
+    )
+    seed: int = Field(0, description="Noise seed; with the item id it fixes every edit.")
 
 
 class TaskSpec(Section):
@@ -54,6 +66,7 @@ class TaskSpec(Section):
     language: Literal["en", "zh"] = Field("en", description="Tokenisation for generation metrics (zh: jieba).")
     max_new_tokens: int | None = Field(None, gt=0, description="Generation length (default: by task type).")
     max_length: int | None = Field(None, gt=8, description="perplexity: tokens per window (default: 1024).")
+    perturb: PerturbSpec | None = Field(None, description="Character noise on the questions (robustness check).")
 
 
 class EvalConfig(Section):

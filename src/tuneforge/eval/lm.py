@@ -68,14 +68,19 @@ class LM:
                 raise ValueError("log-likelihood needs a non-empty context and continuation")
             groups.setdefault(tuple(ctx), []).append(i)
         out: list[Scored] = [Scored(0.0, 0)] * len(pairs)
-        order = sorted(groups, key=lambda c: -len(c))
+        # A context shared by many continuations (CrowS-Pairs: every sentence after the same one-token prefix)
+        # is cut into units of batch_size continuations, so one forward pass never scores them all at once.
+        units = [
+            (ctx, members[k : k + self.batch_size])
+            for ctx, members in groups.items()
+            for k in range(0, len(members), self.batch_size)
+        ]
+        units.sort(key=lambda u: -len(u[0]))
         with self._bar(len(pairs), desc) as bar:
-            for start in range(0, len(order), self.batch_size):
-                batch = [(list(c), [pairs[i][1] for i in groups[c]]) for c in order[start : start + self.batch_size]]
-                scores = self._score_groups(batch)
-                for i, s in zip(
-                    [i for c in order[start : start + self.batch_size] for i in groups[c]], scores, strict=True
-                ):
+            for start in range(0, len(units), self.batch_size):
+                chunk = units[start : start + self.batch_size]
+                scores = self._score_groups([(list(c), [pairs[i][1] for i in members]) for c, members in chunk])
+                for i, s in zip([i for _, members in chunk for i in members], scores, strict=True):
                     out[i] = s
                 bar.update(len(scores))
         return out

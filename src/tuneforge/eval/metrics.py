@@ -36,6 +36,7 @@ class MetricRows:
     rows: np.ndarray
     reduce: Reduce
     higher_is_better: bool = True
+    ideal: float | None = None  # a bias score's best value (CrowS-Pairs 0.5, BBQ 0), which neither side passes
 
     def value(self) -> float:
         return float(self.reduce(self.rows)) if len(self.rows) else float("nan")

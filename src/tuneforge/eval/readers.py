@@ -14,6 +14,10 @@ name and returns examples in file order. Users point a task at their own files i
   gsm8k                 GSM8K JSONL (question, answer ending in `#### N`)
   bfcl                  BFCL JSON lines; answers from possible_answer/<same file name> beside it
   text                  .txt (one document per line) or JSON/JSONL with a `text` field
+  crows_pairs           CrowS-Pairs CSV (sent_more, sent_less, stereo_antistereo, bias_type), one file or its folder
+  bbq                   BBQ JSONL, one category file or the folder of them (context, question, ans0-2, label,
+                        answer_info, additional_metadata.stereotyped_groups)
+  refusal               JSON/JSONL of requests (`prompt`, `harmful` true/false), e.g. the shipped refusal set
 """
 
 from __future__ import annotations
@@ -24,7 +28,7 @@ import json
 import re
 import zipfile
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -57,6 +61,7 @@ class Example:
     subject: str | None = None
     prompt: str | None = None  # the item's whole prompt as published (LLM-Adapters' instruction, choices listed)
     choice_label: str | None = None  # the word the published prompt numbers choices with: solution1, option2 ...
+    meta: dict[str, Any] = field(default_factory=dict, hash=False)  # what a task type needs beyond the above
 
 
 Reader = Callable[[Path, str], list[Example]]
@@ -388,6 +393,87 @@ def read_text(path: Path, split: str) -> list[Example]:
     return out
 
 
+# --- trust sets: CrowS-Pairs, BBQ, refusal requests -------------------------------------------------
+
+
+def _whole_set(path: Path, split: str, name: str) -> Iterator[tuple[str, dict[str, Any]]]:
+    if split != "test":
+        raise EvalError(f"{name} has no splits (every item is a test item); drop split={split!r}")
+    return _records(path)
+
+
+def read_crows_pairs(path: Path, split: str) -> list[Example]:
+    """CrowS-Pairs (Nangia et al. 2020): sent_more is the more stereotyping sentence of each minimal pair."""
+    out: list[Example] = []
+    for source, r in _whole_set(path, split, "CrowS-Pairs"):
+        more, less = str(_field(r, "sent_more", source)), str(_field(r, "sent_less", source))
+        direction = str(_field(r, "stereo_antistereo", source)).strip()
+        if direction not in ("stereo", "antistereo"):
+            raise EvalError(f"{source}: stereo_antistereo={direction!r} is neither 'stereo' nor 'antistereo'")
+        item = str(r.get("") or r.get("id") or len(out))
+        bias = str(_field(r, "bias_type", source)).strip()
+        out.append(Example(item, more, choices=(more, less), subject=bias, meta={"direction": direction}))
+    return out
+
+
+def _group_labels(label: str) -> set[str]:
+    # BBQ's answer_info labels are group names, some with a gender prefix ("F-Black", "M-Latino"), compared with
+    # additional_metadata.stereotyped_groups case-insensitively, with and without the prefix.
+    low = label.strip().lower()
+    return {low, low.split("-", 1)[1]} if re.match(r"^[mf]-", low) else {low}
+
+
+def _bbq_roles(r: dict[str, Any], source: str) -> tuple[int, int | None]:
+    """(index of the 'unknown' answer, index of the answer naming a stereotyped group, None if not exactly one)."""
+    info = _field(r, "answer_info", source)
+    labels = [str(info[f"ans{k}"][1]) for k in range(3)]
+    unknown = [k for k, lab in enumerate(labels) if lab.strip().lower() == "unknown"]
+    if len(unknown) != 1:
+        raise EvalError(f"{source}: answer_info has {len(unknown)} 'unknown' answers, expected one ({labels})")
+    groups = {g.strip().lower() for g in _field(r, "additional_metadata", source).get("stereotyped_groups", [])}
+    target = [k for k, lab in enumerate(labels) if k != unknown[0] and _group_labels(lab) & groups]
+    return unknown[0], target[0] if len(target) == 1 else None
+
+
+def read_bbq(path: Path, split: str) -> list[Example]:
+    """BBQ (Parrish et al. 2022): context + question, three answers, one of them 'unknown'."""
+    out: list[Example] = []
+    for source, r in _whole_set(path, split, "BBQ"):
+        choices = tuple(str(_field(r, f"ans{k}", source)) for k in range(3))
+        gold = _field(r, "label", source)
+        if gold not in (0, 1, 2):
+            raise EvalError(f"{source}: label {gold} is not 0, 1 or 2")
+        condition, polarity = str(_field(r, "context_condition", source)), str(_field(r, "question_polarity", source))
+        if condition not in ("ambig", "disambig") or polarity not in ("neg", "nonneg"):
+            raise EvalError(f"{source}: context_condition={condition!r} / question_polarity={polarity!r} unknown")
+        unknown, target = _bbq_roles(r, source)
+        category = str(_field(r, "category", source))
+        question = f"{str(_field(r, 'context', source)).strip()}\n{str(_field(r, 'question', source)).strip()}"
+        meta = {"condition": condition, "polarity": polarity, "unknown": unknown, "target": target}
+        item = f"{category}/{r.get('example_id', len(out))}"
+        out.append(Example(item, question, LETTERS[gold], choices, gold, subject=category, meta=meta))
+    return out
+
+
+def _flag(value: Any, source: str) -> bool:
+    if isinstance(value, bool):
+        return value
+    if str(value).strip().lower() in ("true", "false", "1", "0"):
+        return str(value).strip().lower() in ("true", "1")
+    raise EvalError(f"{source}: harmful={value!r} is not true or false")
+
+
+def read_refusal(path: Path, split: str) -> list[Example]:
+    """Requests to answer or refuse: `prompt`, `harmful` (true: should be refused), optional `id`, `category`."""
+    out: list[Example] = []
+    for source, r in _records(path):
+        harmful = _flag(_field(r, "harmful", source), source)
+        item = str(r.get("id", len(out)))
+        meta = {"harmful": harmful, "category": str(r.get("category") or "")}
+        out.append(Example(item, str(_field(r, "prompt", source)), "refuse" if harmful else "answer", meta=meta))
+    return out
+
+
 # format name -> reader; config.TaskFormat names the same keys.
 READERS: dict[str, Reader] = {
     "mmlu": _exam_reader(header=False, name="MMLU"),
@@ -401,14 +487,19 @@ READERS: dict[str, Reader] = {
     "gsm8k": read_gsm8k,
     "bfcl": read_bfcl,
     "text": read_text,
+    "crows_pairs": read_crows_pairs,
+    "bbq": read_bbq,
+    "refusal": read_refusal,
 }
 # Formats whose `path` is one archive or folder holding every split (the others take one file per split).
 SPLIT_ARCHIVES = frozenset({"mmlu", "ceval", "cmmlu"})
+# Formats without splits whose folder holds one file per category (BBQ), read whole.
+UNSPLIT = frozenset({"crows_pairs", "bbq"})
 
 
 def read_split(fmt: str, path: Path, split: str) -> list[Example]:
     """Examples of `split` from `path`: a file as is, a folder of split files, or an exam zip/folder."""
-    if fmt not in SPLIT_ARCHIVES and path.is_dir():
+    if fmt not in SPLIT_ARCHIVES | UNSPLIT and path.is_dir():
         path = split_file(path, split)
     try:
         return READERS[fmt](path, split)
@@ -420,6 +511,7 @@ __all__ = [
     "CHOICE_LAYOUTS",
     "LETTERS",
     "READERS",
+    "UNSPLIT",
     "EvalError",
     "Example",
     "numbered_choices",

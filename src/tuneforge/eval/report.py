@@ -3,8 +3,8 @@ model's per-item predictions (predictions/<model>/<task>.jsonl) to see what went
 
 The first model is the reference (the base model when it is evaluated): every other model gets, per task
 and metric, the difference to it with a paired bootstrap 95% interval. "overall" is the mean of the tasks'
-primary metrics on a 0-1 scale (perplexity and BLEU are left out of it), with an interval from the same
-resamples.
+primary metrics on a 0-1 scale (perplexity, BLEU and bias scores with an ideal value are left out of it), with
+an interval from the same resamples.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from tuneforge.eval.metrics import MetricRows
 from tuneforge.eval.stats import Interval, bootstrap, mean_interval, paired_bootstrap, resample_indices
 from tuneforge.eval.tasks import Task, TaskScores
 
@@ -25,6 +26,11 @@ if TYPE_CHECKING:
     from tuneforge.eval.run import ModelRef
 
 NOT_IN_OVERALL = frozenset({"perplexity", "loss", "bleu"})  # not on a 0-1, higher-is-better scale
+
+
+def in_overall(metric: str, rows: MetricRows) -> bool:
+    """Whether a primary metric is a 0-1 score where higher is better (bias scores with an ideal value are not)."""
+    return metric not in NOT_IN_OVERALL and rows.higher_is_better and rows.ideal is None
 
 
 @dataclass(frozen=True)
@@ -62,6 +68,8 @@ def build_report(
     for k, (name, task) in enumerate(tasks):
         got = {r.model: r for r in results if r.task == name}
         idx = resample_indices(got[ref].n, resamples, seed + k)
+        primary_rows = got[ref].scores.metrics[task.primary]
+        counted = in_overall(task.primary, primary_rows)
         scores: dict[str, dict[str, Any]] = {}
         comparisons = []
         for label in labels:
@@ -70,12 +78,11 @@ def build_report(
             for mt, rows in got[label].scores.metrics.items():
                 diff = paired_bootstrap(got[ref].scores.metrics[mt], rows, idx)
                 comparisons.append({"model": label, "reference": ref, "metric": mt, **_iv(diff)})
-                if mt == task.primary and mt not in NOT_IN_OVERALL:
+                if mt == task.primary and counted:
                     overall_diff[label].append(diff)
-        if task.primary not in NOT_IN_OVERALL:
+        if counted:
             for label in labels:
                 overall[label].append(bootstrap(got[label].scores.metrics[task.primary], idx))
-        primary_rows = got[ref].scores.metrics[task.primary]
         task_data.append(
             {
                 "name": name,
@@ -83,6 +90,8 @@ def build_report(
                 "n": got[ref].n,
                 "primary": task.primary,
                 "higher_is_better": primary_rows.higher_is_better,
+                "ideal": primary_rows.ideal,
+                "in_overall": counted,
                 "scores": scores,
                 "comparisons": comparisons,
                 "seconds": {label: round(got[label].seconds, 2) for label in labels},
@@ -127,6 +136,13 @@ def _ci(entry: dict[str, Any], signed: bool = True) -> str:
     return "" if lo is None else f" [{_fmt(lo, signed)}, {_fmt(hi, signed)}]"
 
 
+def direction(task: dict[str, Any]) -> str:
+    """What a good primary score is, after its name in the tables."""
+    if task.get("ideal") is not None:
+        return f" (ideal {task['ideal']:g})"
+    return "" if task["higher_is_better"] else " (lower is better)"
+
+
 def markdown(report: EvalReport) -> str:
     d = report.data
     labels, ref = [m["label"] for m in d["models"]], d["reference"]
@@ -151,7 +167,7 @@ def markdown(report: EvalReport) -> str:
         row = [
             t["name"],
             str(t["n"]),
-            p + ("" if t["higher_is_better"] else " (lower is better)"),
+            p + direction(t),
             *[_fmt(t["scores"][label][p]["value"]) for label in labels],
             *[_fmt(c["value"], True) + _ci(c) for c in diffs],
         ]
@@ -190,7 +206,7 @@ def plot(report: EvalReport, out: Path) -> Path | None:
 
     d = report.data
     labels = [m["label"] for m in d["models"]]
-    tasks = [t for t in d["tasks"] if t["primary"] not in NOT_IN_OVERALL]
+    tasks = [t for t in d["tasks"] if t["in_overall"]]
     if not tasks:
         return None
     names = [f"{t['name']}\n({t['primary']})" for t in tasks]
@@ -233,4 +249,4 @@ def write_report(report: EvalReport, out: Path) -> EvalReport:
     return report
 
 
-__all__ = ["EvalReport", "TaskResult", "build_report", "markdown", "plot", "write_report"]
+__all__ = ["EvalReport", "TaskResult", "build_report", "direction", "in_overall", "markdown", "plot", "write_report"]

@@ -22,6 +22,7 @@ import torch
 
 from tuneforge.config import ModelConfig, RunConfig, TaskSpec
 from tuneforge.eval.lm import LM
+from tuneforge.eval.perturb import perturb_examples
 from tuneforge.eval.prompts import Item
 from tuneforge.eval.readers import SPLIT_ARCHIVES, EvalError, Example, read_split
 from tuneforge.eval.report import EvalReport, TaskResult, build_report, write_report
@@ -71,7 +72,8 @@ def task_name(spec: TaskSpec) -> str:
     stem = path.stem if path.suffix else path.name
     if path.suffix and any(stem.lower() == s or stem.lower().startswith(f"{s}_") for s in SPLIT_NAMES):
         stem = path.parent.name  # ARC-Easy/test.json -> ARC-Easy, csqa/dev_rand_split.jsonl -> csqa
-    return stem + (f"[{','.join(spec.subjects)}]" if spec.subjects else "")
+    noise = f"+noise{spec.perturb.char_noise:g}" if spec.perturb else ""  # beside its clean twin
+    return stem + (f"[{','.join(spec.subjects)}]" if spec.subjects else "") + noise
 
 
 def _pick_subjects(examples: list[Example], spec: TaskSpec, where: str) -> list[Example]:
@@ -132,6 +134,14 @@ def load_tasks(cfg: RunConfig) -> list[LoadedTask]:
         if limit and limit < len(examples):
             keep = sorted(random.Random(ev.seed).sample(range(len(examples)), limit))
             examples = [examples[k] for k in keep]
+        if spec.perturb:
+            examples, rate = perturb_examples(examples, spec.perturb)
+            log.info(
+                "task %s: %.1f%% of the questions' letters edited (char_noise %g)",
+                name,
+                100 * rate,
+                spec.perturb.char_noise,
+            )
         pool = _shot_pool(spec, path, where) if spec.fewshot else []
         items = [Item(e, _draw_shots(e, pool, spec.fewshot, ev.seed) if pool else ()) for e in examples]
         out.append(LoadedTask(name, task, items))

@@ -46,24 +46,34 @@ class Task(Protocol):
     primary: str  # the metric shown in the summary and the chart
     max_new_tokens: int
 
+    @property
+    def headline(self) -> tuple[str, ...]: ...
+
     def prepare(self, items: Sequence[Item], lm: LM) -> list[Request]: ...
 
     def score(self, items: Sequence[Item], responses: Sequence[Response]) -> TaskScores: ...
 
 
-COMMON = frozenset({"type", "format", "path", "name", "split", "limit", "subjects"})
-CHAT = COMMON | {"fewshot", "fewshot_split", "instruction", "system"}
-EXAM_FORMATS = frozenset({"mmlu", "ceval", "cmmlu"})  # the only ones with subjects
+COMMON: frozenset[str] = frozenset({"type", "format", "path", "name", "split", "limit", "subjects"})
+CHAT: frozenset[str] = COMMON | {"fewshot", "fewshot_split", "instruction", "system", "perturb"}
+EXAM_FORMATS = frozenset({"mmlu", "ceval", "cmmlu"})
+SUBJECT_FORMATS = EXAM_FORMATS | {"crows_pairs", "bbq"}  # the only ones with subjects (bias types, categories)
 
 
 class _Base:
     settings: ClassVar[frozenset[str]] = COMMON
     formats: ClassVar[frozenset[str]] = frozenset()
     default_new_tokens: ClassVar[int] = 0
+    primary: str
 
     def __init__(self, spec: TaskSpec, examples: Sequence[Example]) -> None:
         self.spec = spec
         self.max_new_tokens = spec.max_new_tokens or self.default_new_tokens
+
+    @property
+    def headline(self) -> tuple[str, ...]:
+        """The metrics a summary shows (the trust check's table): the primary one, unless a type names more."""
+        return (self.primary,)
 
 
 class PerplexityTask(_Base):
@@ -431,6 +441,10 @@ class WinograndeTask(CommonsenseTask):
     formats = benchmark.formats
 
 
+# The trust types build on the classes above (BBQ is multiple choice with bias scores), so they are imported
+# here, after them; tuneforge.eval's __init__ imports this module first.
+from tuneforge.eval.trust_tasks import BbqTask, CrowsPairsTask, RefusalTask  # noqa: E402
+
 # type name -> task class; config.TaskType names the same keys.
 TASK_TYPES: dict[str, type[_Base]] = {
     "perplexity": PerplexityTask,
@@ -443,13 +457,16 @@ TASK_TYPES: dict[str, type[_Base]] = {
     "siqa": SiqaTask,
     "hellaswag": HellaswagTask,
     "winogrande": WinograndeTask,
+    "crows_pairs": CrowsPairsTask,
+    "bbq": BbqTask,
+    "refusal": RefusalTask,
 }
 
 
 def check_spec(spec: TaskSpec, where: str) -> None:
     """Every setting given must apply to the task's type, and the format must be one it can read."""
     cls = TASK_TYPES[spec.type]
-    allowed = cls.settings if spec.format in EXAM_FORMATS else cls.settings - {"subjects"}
+    allowed = cls.settings if spec.format in SUBJECT_FORMATS else cls.settings - {"subjects"}
     stray = sorted(spec.model_fields_set - allowed)
     if stray:
         raise EvalError(f"{where}: {', '.join(stray)} does not apply to a {spec.type} task with format {spec.format}")
