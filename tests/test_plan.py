@@ -403,6 +403,12 @@ def test_sharding_divides_what_it_shards() -> None:
     assert ddp.get("ddp buckets") == single.get("gradients")
     assert zero3.get("activations") == single.get("activations")  # the batch is per device
     assert zero3.get("gathered layers") > 0
+    offload = memory(setup(shape, full, precision="bf16", strategy="fsdp", devices=4, offload=True), 0.0)
+    assert offload.get("weights") == offload.get("gradients") == offload.get("optimizer") == 0
+    parts = ("weights", "gradients", "optimizer")
+    assert offload.cpu_offload == pytest.approx(sum(single.get(part) for part in parts) / 4)
+    zero2_off = memory(setup(shape, full, precision="bf16", strategy="zero2", devices=4, offload=True), 0.0)
+    assert zero2_off.get("optimizer") == 0 and zero2_off.get("weights") == single.get("weights")
 
 
 def test_peak_moments() -> None:

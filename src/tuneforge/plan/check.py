@@ -35,7 +35,7 @@ CASES: list[tuple[str, dict[str, Any], bool]] = [
     ("freeze", {"name": "freeze", "trainable_layers": 4}, False),
     ("galore", {"name": "galore", "rank": 64}, False),
     ("lora", {"name": "lora"}, False),
-    ("lora+ckpt", {"name": "lora"}, True),
+    ("lora-ckpt", {"name": "lora"}, True),
     ("dora", {"name": "dora"}, False),
     ("qlora", {"name": "qlora"}, False),
     ("prompt_tuning", {"name": "prompt_tuning"}, False),
@@ -226,7 +226,9 @@ def predict(config: dict[str, Any], framework: float, hw: Any) -> Any:
 
 
 def check(a: argparse.Namespace) -> list[dict[str, Any]]:
+    from tuneforge.errors import TuneforgeError
     from tuneforge.plan.hardware import MIB, cpu
+    from tuneforge.plan.timing import micro_batch_split
 
     load = os.getloadavg()[0]
     if load >= MAX_LOAD and not a.ignore_load:
@@ -250,9 +252,15 @@ def check(a: argparse.Namespace) -> list[dict[str, Any]]:
     rows = [{"label": "framework", "measured_peak_mib": base["train_peak_rss_mib"], "framework_mib": framework / MIB}]
     for label, method, ckpt in cases:
         config = run_config(out, label, "embedded", method, ckpt, a)
-        plan = predict(config, framework, hw)
+        try:
+            plan = predict(config, framework, hw)
+        except TuneforgeError as e:  # one row fails, the others go on
+            rows.append({"label": label, "family": "?", "trainable_pred": 0, "peak_pred_mib": 0, "error": str(e)})
+            continue
         got = measure(out, label, config, a.timeout)
         row = _row(label, plan, got)
+        fwd, bwd = micro_batch_split(plan.setup)
+        row.update(fwd_flops=fwd, bwd_flops=bwd, compute_s=plan.timing.compute_s, memory_s=plan.timing.memory_s)
         rows.append(row)
         print(_line(row), flush=True)
     _write(out, rows, a, hw, load)
@@ -307,7 +315,8 @@ def _write(out: Path, rows: list[dict[str, Any]], a: argparse.Namespace, hw: Any
         "",
         f"embedded model, seq {a.seq} × batch {a.batch}, {a.steps} steps, {a.threads} thread(s), fp32, "
         f"load at start {load:.2f}; CPU {hw.name}: {hw.flops['fp32'] / 1e9:.1f} GFLOP/s fp32 matmul, "
-        f"{hw.bandwidth / 1e9:.1f} GB/s, utilisation {hw.utilisation:.0%}",
+        f"{hw.bandwidth / 1e9:.1f} GB/s, utilisation {hw.utilisation:.0%} forward / "
+        f"{hw.backward_utilisation:.0%} backward",
         f"framework run (2-layer, 32-wide model): training peak {fw['measured_peak_mib']:,.0f} MiB → "
         f"framework offset {fw['framework_mib']:,.0f} MiB",
         "",
@@ -316,7 +325,18 @@ def _write(out: Path, rows: list[dict[str, Any]], a: argparse.Namespace, hw: Any
         "",
     ]
     (out / "check.md").write_text("\n".join(text), encoding="utf-8")
-    meta = {"seq": a.seq, "batch": a.batch, "steps": a.steps, "threads": a.threads, "load": load}
+    meta = {
+        "seq": a.seq,
+        "batch": a.batch,
+        "steps": a.steps,
+        "threads": a.threads,
+        "load": load,
+        "cpu": hw.name,
+        "fp32_flops": hw.flops["fp32"],
+        "bandwidth": hw.bandwidth,
+        "dequant_per_s": hw.dequant_per_s,
+        "utilisation": [hw.utilisation, hw.backward_utilisation],
+    }
     (out / "check.json").write_text(json.dumps({"settings": meta, "rows": rows}, indent=2), encoding="utf-8")
 
 

@@ -55,7 +55,11 @@ ALIASES = {"h100-80gb": "h100", "h100-sxm": "h100", "h200-141gb": "h200", "4090"
 AMBIGUOUS = {"a100": ("a100-40gb", "a100-80gb")}
 
 GPU_UTILISATION = 0.40  # model FLOPs utilisation of an HF Trainer step (assumed; see docs/plan.md)
-CPU_UTILISATION = 0.45  # fitted on this repository's 2-core EPYC by tuneforge.plan.check (docs/plan.md)
+# Fractions of the measured matmul peak a CPU training step reaches in forward and in backward matmuls (the
+# backward's transposed operands and autograd's bookkeeping cost more), fitted by tuneforge.plan.check on this
+# repository's 2-core EPYC (docs/plan.md).
+CPU_UTILISATION = 0.9
+CPU_BACKWARD_UTILISATION = 0.6
 CUDA_CONTEXT = 0.5 * GIB  # CUDA context, cuBLAS workspace and allocator slack per GPU (assumed)
 # Peak RSS of a tuneforge training process whose model is negligible (a 2-layer, 32-wide model with the embedded
 # tokenizer), measured by tuneforge.plan.check: Python, torch, transformers, peft, the data and the Trainer.
@@ -74,9 +78,15 @@ class Hardware:
     memory: float  # bytes per device
     flops: dict[str, float]  # dtype name -> peak FLOP/s per device
     bandwidth: float  # bytes/s per device
-    utilisation: float
+    utilisation: float  # of the peak, in forward matmuls
     framework: float  # bytes the runtime holds per device before any model
     retention: float = 0.0  # extra RSS kept by the allocator, as a fraction of activations + loss (CPU)
+    backward_utilisation: float = 0.0  # of the peak, in backward matmuls (0: as forward)
+
+    def __post_init__(self) -> None:
+        if not self.backward_utilisation:
+            object.__setattr__(self, "backward_utilisation", self.utilisation)
+
     threads: int = 0
     source: str = ""
     dequant_per_s: float = 0.0  # 4-bit weights dequantised per second (CPU: measured with bitsandbytes)
@@ -148,6 +158,7 @@ def cpu(
         flops={"fp32": fp32 * scale, "bf16": bf16 * scale},
         bandwidth=bandwidth,
         utilisation=CPU_UTILISATION,
+        backward_utilisation=CPU_BACKWARD_UTILISATION,
         framework=CPU_FRAMEWORK,
         retention=CPU_ALLOCATOR_RETENTION,
         threads=cores or used,

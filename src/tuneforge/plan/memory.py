@@ -248,13 +248,16 @@ def memory(s: Setup, framework: float, retention: float = 0.0) -> Memory:
     optim = optimizer_bytes(s)
     kept, outside, loss, working = activation_parts(s)
     offloaded = optim / shard_g if s.offload else 0.0
-    if s.offload and s.strategy in SHARDS_WEIGHTS:
-        offloaded += weights / shard_w
+    on_device, grads_on_device = weights / shard_w, grads / shard_g
+    if s.offload and s.strategy in SHARDS_WEIGHTS:  # ZeRO-3's offload_param, FSDP2's cpu_offload: weights too
+        offloaded, on_device = offloaded + on_device, 0.0
+    if s.offload and s.strategy == "fsdp":  # FSDP2's cpu_offload keeps the sharded gradients in host memory
+        offloaded, grads_on_device = offloaded + grads_on_device, 0.0
     comps = [
         Component("framework", framework, "Python + torch + libraries (CPU: measured) / CUDA context (GPU)"),
-        Component("weights", weights / shard_w if not (s.offload and shard_w > 1) else 0.0, _weights_note(s)),
+        Component("weights", on_device, _weights_note(s)),
         Component("adapter", adapter / shard_w, "trained tensors the method adds, its buffers and copies"),
-        Component("gradients", grads / shard_g, "one per trained value, in its dtype"),
+        Component("gradients", grads_on_device, "one per trained value, in its dtype"),
         Component("optimizer", 0.0 if s.offload else optim / shard_g, f"{s.optim}" + _low_rank_note(a)),
         Component("activations", kept + outside, _act_note(s)),
         Component(
@@ -273,7 +276,7 @@ def memory(s: Setup, framework: float, retention: float = 0.0) -> Memory:
         )
     if s.strategy == "ddp" and n > 1:
         comps.append(Component("ddp buckets", grads, "DDP's gradient buckets (a copy of the gradients)"))
-    peak, moment = _peak(s, comps, grads / shard_g, kept + outside, loss, working)
+    peak, moment = _peak(s, comps, grads_on_device, kept + outside, loss, working)
     mem = Memory(comps, peak, moment, cpu_offload=offloaded)
     mem.serving = serving(s)
     return mem
@@ -301,7 +304,7 @@ def _step_temp(s: Setup) -> float:
     """torch's AdamW (train.optim=adamw_torch) runs foreach on a GPU: sqrt(exp_avg_sq) of every parameter at
     once; on a CPU it loops over tensors (one at a time). Fused and bitsandbytes optimizers update in place."""
     trained = [tensor_bytes(t, s.precision) for t in s.adaptation.trainable]
-    if not trained or s.optim != "adamw_torch":
+    if not trained or s.optim != "adamw_torch" or s.adaptation.low_rank is not None:  # GaLore / APOLLO: their own
         return 0.0
     if s.device_kind == "gpu":
         return float(sum(trained)) / (s.devices if s.strategy in SHARDS_GRADS else 1)

@@ -27,6 +27,12 @@ def duration(s: float) -> str:
     return f"{s / 86400:.1f} days"
 
 
+def _utilisation(hw: Any) -> str:
+    if hw.backward_utilisation == hw.utilisation:
+        return f"{hw.utilisation:.0%}"
+    return f"{hw.utilisation:.0%} forward / {hw.backward_utilisation:.0%} backward"
+
+
 def text(plan: Plan) -> str:
     r, s, m, t, hw = plan.request, plan.setup, plan.memory, plan.timing, plan.request.hardware
     pct = 100 * plan.trainable / plan.total if plan.total else 0.0
@@ -38,7 +44,7 @@ def text(plan: Plan) -> str:
         f"{r.attention} attention, gradient checkpointing {'on' if r.checkpointing else 'off'}"
         + (f", {r.strategy} over {s.devices}" if r.strategy != "single" else ""),
         f"hardware   {hw.count} × {hw.name}: {human(hw.memory)} each, "
-        f"{hw.peak(s.precision.act) / 1e12:.3g} TFLOP/s peak ({hw.source}), utilisation {hw.utilisation:.0%}",
+        f"{hw.peak(s.precision.act) / 1e12:.3g} TFLOP/s peak ({hw.source}), utilisation {_utilisation(hw)}",
         "",
         f"| {'component':<16} | {'per device':>12} | note |",
         f"|{'-' * 18}|{'-' * 14}:|------|",
@@ -106,6 +112,7 @@ def as_dict(plan: Plan) -> dict[str, Any]:
             "peak_flops": hw.flops,
             "bandwidth_bytes_per_s": hw.bandwidth,
             "utilisation": hw.utilisation,
+            "backward_utilisation": hw.backward_utilisation,
             "source": hw.source,
         },
         "memory": {c.name: {"bytes": c.bytes, "note": c.note} for c in m.components},

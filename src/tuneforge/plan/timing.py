@@ -37,64 +37,75 @@ class Timing:
 
 
 def micro_batch_flops(s: Setup) -> float:
+    return sum(micro_batch_split(s))
+
+
+def micro_batch_split(s: Setup) -> tuple[float, float]:
+    """(forward, backward) FLOPs of one micro-batch on one device; the recomputation counts as forward."""
     a, sh = s.adaptation, s.shape
     tokens = s.tokens
-    flops = 0.0
+    fwd = bwd = 0.0
     for lin in sh.skeleton.layer_linears():
         assert lin.layer is not None
-        block = 0 if lin.block == "attn" else 1
-        n = lin.in_features * lin.out_features
+        n = lin.in_features * lin.out_features * tokens
+        fwd += 2 * n
         if lin.name in a.base_trainable:
-            flops += 6 * n * tokens
-        elif a.traverses(lin.layer, block):
-            flops += 4 * n * tokens
-        else:
-            flops += 2 * n * tokens
+            bwd += 4 * n  # input and weight gradients
+        elif a.traverses(lin.layer, 0 if lin.block == "attn" else 1):
+            bwd += 2 * n  # the input gradient only
     queries = s.seq + a.virtual_tokens
     keys = queries / 2 + a.prefix_tokens  # causal: a query sees half the sequence on average
-    per_layer_attn = 4 * sh.q_width * keys * tokens
-    for i in range(sh.layers):
-        flops += per_layer_attn * (3 if a.traverses(i, 0) else 1)
-    flops += sum(_adapter_token_flops(t) for t in a.targets) * tokens
-    flops += sum(12 * sh.hidden * b.size for b in a.bottlenecks) * tokens
-    flops += sum(_adapter_forward_flops(t) for t in a.targets)
+    attention = 4 * sh.q_width * keys * tokens
+    traversed_layers = sum(1 for i in range(sh.layers) if a.traverses(i, 0))
+    fwd += attention * sh.layers
+    bwd += 2 * attention * traversed_layers
+    for t in a.targets:
+        f, b = _adapter_token_flops(t)
+        fwd, bwd = fwd + f * tokens, bwd + b * tokens
+        f, b = _adapter_forward_flops(t)
+        fwd, bwd = fwd + f, bwd + b
+    bottleneck = sum(4 * sh.hidden * b.size for b in a.bottlenecks) * tokens
+    fwd, bwd = fwd + bottleneck, bwd + 2 * bottleneck
     head_tokens = s.batch * s.seq if uses_label_only(s) else tokens
-    flops += 2 * sh.hidden * sh.vocab * head_tokens * (2 + (1 if a.head_trains else 0))
+    head = 2 * sh.hidden * sh.vocab * head_tokens
+    fwd, bwd = fwd + head, bwd + head * (2 if a.head_trains else 1)
     if s.checkpointing:
         traversed = [lin for lin in sh.skeleton.layer_linears() if a.traverses(lin.layer or 0, 0)]
-        flops += sum(2 * lin.in_features * lin.out_features for lin in traversed) * tokens
-        flops += per_layer_attn * sum(1 for i in range(sh.layers) if a.traverses(i, 0))
-    return flops
+        fwd += sum(2 * lin.in_features * lin.out_features for lin in traversed) * tokens
+        fwd += attention * traversed_layers
+    return fwd, bwd
 
 
-def _adapter_token_flops(t: Target) -> float:
+def _adapter_token_flops(t: Target) -> tuple[float, float]:
     fan_in, fan_out, r = t.linear.in_features, t.linear.out_features, t.rank
     if t.kind in ("lora", "adalora", "dora"):
-        return 6 * r * (fan_in + fan_out)
+        return 2 * r * (fan_in + fan_out), 4 * r * (fan_in + fan_out)
     if t.kind == "vera":  # frozen shared projections: forward and input gradient only
-        return 4 * r * (fan_in + fan_out)
+        return 2 * r * (fan_in + fan_out), 2 * r * (fan_in + fan_out)
     if t.kind in ("loha", "lokr", "fourierft", "hra", "boft"):  # the input goes through ΔW (or W·R) as well
-        return 6 * fan_in * fan_out
+        return 2 * fan_in * fan_out, 4 * fan_in * fan_out
     if t.kind == "oft":
-        return 6 * fan_in * r
-    return 0.0
+        return 2 * fan_in * r, 4 * fan_in * r
+    return 0.0, 0.0
 
 
-def _adapter_forward_flops(t: Target) -> float:
-    """Weight-sized work per forward (×3: forward, and backward through it)."""
+def _adapter_forward_flops(t: Target) -> tuple[float, float]:
+    """Weight-sized work per forward, and backward through it (twice the forward where it trains)."""
     fan_in, fan_out, r = t.linear.in_features, t.linear.out_features, t.rank
     if t.kind == "dora":  # B·A·I for the weight norm (detached: no backward)
-        return 2 * fan_in * r * (fan_in + fan_out)
+        return 2 * fan_in * r * (fan_in + fan_out), 0.0
     if t.kind == "loha":
-        return 3 * 2 * (2 * fan_out * r * fan_in)
-    if t.kind == "fourierft":
+        work: float = 2 * (2 * fan_out * r * fan_in)
+    elif t.kind == "fourierft":
         n = fan_in * fan_out
-        return 3 * 5 * n * math.log2(max(n, 2))
-    if t.kind == "hra":  # r reflections, I·ΔW and W·(I - …), each in × in or out × in
-        return 3 * (r * 4 * fan_in**2 + 2 * fan_in**3 + 2 * fan_out * fan_in**2)
-    if t.kind == "boft":
-        return 3 * t.factors * (4 * fan_in**3 + 2 * fan_out * fan_in**2)
-    return 0.0
+        work = 5 * n * math.log2(max(n, 2))
+    elif t.kind == "hra":  # r reflections, I·ΔW and W·(I - …), each in × in or out × in
+        work = r * 4 * fan_in**2 + 2 * fan_in**3 + 2 * fan_out * fan_in**2
+    elif t.kind == "boft":
+        work = t.factors * (4 * fan_in**3 + 2 * fan_out * fan_in**2)
+    else:
+        return 0.0, 0.0
+    return work, 2 * work
 
 
 def step_memory_bytes(s: Setup) -> float:
@@ -114,11 +125,14 @@ def _weight_sized(lin: Linear, t: Target) -> float:
 
 
 def timing(s: Setup, hw: Hardware, samples: int | None, epochs: float = 1.0) -> Timing:
-    flops = micro_batch_flops(s) * s.grad_accum
+    fwd, bwd = micro_batch_split(s)
+    fwd, bwd = fwd * s.grad_accum, bwd * s.grad_accum
     if s.adaptation.low_rank is not None:  # projecting each gradient there and back
         lr = s.adaptation.low_rank
-        flops += sum(4 * lr.rank * w.in_features * w.out_features for w in lr.weights)
-    compute = flops / (hw.peak(s.precision.act) * hw.utilisation)
+        bwd += sum(4 * lr.rank * w.in_features * w.out_features for w in lr.weights)
+    flops = fwd + bwd
+    peak = hw.peak(s.precision.act)
+    compute = fwd / (peak * hw.utilisation) + bwd / (peak * hw.backward_utilisation)
     memory = step_memory_bytes(s) / hw.bandwidth
     if s.adaptation.quant_bits is not None and hw.dequant_per_s:
         quantised = sum(lin.in_features * lin.out_features for lin in s.shape.skeleton.layer_linears())

@@ -14,7 +14,6 @@ factorisation, the default target modules per architecture) it is called directl
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -263,9 +262,7 @@ def _head_tied(shape: ModelShape, lin: Linear, names: set[str]) -> bool:
 def _low_rank(shape: ModelShape, params: MethodSection, device: str) -> Adaptation:
     """GaLore / APOLLO: every weight trains; transformers' Trainer picks the projected Linear weights by name
     fragment (optim_target_modules), tuneforge's all-linear giving the decoder layers' linear layers."""
-    from tuneforge.methods.optim import GaloreParams, LowRankOptimParams
-
-    p = _coerce(params, LowRankOptimParams if params.name not in ("galore",) else GaloreParams)
+    p = _coerce(params, _params_class(params))
     a = _full(shape, params, device)
     if p.target_modules == "all-linear":
         chosen = tuple(shape.skeleton.layer_linears())
@@ -693,7 +690,3 @@ BUILDERS: dict[str, Builder] = {
     "hra": _hra,
     "fourierft": _fourierft,
 }
-
-
-def ceil_div(a: int, b: int) -> int:
-    return math.ceil(a / b)
