@@ -297,6 +297,30 @@ def _sweep(sub: Any) -> None:
     sw.set_defaults(func=verbs.cmd_sweep)
 
 
+def _plan(sub: Any) -> None:
+    pl = sub.add_parser(
+        "plan", help="will it fit, and how long will it take: tuneforge plan [CONFIG] [key=value ...] (docs/plan.md)"
+    )
+    pl.add_argument("words", nargs="*", metavar="[CONFIG] key=value", help="a run config and key.path=value overrides")
+    pl.add_argument(
+        "--model", help="a preset (0.5b, 1.5b, 7b, 13b, 70b, ...), 'embedded', or a config.json / model folder"
+    )
+    pl.add_argument("--method", help="a method of the table, with its defaults (same as method=M)")
+    pl.add_argument("--seq", type=int, help="tokens per sample (data.cutoff_len)")
+    pl.add_argument("--batch", type=int, help="samples per device per step (train.batch_size)")
+    pl.add_argument("--precision", help="fp32 | bf16 | fp16 | bf16-mixed | fp16-mixed (default: from model.dtype)")
+    pl.add_argument("--attention", choices=["sdpa", "eager"], default="sdpa", help="attention implementation")
+    pl.add_argument("--gpu", help="a GPU of the table (a100-80gb, h100, h200, l4, rtx4090, ...)")
+    pl.add_argument("--gpus", type=int, help="how many of them")
+    pl.add_argument("--gpu-memory", type=float, help="GiB per GPU, when the card differs from the table's")
+    pl.add_argument("--cpu", action="store_true", help="this CPU (FLOP/s measured now)")
+    pl.add_argument("--cores", type=int, help="a CPU with this many cores (scaled from this one)")
+    pl.add_argument("--ram", type=float, help="GiB of memory of that CPU machine")
+    pl.add_argument("--samples", type=int, help="training samples per epoch (default: counted from data.datasets)")
+    pl.add_argument("--json", action="store_true", help="print the plan as JSON")
+    pl.set_defaults(func=verbs.cmd_plan)
+
+
 def _doctor(sub: Any) -> None:
     d = sub.add_parser("doctor", help="versions, threads, embedded model cache, optional extras")
     d.set_defaults(func=verbs.cmd_doctor)
@@ -318,5 +342,6 @@ VERBS = (
     _data,
     _lab,
     _sweep,
+    _plan,
     _doctor,
 )

@@ -391,3 +391,14 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     print((outcome.folder.root / "sweep.md").read_text(encoding="utf-8"), end="")
     print(f"written to {outcome.folder.root} (sweep.md, sweep.csv, sweep.json, sweep.png, runs/)")
     return 0 if outcome.ok else 1
+
+
+def cmd_plan(args: argparse.Namespace) -> int:
+    from tuneforge.config import ConfigError
+    from tuneforge.plan.run import flag_overrides, plan_main
+
+    paths = [w for w in args.words if not is_override(w)]
+    if len(paths) > 1:
+        raise ConfigError(f"one CONFIG file at most, got {', '.join(paths)} (overrides look like key.path=value)")
+    overrides = [*flag_overrides(args), *(w for w in args.words if is_override(w))]
+    return plan_main(load_config(paths[0] if paths else None, overrides), args)
