@@ -50,7 +50,13 @@ VARIANTS: list[dict[str, Any]] = [
     {"name": "lokr", "r": 2, "decompose_both": True, "decompose_factor": 4},
     {"name": "loha", "r": 3, "target_modules": ["k_proj"]},
     {"name": "vera", "r": 16, "target_modules": ["q_proj", "down_proj"]},
-    {"name": "p_tuning", "num_virtual_tokens": 3, "encoder": "lstm", "encoder_num_layers": 2, "encoder_hidden_size": 24},
+    {
+        "name": "p_tuning",
+        "num_virtual_tokens": 3,
+        "encoder": "lstm",
+        "encoder_num_layers": 2,
+        "encoder_hidden_size": 24,
+    },
     {"name": "p_tuning", "num_virtual_tokens": 5, "encoder_hidden_size": 16},
     {"name": "prefix_tuning", "num_virtual_tokens": 3, "projection": False},
     {"name": "prefix_tuning", "num_virtual_tokens": 3, "encoder_hidden_size": 20},
@@ -58,7 +64,13 @@ VARIANTS: list[dict[str, Any]] = [
     {"name": "ln_tuning", "target_modules": ["input_layernorm"]},
     {"name": "oft", "block_size": 5, "block_share": True},
     {"name": "hra", "r": 2, "target_modules": ["v_proj"]},
-    {"name": "series_adapter", "bottleneck_size": 4, "placement": ["mlp"], "non_linearity": "gelu", "learned_scaling": True},
+    {
+        "name": "series_adapter",
+        "bottleneck_size": 4,
+        "placement": ["mlp"],
+        "non_linearity": "gelu",
+        "learned_scaling": True,
+    },
     {"name": "adalora", "init_r": 3, "target_r": 1, "target_modules": ["q_proj", "gate_proj"], "total_step": 10},
 ]
 
@@ -127,7 +139,7 @@ def test_bad_model_input_is_refused(tmp_path: Path) -> None:
     with pytest.raises(PlanError, match=r"'9000b' is neither a preset \(smollm2-135m, 0.5b"):
         load_shape("9000b")
     (tmp_path / "bad.json").write_text("{not json", encoding="utf-8")
-    with pytest.raises(PlanError, match="not a readable config.json"):
+    with pytest.raises(PlanError, match=r"not a readable config.json"):
         load_shape(str(tmp_path / "bad.json"))
     with pytest.raises(PlanError, match="model_type 'gpt2' is not a supported architecture"):
         ModelShape.from_config({"model_type": "gpt2", "hidden_size": 8}, "x.json")
@@ -138,7 +150,7 @@ def test_bad_model_input_is_refused(tmp_path: Path) -> None:
     with pytest.raises(PlanError, match="not a multiple of num_key_value_heads=5"):
         ModelShape.from_config({**PRESETS["7b"], "num_key_value_heads": 5}, "x.json")
     (tmp_path / "empty").mkdir()
-    with pytest.raises(PlanError, match="has no config.json"):
+    with pytest.raises(PlanError, match=r"has no config.json"):
         load_shape(str(tmp_path / "empty"))
 
 
@@ -288,7 +300,15 @@ def _layered(layers: int, dtype: torch.dtype) -> Any:
 
 # Where the formula is a fit rather than an exact account (docs/plan.md): BOFT's dense rotations in 16 bits,
 # prefix tuning's masked attention, AdaLoRA's and IA³'s small per-forward tensors.
-LOOSE = {"boft": 0.2, "prefix_tuning": 0.06, "p_tuning_v2": 0.06, "adalora": 0.06, "fourierft": 0.03, "ia3": 0.03, "hra": 0.03}
+LOOSE = {
+    "boft": 0.2,
+    "prefix_tuning": 0.06,
+    "p_tuning_v2": 0.06,
+    "adalora": 0.06,
+    "fourierft": 0.03,
+    "ia3": 0.03,
+    "hra": 0.03,
+}
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["fp32", "bf16"])
@@ -458,7 +478,9 @@ def test_a_fitting_plan_names_no_fix() -> None:
 def test_the_cheapest_fix_is_checkpointing_when_activations_dominate() -> None:
     plan = make_plan(request(hardware=gpu("a100-40gb")))
     assert not plan.fits
-    assert plan.fix is not None and plan.fix.changes == ["gradient checkpointing on (train.gradient_checkpointing=true)"]
+    assert plan.fix is not None and plan.fix.changes == [
+        "gradient checkpointing on (train.gradient_checkpointing=true)"
+    ]
     assert plan.fix.peak <= gpu("a100-40gb").memory
 
 
@@ -497,9 +519,9 @@ def test_bad_requests_are_refused() -> None:
         gpu("tpu-v5")
     with pytest.raises(PlanError, match="ambiguous: a100-40gb or a100-80gb"):
         gpu("A100")
-    with pytest.raises(PlanError, match="train.optim='adagrad' has no memory rule"):
+    with pytest.raises(PlanError, match=r"train.optim='adagrad' has no memory rule"):
         make_plan(request(optim="adagrad"))
-    with pytest.raises(PlanError, match="cannot train with distributed.strategy='fsdp'"):
+    with pytest.raises(PlanError, match=r"cannot train with distributed.strategy='fsdp'"):
         request(method=params_of({"name": "qlora"}), strategy="fsdp", hardware=gpu("h100", 4))
     with pytest.raises(PlanError, match="'nope' not found in this model; linear modules"):
         adapt(load_shape("7b"), params_of({"name": "lora", "target_modules": ["nope"]}))
