@@ -1,0 +1,154 @@
+"""Utility vs privacy on the embedded model (docs/privacy.md, issue 16): one task, one held-out split, the arms
+non-private, DP-SGD at epsilon 8 / 3 / 1, and public-selection training at epsilon 1; then the leakage audits.
+
+    python bench/privacy_study.py [--out runs/privacy-study] [--arms a,b,...] [--threads 2]
+
+The task is the ISO-date skill (the embedded model scores 0 on it; a LoRA run ~0.9), generated larger than the
+shipped set so DP has a population to hide in: 800 private training dates, 200 held-out dates never trained on
+(disjoint dates, other seeds than the shipped files). Each arm is one `tuneforge train` run under OUT/runs/; an
+arm whose run finished (result.json) is not rerun, so the study resumes per arm after a stopped session. The
+held-out scores come from one `tuneforge eval` over all finished arms (paired 95% intervals against the base).
+Progress goes to OUT/study.log (each arm's own log beside it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import yaml
+
+from tuneforge.data.synthetic.generate import iso_date_records
+
+N_TRAIN, N_TEST = 800, 200
+BASE = """\
+stage: sft
+model:
+  path: embedded
+data:
+  datasets:
+    - name: iso_private
+  cutoff_len: 96
+method:
+  name: lora
+  r: 16
+  alpha: 32
+  dropout: 0.0
+  target_modules: all-linear
+train:
+  batch_size: 32
+  epochs: 2
+  lr_scheduler: constant
+  warmup_ratio: 0.0
+  logging_steps: 1
+  save_steps: 10
+"""
+CANARIES = ["data.canaries.count=5"]
+# arm -> its own overrides (the DP arms: opacus' accountant picks the noise for the target epsilon)
+ARMS: dict[str, list[str]] = {
+    "nonprivate": ["train.lr=1.0e-3"],
+    # the same as nonprivate, with canaries (5 secrets each inserted 1, 4 and 16 times) for `tuneforge audit`
+    "nonprivate-canaries": ["train.lr=1.0e-3", *CANARIES],
+    "dp-eps8": ["train.lr=3.0e-3", "privacy.epsilon=8", "privacy.max_grad_norm=1.0", *CANARIES],
+    "dp-eps3": ["train.lr=3.0e-3", "privacy.epsilon=3", "privacy.max_grad_norm=1.0"],
+    "dp-eps1": ["train.lr=3.0e-3", "privacy.epsilon=1", "privacy.max_grad_norm=1.0"],
+}
+
+
+def write_data(folder: Path) -> None:
+    """The private training set and the held-out set (alpaca JSON) with their dataset_info.json."""
+    folder.mkdir(parents=True, exist_ok=True)
+    seen: set[tuple[int, int, int]] = set()
+    test = iso_date_records(seed=102, n=N_TEST, exclude=seen)
+    train = iso_date_records(seed=101, n=N_TRAIN, exclude=seen)  # `seen` now holds the test dates: disjoint
+    (folder / "iso_private.json").write_text(json.dumps(train, ensure_ascii=False, indent=1), encoding="utf-8")
+    (folder / "iso_heldout.json").write_text(json.dumps(test, ensure_ascii=False, indent=1), encoding="utf-8")
+    info = {"iso_private": {"file_name": "iso_private.json"}, "iso_heldout": {"file_name": "iso_heldout.json"}}
+    (folder / "dataset_info.json").write_text(json.dumps(info, indent=1), encoding="utf-8")
+
+
+def log(out: Path, msg: str) -> None:
+    line = f"{time.strftime('%H:%M:%S')} {msg}"
+    print(line, flush=True)
+    with (out / "study.log").open("a", encoding="utf-8") as f:
+        f.write(line + "\n")
+
+
+def run_arm(out: Path, arm: str, overrides: list[str], threads: int) -> bool:
+    run = out / "runs" / arm
+    if (run / "result.json").is_file():
+        log(out, f"{arm}: done before, kept")
+        return True
+    resume = (run / "checkpoints").is_dir() and any((run / "checkpoints").iterdir())
+    args = [
+        sys.executable,
+        "-m",
+        "tuneforge.cli",
+        "train",
+        str(out / "study.yaml"),
+        f"name={arm}",
+        f"output.dir={out / 'runs'}",
+        f"data.dataset_dir={out / 'data'}",
+        f"train.threads={threads}",
+        *overrides,
+        *(["train.resume=true"] if resume else []),
+    ]
+    log(out, f"{arm}: {'resuming' if resume else 'training'}: {' '.join(args[4:])}")
+    t0 = time.time()
+    with (out / f"{arm}.log").open("a", encoding="utf-8") as f:
+        rc = subprocess.call(args, stdout=f, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+    log(out, f"{arm}: exit {rc} after {time.time() - t0:.0f} s")
+    return rc == 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--out", default="runs/privacy-study")
+    p.add_argument("--arms", default=",".join(ARMS))
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--no-eval", action="store_true")
+    a = p.parse_args(argv)
+    out = Path(a.out)
+    out.mkdir(parents=True, exist_ok=True)
+    if not (out / "data" / "dataset_info.json").is_file():
+        write_data(out / "data")
+    (out / "study.yaml").write_text(BASE, encoding="utf-8")
+    done = [arm for arm in a.arms.split(",") if run_arm(out, arm, ARMS[arm], a.threads)]
+    if a.no_eval or not done:
+        return 0
+    eval_cfg = {
+        "name": "privacy-eval",
+        "model": {"path": "embedded"},
+        "eval": {
+            "output_dir": str(out / "eval"),
+            "runs": [str(out / "runs" / arm) for arm in done],
+            "tasks": [
+                {
+                    "name": "iso_heldout",
+                    "type": "generation",
+                    "format": "alpaca",
+                    "path": str(out / "data" / "iso_heldout.json"),
+                    "metrics": ["exact_match"],
+                    "max_new_tokens": 16,
+                }
+            ],
+        },
+    }
+    (out / "eval.yaml").write_text(yaml.safe_dump(eval_cfg, sort_keys=False), encoding="utf-8")
+    log(out, f"eval: base + {', '.join(done)}")
+    with (out / "eval.log").open("a", encoding="utf-8") as f:
+        rc = subprocess.call(
+            [sys.executable, "-m", "tuneforge.cli", "eval", str(out / "eval.yaml")],
+            stdout=f,
+            stderr=subprocess.STDOUT,
+        )
+    log(out, f"eval: exit {rc}; report in {out / 'eval'}")
+    return rc
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
