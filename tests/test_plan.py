@@ -207,24 +207,12 @@ def test_trainable_count_on_qwen2(tiny_qwen2: Any, name: str) -> None:
 
 def test_qlora_count_and_4bit_weights_equal_bitsandbytes(tmp_path: Path) -> None:
     pytest.importorskip("bitsandbytes")
-    from transformers import LlamaConfig, LlamaForCausalLM
-
     from tuneforge.config import ModelConfig
     from tuneforge.methods import model_load_kwargs
     from tuneforge.models.loader import load_model, load_tokenizer
 
     tok = build_tokenizer("chatml")
-    torch.manual_seed(0)
-    config = LlamaConfig(
-        vocab_size=len(tok),
-        hidden_size=64,
-        intermediate_size=128,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        tie_word_embeddings=True,
-    )
-    LlamaForCausalLM(config).save_pretrained(tmp_path)
+    build_model(tok, hidden=64).save_pretrained(tmp_path)
     tok.save_pretrained(tmp_path)
     params = params_of({"name": "qlora", "r": 4})
     cfg = ModelConfig(path=str(tmp_path))

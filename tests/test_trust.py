@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from tests.conftest import SHARED_DATA
-from tests.tiny import build_tokenizer
+from tests.tiny import build_model, build_tokenizer
 from tuneforge.cli import load_config
 from tuneforge.config import TaskSpec
 from tuneforge.config.stage_sections import PerturbSpec
@@ -384,21 +384,8 @@ def test_requantized_gguf_follows_llama_quantize_rules(tmp_path: Path) -> None:
 @pytest.fixture
 def tiny_wide(tmp_path: Path) -> Path:
     """64 wide: bitsandbytes quantises in blocks of 64 weights."""
-    from transformers import LlamaConfig, LlamaForCausalLM
-
     tok = build_tokenizer("chatml")
-    torch.manual_seed(0)
-    config = LlamaConfig(
-        vocab_size=len(tok),
-        hidden_size=64,
-        intermediate_size=128,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        tie_word_embeddings=True,
-        pad_token_id=tok.pad_token_id,
-    )
-    LlamaForCausalLM(config).save_pretrained(tmp_path / "wide")
+    build_model(tok, hidden=64).save_pretrained(tmp_path / "wide")
     tok.save_pretrained(tmp_path / "wide")
     return tmp_path / "wide"
 

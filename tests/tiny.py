@@ -143,12 +143,15 @@ def build_tokenizer(template: str = "chatml") -> PreTrainedTokenizerFast:
     return fast
 
 
-def build_model(tokenizer: PreTrainedTokenizerFast, seed: int = 0, tie: bool = True) -> LlamaForCausalLM:
+def build_model(
+    tokenizer: PreTrainedTokenizerFast, seed: int = 0, tie: bool = True, hidden: int = 32
+) -> LlamaForCausalLM:
+    """A 2-layer Llama; `hidden=64` where bitsandbytes needs its blocks of 64 weights."""
     torch.manual_seed(seed)
     cfg = LlamaConfig(
         vocab_size=len(tokenizer),
-        hidden_size=32,
-        intermediate_size=64,
+        hidden_size=hidden,
+        intermediate_size=2 * hidden,
         num_hidden_layers=2,
         num_attention_heads=4,
         num_key_value_heads=2,
