@@ -57,6 +57,31 @@ ARMS: dict[str, list[str]] = {
     "dp-eps3": ["train.lr=3.0e-3", "privacy.epsilon=3", "privacy.max_grad_norm=1.0"],
     "dp-eps1": ["train.lr=3.0e-3", "privacy.epsilon=1", "privacy.max_grad_norm=1.0"],
 }
+# public-selection training at epsilon 1 (HARDLLM's first half): the private set only steers, through one noised
+# cluster histogram, which public samples are drawn; the model trains on those public samples alone. The pool is
+# examples/dp_select.yaml's (8,369 rows): ARC-Easy, BoolQ, OpenBookQA and math_10k read in place from
+# ../shared/data, the shipped identity set, and the 96 date prompts of the shipped iso_dates_pref with their chosen
+# answers (none of their dates is among the 200 held-out ones). 96 are drawn, the pool's count of date samples.
+SELECT_ARM = "dp-select-eps1"
+SHARED = "../shared/data/llm_adapters"
+POOL = [
+    f"{SHARED}/dataset/ARC-Easy/train.json",
+    f"{{path: {SHARED}/dataset/boolq/train.json, max_samples: 2000}}",
+    f"{{path: {SHARED}/dataset/openbookqa/train.json, max_samples: 2000}}",
+    f"{{path: {SHARED}/ft-training_set/math_data.json, max_samples: 2000}}",
+    "identity",
+    "{path: src/tuneforge/data/synthetic/iso_dates_pref.json, columns: {response: chosen}}",
+]
+# its training: examples/dp_select.yaml's (few, longer public rows: smaller batches, longer cutoff)
+SELECT_TRAIN = [
+    "train.lr=1.0e-3",
+    "train.batch_size=4",
+    "train.epochs=3",
+    "train.lr_scheduler=cosine",
+    "train.warmup_ratio=0.05",
+    "data.cutoff_len=384",
+    "data.variables={name: Forge, author: the tuneforge team}",
+]
 
 
 def write_data(folder: Path) -> None:
@@ -92,7 +117,7 @@ def run_arm(out: Path, arm: str, overrides: list[str], threads: int) -> bool:
         str(out / "study.yaml"),
         f"name={arm}",
         f"output.dir={out / 'runs'}",
-        f"data.dataset_dir={out / 'data'}",
+        *([] if any(o.startswith("data.dataset_dir=") for o in overrides) else [f"data.dataset_dir={out / 'data'}"]),
         f"train.threads={threads}",
         *overrides,
         *(["train.resume=true"] if resume else []),
@@ -105,10 +130,32 @@ def run_arm(out: Path, arm: str, overrides: list[str], threads: int) -> bool:
     return rc == 0
 
 
+def select_overrides(out: Path) -> list[str] | None:
+    """Run `tuneforge data select` once (kept in OUT/select for a resumed study); the training overrides that
+    point the study's config at the selection, or None if the selection failed."""
+    folder = out / "select"
+    if not (folder / "selection.json").is_file():
+        private = str(out / "data" / "iso_private.json")
+        args = [sys.executable, "-m", "tuneforge.cli", "data", "select", "--private", private]
+        args += [x for pub in POOL for x in ("--public", pub)]
+        args += ["--n", "96", "--epsilon", "1", "--name", "select", "--out", str(folder)]
+        if folder.exists():
+            args.append("--overwrite")
+        log(out, f"{SELECT_ARM}: selecting: {' '.join(args[3:])}")
+        with (out / f"{SELECT_ARM}.log").open("a", encoding="utf-8") as f:
+            rc = subprocess.call(args, stdout=f, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        if rc != 0:
+            log(out, f"{SELECT_ARM}: data select exit {rc}")
+            return None
+    report = json.loads((folder / "selection.json").read_text(encoding="utf-8"))
+    names = ", ".join(f"{{name: {name}}}" for name in report["datasets"])
+    return [*SELECT_TRAIN, f"data.dataset_dir={folder}", f"data.datasets=[{names}]"]
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--out", default="runs/privacy-study")
-    p.add_argument("--arms", default=",".join(ARMS))
+    p.add_argument("--arms", default=",".join([*ARMS, SELECT_ARM]))
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--no-eval", action="store_true")
     a = p.parse_args(argv)
@@ -117,7 +164,17 @@ def main(argv: list[str] | None = None) -> int:
     if not (out / "data" / "dataset_info.json").is_file():
         write_data(out / "data")
     (out / "study.yaml").write_text(BASE, encoding="utf-8")
-    done = [arm for arm in a.arms.split(",") if run_arm(out, arm, ARMS[arm], a.threads)]
+    for arm in a.arms.split(","):
+        if arm == SELECT_ARM:
+            overrides = select_overrides(out)
+            if overrides is not None:
+                run_arm(out, arm, overrides, a.threads)
+        elif arm in ARMS:
+            run_arm(out, arm, ARMS[arm], a.threads)
+        else:
+            raise SystemExit(f"--arms: {arm!r} is not one of {', '.join([*ARMS, SELECT_ARM])}")
+    # every finished arm is scored, including those of an earlier session
+    done = [arm for arm in [*ARMS, SELECT_ARM] if (out / "runs" / arm / "result.json").is_file()]
     if a.no_eval or not done:
         return 0
     eval_cfg = {

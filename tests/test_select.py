@@ -19,6 +19,7 @@ from tuneforge.data.formats import format_record
 from tuneforge.data.registry import resolve
 from tuneforge.data.sources import read_records
 from tuneforge.privacy import selection
+from tuneforge.privacy.dp import EXTRA_ALPHAS
 from tuneforge.privacy.selection import (
     SelectionError,
     SelectSettings,
@@ -94,7 +95,7 @@ def test_noise_multiplier_and_epsilon_are_opacus_numbers(tmp_path: Path, pool: P
     from opacus.accountants import PRVAccountant, RDPAccountant
     from opacus.accountants.utils import get_noise_multiplier
 
-    alphas = [*RDPAccountant.DEFAULT_ALPHAS, *selection.EXTRA_ALPHAS]
+    alphas = [*RDPAccountant.DEFAULT_ALPHAS, *EXTRA_ALPHAS]
     s = run(private, pool, tmp_path / "out", epsilon=1.0, delta=1e-5)
     sigma = get_noise_multiplier(
         target_epsilon=1.0, target_delta=1e-5, sample_rate=1.0, steps=1, accountant="rdp", alphas=alphas

@@ -11,7 +11,9 @@ from __future__ import annotations
 import json
 import logging
 import math
-from collections.abc import Sequence
+import warnings
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -23,6 +25,31 @@ log = logging.getLogger("tuneforge.privacy")
 
 INSTALL_HINT = "DP-SGD needs opacus: pip install 'tuneforge[privacy]'"
 ACCOUNTANTS = ("rdp", "prv")
+# RDP orders beyond opacus' defaults (which stop at 63): where the optimum lies past 63 (a single release at large
+# epsilon, or few noisy steps at small noise) these keep the bound tight instead of warning "optimal order is the
+# largest alpha", a warning the user cannot act on.
+EXTRA_ALPHAS = [80.0, 96.0, 128.0, 192.0, 256.0, 384.0, 512.0, 1024.0]
+
+
+def rdp_alphas() -> list[float]:
+    """The RDP orders every epsilon of tuneforge is computed over: opacus' defaults plus EXTRA_ALPHAS."""
+    from opacus.accountants import RDPAccountant
+
+    return [*RDPAccountant.DEFAULT_ALPHAS, *EXTRA_ALPHAS]
+
+
+def accountant_kwargs(accountant: str) -> dict[str, Any]:
+    """The get_epsilon / get_noise_multiplier keywords for `accountant`: the wider orders for RDP."""
+    return {"alphas": rdp_alphas()} if accountant == "rdp" else {}
+
+
+@contextmanager
+def quiet_accounting() -> Iterator[None]:
+    """opacus' PRV accountant sizes its domain with an RDP bound on opacus' default orders and warns about them;
+    our own RDP figures use rdp_alphas(), so that warning says nothing about any number we report."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Optimal order is the largest alpha")
+        yield
 
 
 class DPError(TuneforgeError, ValueError):
@@ -152,11 +179,16 @@ def calibrate(p: PrivacyConfig, q: float, steps: int, delta: float) -> float:
 
     assert p.epsilon is not None
     try:
-        return float(
-            get_noise_multiplier(
-                target_epsilon=p.epsilon, target_delta=delta, sample_rate=q, steps=steps, accountant=p.accountant
+        with quiet_accounting():
+            sigma = get_noise_multiplier(
+                target_epsilon=p.epsilon,
+                target_delta=delta,
+                sample_rate=q,
+                steps=steps,
+                accountant=p.accountant,
+                **accountant_kwargs(p.accountant),
             )
-        )
+        return float(sigma)
     except ValueError as e:  # opacus: "The privacy budget is too low."
         raise DPError(
             f"privacy.epsilon={p.epsilon} cannot be reached in {steps} steps at sample rate {q:.4g} and δ={delta:.3g} "
@@ -175,7 +207,9 @@ def epsilon(accountant: str, history: list[tuple[float, float, int]], delta: flo
     acc = create_accountant(mechanism=accountant)
     acc.history = list(history)
     # PRV's numerical upper bound can dip below 0 where the true ε is about 0; ε >= 0 by definition
-    return max(0.0, float(acc.get_epsilon(delta=delta)))
+    with quiet_accounting():
+        spent = acc.get_epsilon(delta=delta, **accountant_kwargs(accountant))
+    return max(0.0, float(spent))
 
 
 def budget_steps(target: float, sigma: float, q: float, delta: float, planned: int, accountant: str) -> int:

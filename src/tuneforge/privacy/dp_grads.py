@@ -25,6 +25,7 @@ from __future__ import annotations
 import copy
 import logging
 import math
+import warnings
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
@@ -183,6 +184,15 @@ def no_dropout(model: nn.Module) -> Iterator[None]:
             m.p = p
 
 
+@contextmanager
+def quiet_hooks() -> Iterator[None]:
+    """torch notes that full backward hooks fire for module outputs when no input requires grad (token ids never
+    do); opacus' grad samplers rely on exactly that, so the note says nothing a user could act on."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Full backward hook is firing")
+        yield
+
+
 def check_per_sample_gradients(
     model: nn.Module, hooks: Any, loss_fn: Callable[[nn.Module, dict[str, Any]], torch.Tensor], batch: dict[str, Any]
 ) -> float:
@@ -196,7 +206,7 @@ def check_per_sample_gradients(
     model.train()
     first = {k: v[:1] for k, v in batch.items()}
     try:
-        with no_dropout(model):
+        with no_dropout(model), quiet_hooks():
             _clear(params)
             loss_fn(model, batch).mean().backward()
             samples = {n: _flat_grad_sample(n, p) for n, p in params}

@@ -29,7 +29,13 @@ from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
 from tuneforge.models.loss import label_only_parts
 from tuneforge.privacy.dp import PrivacyLedger, PrivacyPlan, opacus
-from tuneforge.privacy.dp_grads import check_memory, check_per_sample_gradients, check_replayable, make_hooks
+from tuneforge.privacy.dp_grads import (
+    check_memory,
+    check_per_sample_gradients,
+    check_replayable,
+    make_hooks,
+    quiet_hooks,
+)
 from tuneforge.privacy.dp_loss import head_is_frozen, per_sample_loss
 from tuneforge.runs import RunDir
 
@@ -180,7 +186,8 @@ class DPTrainerMixin(Trainer):
             part = {k: (v[start : start + size] if isinstance(v, torch.Tensor) else v) for k, v in inputs.items()}
             with self.compute_loss_context_manager():
                 losses = self._loss(model, part)
-            self.accelerator.backward(losses.mean())
+            with quiet_hooks():
+                self.accelerator.backward(losses.mean())
             total += losses.detach().sum()
             for p in params:
                 p.grad = None  # the non-private batch gradient is never used (DPOptimizer writes .grad)

@@ -40,6 +40,7 @@ from tuneforge.data.preference import read_sample
 from tuneforge.data.registry import INFO_FILE, ResolvedDataset, resolve
 from tuneforge.data.schema import Conversation, DataError, KTOSample, Preference, Sample, Text
 from tuneforge.data.sources import READERS, Record, read_records
+from tuneforge.privacy.dp import accountant_kwargs, quiet_accounting, rdp_alphas
 from tuneforge.privacy.selection_report import plot_shares, selection_markdown
 from tuneforge.rag.index import Embedder, MiniLM
 
@@ -48,9 +49,6 @@ log = logging.getLogger("tuneforge.privacy")
 SELECTION_FILE = "selection.json"
 PLOT_FILE = "selection.png"
 PRIVACY_EXTRA = "pip install 'tuneforge[privacy]'"
-# RDP orders: opacus' defaults stop at 63, where a single release at large epsilon (sample rate 1) has its
-# optimum; higher orders keep that bound tight instead of warning "optimal order is the largest alpha".
-EXTRA_ALPHAS = [80.0, 96.0, 128.0, 192.0, 256.0, 384.0, 512.0, 1024.0]
 
 
 class SelectionError(DataError):
@@ -187,13 +185,11 @@ def calibrate(epsilon: float, delta: float, accountant: str) -> tuple[float, flo
     finally:  # opacus.utils.module_utils calls logging.basicConfig on import, which doubled every log line
         for h in [h for h in root.handlers if h not in handlers]:
             root.removeHandler(h)
-    alphas = [*RDPAccountant.DEFAULT_ALPHAS, *EXTRA_ALPHAS]
-    extra: dict[str, Any] = {"alphas": alphas} if accountant == "rdp" else {}
-    with warnings.catch_warnings(), np.errstate(divide="ignore"):
-        # PRV at sample rate 1 takes log(1 - q) = -inf in a branch np.where then discards; and it sizes its
-        # domain with an RDP bound on opacus' default orders, which warns about them (our RDP uses more)
+    alphas = rdp_alphas()
+    extra = accountant_kwargs(accountant)
+    with quiet_accounting(), warnings.catch_warnings(), np.errstate(divide="ignore"):
+        # PRV at sample rate 1 takes log(1 - q) = -inf in a branch np.where then discards
         warnings.simplefilter("ignore", RuntimeWarning)
-        warnings.filterwarnings("ignore", message="Optimal order is the largest alpha")
         try:
             sigma = get_noise_multiplier(
                 target_epsilon=epsilon,
