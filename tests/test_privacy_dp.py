@@ -235,6 +235,9 @@ def test_dp_run_logs_epsilon_every_step_and_reports_opacus_numbers(tmp_path: Pat
     # neither opacus' "optimal order is the largest alpha" nor torch's full-backward-hook notice reach the user
     noise = [str(w.message) for w in caught if "largest alpha" in str(w.message) or "backward hook" in str(w.message)]
     assert noise == []
+    # the run's config.yaml (every default spelled out) loads again: audit and eval read it
+    again = load_config(result.run_dir / "config.yaml", [])
+    assert again.privacy.epsilon == 3.0 and again.train.max_grad_norm == cfg.train.max_grad_norm
     rows = [json.loads(x) for x in (result.run_dir / "metrics.jsonl").read_text().splitlines()]
     per_step = {r["step"]: r["epsilon"] for r in rows if "epsilon" in r}
     assert sorted(per_step) == [1, 2, 3]

@@ -165,10 +165,11 @@ def privacy_refusal(
             "train.gradient_checkpointing recomputes the forward pass in backward, which opacus' per-sample hooks "
             "would record twice; turn it off (use a smaller train.batch_size and train.grad_accum instead)"
         )
-    if "max_grad_norm" in train.model_fields_set:
+    # by value, not by whether the key was written: a run's config.yaml spells out every default and must load again
+    if train.max_grad_norm != type(train).model_fields["max_grad_norm"].default:
         return (
             "train.max_grad_norm clips the batch gradient; with privacy the per-sample clipping bound is "
-            "privacy.max_grad_norm (remove train.max_grad_norm)"
+            f"privacy.max_grad_norm (remove train.max_grad_norm={train.max_grad_norm})"
         )
     if model.dtype == "float16":
         return "model.dtype float16: per-sample gradients underflow in float16; use float32 or bfloat16"
