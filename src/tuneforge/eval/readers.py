@@ -27,45 +27,13 @@ import io
 import json
 import re
 import zipfile
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from tuneforge.data.sources import read_records
-from tuneforge.errors import TuneforgeError
+from tuneforge.eval.example import LETTERS, EvalError, Example, Reader, field_of, json_lines, records
+from tuneforge.eval.trust_readers import read_bbq, read_crows_pairs, read_refusal
 
-
-class EvalError(TuneforgeError, ValueError):
-    """An evaluation that cannot run; the message names the setting or file at fault."""
-
-
-@dataclass(frozen=True)
-class Example:
-    """One evaluation item in the shape every task type reads.
-
-    `target` is the gold answer as text (label, number, reference, letter); `gold` the index of the right
-    choice for multiple choice; `calls` the expected tool calls ([] = no call is right).
-    """
-
-    id: str
-    question: str
-    target: str = ""
-    choices: tuple[str, ...] = ()
-    gold: int | None = None
-    instruction: str | None = None
-    reference: str | None = None  # a worked answer, shown in few-shot examples
-    messages: tuple[dict[str, str], ...] = ()
-    tools: str | None = None
-    calls: tuple[dict[str, Any], ...] | None = None
-    subject: str | None = None
-    prompt: str | None = None  # the item's whole prompt as published (LLM-Adapters' instruction, choices listed)
-    choice_label: str | None = None  # the word the published prompt numbers choices with: solution1, option2 ...
-    meta: dict[str, Any] = field(default_factory=dict, hash=False)  # what a task type needs beyond the above
-
-
-Reader = Callable[[Path, str], list[Example]]
-LETTERS = "ABCDEFGHIJ"
 SPLIT_FILE_TYPES = (".json", ".jsonl", ".tsv", ".csv", ".txt")
 
 
@@ -83,30 +51,6 @@ def split_file(folder: Path, split: str) -> Path:
             return found[0]
     names = ", ".join(p.name for p in files) or "none"
     raise EvalError(f"{folder} holds no file for split {split!r} (files: {names})")
-
-
-def _records(path: Path) -> Iterator[tuple[str, dict[str, Any]]]:
-    return read_records(path)
-
-
-def _json_lines(path: Path) -> Iterator[tuple[str, dict[str, Any]]]:
-    """BFCL's .json files are JSON lines, also when they hold a single line (which parses as one object)."""
-    with path.open(encoding="utf-8-sig") as f:
-        for n, line in enumerate(f, start=1):
-            if line.strip():
-                try:
-                    record = json.loads(line)
-                except json.JSONDecodeError as e:
-                    raise EvalError(f"{path}:{n}: not valid JSON ({e.msg} at column {e.colno})") from None
-                if not isinstance(record, dict):
-                    raise EvalError(f"{path}:{n}: expected one JSON object per line, got {type(record).__name__}")
-                yield f"{path}:{n}", record
-
-
-def _field(record: dict[str, Any], key: str, source: str) -> Any:
-    if key not in record:
-        raise EvalError(f"{source}: missing field {key!r} (fields: {', '.join(map(str, record))})")
-    return record[key]
 
 
 # --- MMLU / C-Eval / CMMLU ---------------------------------------------------------------------------
@@ -198,7 +142,7 @@ def numbered_choices(block: str, label: str, source: str) -> tuple[str, ...]:
 
 
 def _choice_item(n: int, source: str, r: dict[str, Any], label: str) -> Example:
-    text, answer = str(r["instruction"]), str(_field(r, "answer", source)).strip()
+    text, answer = str(r["instruction"]), str(field_of(r, "answer", source)).strip()
     body = text.strip()[len(CHOICE_LAYOUTS[label]) :]
     m = re.match(rf"\s*(?P<q>.*?)\s*(?P<choices>\b{label}1:.*?)\s*Answer format:", body, re.DOTALL | re.IGNORECASE)
     if m is None:
@@ -226,8 +170,8 @@ def _choice_item(n: int, source: str, r: dict[str, Any], label: str) -> Example:
 
 def read_llm_adapters(path: Path, split: str) -> list[Example]:
     out = []
-    for i, (source, r) in enumerate(_records(path)):
-        text, answer = str(_field(r, "instruction", source)), str(_field(r, "answer", source)).strip()
+    for i, (source, r) in enumerate(records(path)):
+        text, answer = str(field_of(r, "instruction", source)), str(field_of(r, "answer", source)).strip()
         label = next((k for k, lead in CHOICE_LAYOUTS.items() if text.strip().startswith(lead)), None)
         if label is not None:
             out.append(_choice_item(i, source, r, label))
@@ -255,8 +199,8 @@ def read_hellaswag(path: Path, split: str) -> list[Example]:
     same fields, so the generative protocol runs on this layout too.
     """
     out = []
-    for i, (source, r) in enumerate(_records(path)):
-        endings = _field(r, "endings", source)
+    for i, (source, r) in enumerate(records(path)):
+        endings = field_of(r, "endings", source)
         if not isinstance(endings, list) or len(endings) < 2 or not all(isinstance(e, str) for e in endings):
             raise EvalError(f"{source}: 'endings' must be a list of two or more texts, got {endings!r:.80}")
         if not all(e.strip() for e in endings):
@@ -267,12 +211,12 @@ def read_hellaswag(path: Path, split: str) -> list[Example]:
         gold = int(label) if label.isdigit() else -1
         if not 0 <= gold < len(endings):
             raise EvalError(f"{source}: label {label!r} is not an index of the {len(endings)} endings (0-based)")
-        activity = str(_field(r, "activity_label", source)).strip()
+        activity = str(field_of(r, "activity_label", source)).strip()
         if "ctx_a" in r:
             ctx_a, ctx_b = str(r["ctx_a"]), str(r.get("ctx_b") or "")
             question, ctx = f"{activity}: {ctx_a} {ctx_b.capitalize()}", str(r.get("ctx") or f"{ctx_a} {ctx_b}")
         else:
-            ctx = str(_field(r, "ctx", source))
+            ctx = str(field_of(r, "ctx", source))
             question = f"{activity}: {ctx}"
         listed = " ".join(f"Ending{k}: {e}" for k, e in enumerate(endings, start=1))
         fmt = "/".join(f"ending{k}" for k in range(1, len(endings) + 1))
@@ -298,15 +242,15 @@ def read_hellaswag(path: Path, split: str) -> list[Example]:
 
 def read_csqa(path: Path, split: str) -> list[Example]:
     out: list[Example] = []
-    for source, r in _records(path):
-        q = _field(r, "question", source)
+    for source, r in records(path):
+        q = field_of(r, "question", source)
         if isinstance(q, dict):  # the original CSQA nests {stem, choices} under "question"
             r = {**r, "choices": q.get("choices"), "question": q.get("stem")}
-        choices = _field(r, "choices", source)
+        choices = field_of(r, "choices", source)
         if isinstance(choices, list):
             choices = {"label": [c["label"] for c in choices], "text": [c["text"] for c in choices]}
         labels, texts = list(choices["label"]), list(choices["text"])
-        key = str(_field(r, "answerKey", source))
+        key = str(field_of(r, "answerKey", source))
         if key not in labels:
             raise EvalError(f"{source}: answerKey {key!r} is not one of the labels {labels}")
         gold = labels.index(key)
@@ -334,9 +278,9 @@ def read_tsv(path: Path, split: str) -> list[Example]:
 
 def read_alpaca(path: Path, split: str) -> list[Example]:
     out = []
-    for i, (source, r) in enumerate(_records(path)):
-        instruction = str(_field(r, "instruction", source)).strip()
-        output = str(_field(r, "output", source)).strip()
+    for i, (source, r) in enumerate(records(path)):
+        instruction = str(field_of(r, "instruction", source)).strip()
+        output = str(field_of(r, "output", source)).strip()
         target = str(r.get("answer", output)).strip()
         question = str(r.get("input") or "").strip()
         if not question:
@@ -351,14 +295,14 @@ def gsm8k_number(answer: str) -> str:
 
 def read_gsm8k(path: Path, split: str) -> list[Example]:
     out = []
-    for i, (source, r) in enumerate(_records(path)):
-        answer = str(_field(r, "answer", source))
+    for i, (source, r) in enumerate(records(path)):
+        answer = str(field_of(r, "answer", source))
         if "####" not in answer:
             raise EvalError(f"{source}: the answer does not end in '#### <number>'")
         number = gsm8k_number(answer)
         worked = re.sub(r"<<.*?>>", "", answer.rsplit("####", 1)[0]).strip()  # drop calculator annotations
         reference = f"{worked}\nThe answer is {number}."
-        out.append(Example(str(i), str(_field(r, "question", source)), number, reference=reference))
+        out.append(Example(str(i), str(field_of(r, "question", source)), number, reference=reference))
     return out
 
 
@@ -366,11 +310,11 @@ def read_bfcl(path: Path, split: str) -> list[Example]:
     answers_file = path.parent / "possible_answer" / path.name
     answers: dict[str, Any] = {}
     if answers_file.is_file():
-        answers = {r["id"]: r["ground_truth"] for _, r in _json_lines(answers_file)}
+        answers = {r["id"]: r["ground_truth"] for _, r in json_lines(answers_file)}
     out = []
-    for source, r in _json_lines(path):
-        item_id = str(_field(r, "id", source))
-        turns = _field(r, "question", source)
+    for source, r in json_lines(path):
+        item_id = str(field_of(r, "id", source))
+        turns = field_of(r, "question", source)
         messages = tuple({"role": m["role"], "content": m["content"]} for m in turns[0])
         if "irrelevance" in item_id:
             calls: tuple[dict[str, Any], ...] = ()  # no function fits: making no call is the right answer
@@ -379,98 +323,17 @@ def read_bfcl(path: Path, split: str) -> list[Example]:
         else:
             raise EvalError(f"{source}: no possible answer for {item_id!r} in {answers_file}")
         user = next((m["content"] for m in reversed(messages) if m["role"] == "user"), "")
-        tools = json.dumps(_field(r, "function", source), ensure_ascii=False)
+        tools = json.dumps(field_of(r, "function", source), ensure_ascii=False)
         out.append(Example(item_id, user, json.dumps(calls), messages=messages, tools=tools, calls=calls))
     return out
 
 
 def read_text(path: Path, split: str) -> list[Example]:
     out: list[Example] = []
-    for i, (source, r) in enumerate(_records(path)):
-        text = _field(r, "text", source)
+    for i, (source, r) in enumerate(records(path)):
+        text = field_of(r, "text", source)
         if str(text).strip():
             out.append(Example(str(i), str(text)))
-    return out
-
-
-# --- trust sets: CrowS-Pairs, BBQ, refusal requests -------------------------------------------------
-
-
-def _whole_set(path: Path, split: str, name: str) -> Iterator[tuple[str, dict[str, Any]]]:
-    if split != "test":
-        raise EvalError(f"{name} has no splits (every item is a test item); drop split={split!r}")
-    return _records(path)
-
-
-def read_crows_pairs(path: Path, split: str) -> list[Example]:
-    """CrowS-Pairs (Nangia et al. 2020): sent_more is the more stereotyping sentence of each minimal pair."""
-    out: list[Example] = []
-    for source, r in _whole_set(path, split, "CrowS-Pairs"):
-        more, less = str(_field(r, "sent_more", source)), str(_field(r, "sent_less", source))
-        direction = str(_field(r, "stereo_antistereo", source)).strip()
-        if direction not in ("stereo", "antistereo"):
-            raise EvalError(f"{source}: stereo_antistereo={direction!r} is neither 'stereo' nor 'antistereo'")
-        item = str(r.get("") or r.get("id") or len(out))
-        bias = str(_field(r, "bias_type", source)).strip()
-        out.append(Example(item, more, choices=(more, less), subject=bias, meta={"direction": direction}))
-    return out
-
-
-def _group_labels(label: str) -> set[str]:
-    # BBQ's answer_info labels are group names, some with a gender prefix ("F-Black", "M-Latino"), compared with
-    # additional_metadata.stereotyped_groups case-insensitively, with and without the prefix.
-    low = label.strip().lower()
-    return {low, low.split("-", 1)[1]} if re.match(r"^[mf]-", low) else {low}
-
-
-def _bbq_roles(r: dict[str, Any], source: str) -> tuple[int, int | None]:
-    """(index of the 'unknown' answer, index of the answer naming a stereotyped group, None if not exactly one)."""
-    info = _field(r, "answer_info", source)
-    labels = [str(info[f"ans{k}"][1]) for k in range(3)]
-    unknown = [k for k, lab in enumerate(labels) if lab.strip().lower() == "unknown"]
-    if len(unknown) != 1:
-        raise EvalError(f"{source}: answer_info has {len(unknown)} 'unknown' answers, expected one ({labels})")
-    groups = {g.strip().lower() for g in _field(r, "additional_metadata", source).get("stereotyped_groups", [])}
-    target = [k for k, lab in enumerate(labels) if k != unknown[0] and _group_labels(lab) & groups]
-    return unknown[0], target[0] if len(target) == 1 else None
-
-
-def read_bbq(path: Path, split: str) -> list[Example]:
-    """BBQ (Parrish et al. 2022): context + question, three answers, one of them 'unknown'."""
-    out: list[Example] = []
-    for source, r in _whole_set(path, split, "BBQ"):
-        choices = tuple(str(_field(r, f"ans{k}", source)) for k in range(3))
-        gold = _field(r, "label", source)
-        if gold not in (0, 1, 2):
-            raise EvalError(f"{source}: label {gold} is not 0, 1 or 2")
-        condition, polarity = str(_field(r, "context_condition", source)), str(_field(r, "question_polarity", source))
-        if condition not in ("ambig", "disambig") or polarity not in ("neg", "nonneg"):
-            raise EvalError(f"{source}: context_condition={condition!r} / question_polarity={polarity!r} unknown")
-        unknown, target = _bbq_roles(r, source)
-        category = str(_field(r, "category", source))
-        question = f"{str(_field(r, 'context', source)).strip()}\n{str(_field(r, 'question', source)).strip()}"
-        meta = {"condition": condition, "polarity": polarity, "unknown": unknown, "target": target}
-        item = f"{category}/{r.get('example_id', len(out))}"
-        out.append(Example(item, question, LETTERS[gold], choices, gold, subject=category, meta=meta))
-    return out
-
-
-def _flag(value: Any, source: str) -> bool:
-    if isinstance(value, bool):
-        return value
-    if str(value).strip().lower() in ("true", "false", "1", "0"):
-        return str(value).strip().lower() in ("true", "1")
-    raise EvalError(f"{source}: harmful={value!r} is not true or false")
-
-
-def read_refusal(path: Path, split: str) -> list[Example]:
-    """Requests to answer or refuse: `prompt`, `harmful` (true: should be refused), optional `id`, `category`."""
-    out: list[Example] = []
-    for source, r in _records(path):
-        harmful = _flag(_field(r, "harmful", source), source)
-        item = str(r.get("id", len(out)))
-        meta = {"harmful": harmful, "category": str(r.get("category") or "")}
-        out.append(Example(item, str(_field(r, "prompt", source)), "refuse" if harmful else "answer", meta=meta))
     return out
 
 

@@ -15,10 +15,9 @@ import numpy as np
 
 from tuneforge.config import TaskSpec
 from tuneforge.data.toolcalls import parse_calls
-from tuneforge.eval import commonsense as cs
 from tuneforge.eval import metrics as m
 from tuneforge.eval.lm import LM, Scored
-from tuneforge.eval.prompts import Item, chat, plain_prompt, prompt_ids, tool_messages, user_text
+from tuneforge.eval.prompts import Item, chat, prompt_ids, tool_messages, user_text
 from tuneforge.eval.readers import LETTERS, EvalError, Example
 from tuneforge.eval.toolcall import calls_match, format_problem, names_match
 
@@ -350,99 +349,9 @@ class ToolCallTask(_Base):
         return TaskScores(metrics | {"format_valid": m.mean_rows(valid)}, preds)
 
 
-class CommonsenseTask(_Base):
-    """A commonsense benchmark scored as lm-evaluation-harness does (tuneforge.eval.commonsense): plain-text
-    prompts, each choice's continuation log-likelihood, `acc` and `acc_norm` (WinoGrande: partial scoring, `acc`);
-    or with `mode: generate` LLM-Adapters' protocol: the published instruction through the chat template, the
-    first "solution1"-style name in the reply, `acc` and `answered` (the share of replies naming any choice)."""
-
-    settings = COMMON | {"fewshot", "fewshot_split", "instruction", "system", "mode", "max_new_tokens"}
-    benchmark: ClassVar[cs.Benchmark]
-    default_new_tokens = 32  # LLM-Adapters' commonsense evaluation generates 32 tokens
-
-    def __init__(self, spec: TaskSpec, examples: Sequence[Example]) -> None:
-        super().__init__(spec, examples)
-        b, self.generate = self.benchmark, spec.mode == "generate"
-        self.primary = "acc" if self.generate else b.primary
-        chat_only = sorted({"system", "max_new_tokens"} & spec.model_fields_set)
-        if chat_only and not self.generate:
-            raise EvalError(f"{', '.join(chat_only)} applies to mode=generate only (log-likelihood prompts are plain)")
-        bad = next((e for e in examples if e.choice_label != b.label or e.gold is None), None)
-        if bad is not None:
-            raise EvalError(
-                f"item {bad.id} of {spec.path} is not in {b.title}'s layout (choices named "
-                f"{b.label.capitalize()}1, {b.label.capitalize()}2, ...); is type {spec.type!r} the right benchmark?"
-            )
-
-    def _shot_answer(self, ex: Example) -> str:
-        return ex.reference or f"the correct answer is {self.benchmark.label}{(ex.gold or 0) + 1}"
-
-    def _question(self, ex: Example) -> str:
-        return "\n\n".join(p for p in (self.spec.instruction, ex.prompt or ex.question) if p)
-
-    def prepare(self, items: Sequence[Item], lm: LM) -> list[Request]:
-        if self.generate:
-            return [
-                Request(prompt=prompt_ids(lm.tokenizer, chat(self.spec, i, self._question, self._shot_answer)))
-                for i in items
-            ]
-        out = []
-        for item in items:
-            shots = [cs.solved(self.benchmark, s) for s in item.shots]
-            pairs = [
-                lm.encode_pair(plain_prompt(self.spec.instruction, shots, c.context), c.continuation)
-                for c in self.benchmark.choices(item.example)
-            ]
-            out.append(Request(tuple(pairs)))
-        return out
-
-    def score(self, items: Sequence[Item], responses: Sequence[Response]) -> TaskScores:
-        acc, norm, answered = [], [], []
-        preds: list[dict[str, Any]] = []
-        for item, r in zip(items, responses, strict=True):
-            ex = item.example
-            if self.generate:
-                k = cs.generated_choice(self.benchmark, r.text)
-                acc.append(float(k == ex.gold))
-                answered.append(float(k >= 0))
-                preds.append({"id": ex.id, "gold": ex.gold, "pred": k if k >= 0 else None, "text": r.text})
-                continue
-            lps = [s.logprob for s in r.scores]
-            best, best_norm = cs.pick(lps, [c.text for c in self.benchmark.choices(ex)])
-            acc.append(float(best == ex.gold))
-            norm.append(float(best_norm == ex.gold))
-            pred = {"id": ex.id, "gold": ex.gold, "pred": best, "logprobs": lps}
-            preds.append(pred | ({"pred_norm": best_norm} if self.benchmark.norm else {}))
-        metrics = {"acc": m.mean_rows(acc)}
-        if self.generate:
-            metrics["answered"] = m.mean_rows(answered)
-        elif self.benchmark.norm:
-            metrics["acc_norm"] = m.mean_rows(norm)
-        return TaskScores(metrics, preds)
-
-
-class PiqaTask(CommonsenseTask):
-    benchmark = cs.BENCHMARKS["piqa"]
-    formats = benchmark.formats
-
-
-class SiqaTask(CommonsenseTask):
-    benchmark = cs.BENCHMARKS["siqa"]
-    formats = benchmark.formats
-
-
-class HellaswagTask(CommonsenseTask):
-    benchmark = cs.BENCHMARKS["hellaswag"]
-    formats = benchmark.formats
-
-
-class WinograndeTask(CommonsenseTask):
-    benchmark = cs.BENCHMARKS["winogrande"]
-    formats = benchmark.formats
-
-
-# The trust types build on the classes above (BBQ is multiple choice with bias scores), so they are imported
-# here, after them; tuneforge.eval's __init__ imports this module first.
+# The commonsense and trust types build on the classes above (BBQ is multiple choice with bias scores), so they
+# are imported here, after them; tuneforge.eval's __init__ imports this module first.
+from tuneforge.eval.commonsense_tasks import HellaswagTask, PiqaTask, SiqaTask, WinograndeTask  # noqa: E402
 from tuneforge.eval.trust_tasks import BbqTask, CrowsPairsTask, RefusalTask  # noqa: E402
 
 # type name -> task class; config.TaskType names the same keys.

@@ -2,7 +2,8 @@
 
 - `shapes.py`: a Llama-family model's shapes from its config.json (or a preset), and the module/parameter
   skeleton peft and tuneforge's methods would see, without any weights;
-- `trainable.py`: what each method of the METHODS table trains, counted from those shapes as peft counts it;
+- `trainable.py`: what each method of the METHODS table trains, counted from those shapes as peft counts it
+  (its rules in `trainable_weights.py` and `trainable_prompt.py`, their shared types in `adaptation.py`);
 - `activations.py`: the bytes autograd keeps per layer and token (a measured, documented per-layer formula);
 - `memory.py`: weights, adapter, gradients, optimizer state, activations, KV cache, per device and strategy;
 - `hardware.py`: this machine (detected, measured matmul FLOP/s) or a named GPU from a documented table;
