@@ -183,3 +183,9 @@ def coerce_params(params: MethodSection, cls: type[Any]) -> Any:
         return coerce(params, cls)
     except MethodError as e:
         raise PlanError(str(e)) from None
+
+
+def target_linears(shape: ModelShape, p: Any) -> list[Linear]:
+    """The Linear layers `p.target_modules` selects (peft's rules), for the families that adapt Linears only."""
+    found = linears(shape, resolve_targets(shape, p.target_modules, p.name), p.name)
+    return [t for t in found if isinstance(t, Linear)]

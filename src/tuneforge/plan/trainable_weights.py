@@ -17,6 +17,7 @@ from tuneforge.plan.adaptation import (
     params_class,
     resolve_targets,
     suffix_match,
+    target_linears,
     tied_name,
     unique,
 )
@@ -167,8 +168,7 @@ def count_adalora(shape: ModelShape, params: MethodSection, device: str) -> Adap
     r = p.init_r
     tensors: list[Tensor] = []
     targets: list[Target] = []
-    for t in linears(shape, resolve_targets(shape, p.target_modules, p.name), p.name):
-        assert isinstance(t, Linear)
+    for t in target_linears(shape, p):
         # peft's AdaLoraLayer: lora_A (r × in), lora_E (r × 1), lora_B (out × r); ranknum does not train
         tensors += [
             Tensor(f"{t.name}.lora_A", r * t.in_features, "fp32", True, r, t.in_features),
@@ -183,8 +183,7 @@ def count_loha(shape: ModelShape, params: MethodSection, device: str) -> Adaptat
     p = coerce_params(params, params_class(params))
     tensors: list[Tensor] = []
     targets: list[Target] = []
-    for t in linears(shape, resolve_targets(shape, p.target_modules, p.name), p.name):
-        assert isinstance(t, Linear)
+    for t in target_linears(shape, p):
         # peft's LoHaLayer (Linear): hada_w1_a, hada_w2_a (out × r) and hada_w1_b, hada_w2_b (r × in)
         for pair in ("w1", "w2"):
             tensors.append(Tensor(f"{t.name}.hada_{pair}_a", t.out_features * p.r, "fp32", True, t.out_features, p.r))
@@ -199,8 +198,7 @@ def count_lokr(shape: ModelShape, params: MethodSection, device: str) -> Adaptat
     p = coerce_params(params, params_class(params))
     tensors: list[Tensor] = []
     targets: list[Target] = []
-    for t in linears(shape, resolve_targets(shape, p.target_modules, p.name), p.name):
-        assert isinstance(t, Linear)
+    for t in target_linears(shape, p):
         # peft's LoKrLayer.update_layer: out = a·c, in = b·d; w1 (a × b) or its r-factors, w2 (c × d) or r-factors
         in_m, in_n = factorization(t.in_features, p.decompose_factor)
         out_l, out_k = factorization(t.out_features, p.decompose_factor)
@@ -239,8 +237,7 @@ def count_oft(shape: ModelShape, params: MethodSection, device: str) -> Adaptati
     p = coerce_params(params, params_class(params))
     tensors: list[Tensor] = []
     targets: list[Target] = []
-    for t in linears(shape, resolve_targets(shape, p.target_modules, p.name), p.name):
-        assert isinstance(t, Linear)
+    for t in target_linears(shape, p):
         block = _oft_block(t.in_features, p.block_size)
         blocks = 1 if p.block_share else t.in_features // block
         # peft's OFTRotationModule: weight (blocks × b(b-1)/2), the strict upper triangle of each skew block
@@ -269,8 +266,7 @@ def count_boft(shape: ModelShape, params: MethodSection, device: str) -> Adaptat
     tensors: list[Tensor] = []
     buffers: list[Tensor] = []
     targets: list[Target] = []
-    for t in linears(shape, resolve_targets(shape, p.target_modules, p.name), p.name):
-        assert isinstance(t, Linear)
+    for t in target_linears(shape, p):
         if t.in_features % p.block_size:
             raise PlanError(
                 f"method boft: in_features ({t.in_features}) of {t.name} must be divisible by "
@@ -293,8 +289,7 @@ def count_hra(shape: ModelShape, params: MethodSection, device: str) -> Adaptati
     p = coerce_params(params, params_class(params))
     tensors: list[Tensor] = []
     targets: list[Target] = []
-    for t in linears(shape, resolve_targets(shape, p.target_modules, p.name), p.name):
-        assert isinstance(t, Linear)
+    for t in target_linears(shape, p):
         tensors.append(Tensor(f"{t.name}.hra_u", t.in_features * p.r, "fp32", True, t.in_features, p.r))
         targets.append(Target(t, "hra", p.r))
     return Adaptation(p.name, "other", tensors, targets=targets)
@@ -305,8 +300,7 @@ def count_fourierft(shape: ModelShape, params: MethodSection, device: str) -> Ad
     tensors: list[Tensor] = []
     buffers: list[Tensor] = []
     targets: list[Target] = []
-    for t in linears(shape, resolve_targets(shape, p.target_modules, p.name), p.name):
-        assert isinstance(t, Linear)
+    for t in target_linears(shape, p):
         if p.n_frequency > t.in_features * t.out_features:
             raise PlanError(
                 f"method.n_frequency={p.n_frequency} exceeds in × out = {t.in_features * t.out_features} of {t.name}"
