@@ -132,16 +132,31 @@ def test_unknown_strategy_and_qlora_sharding_refused_at_load() -> None:
     assert load_config({}, ["method.name=qlora"]).distributed.strategy == "ddp"
 
 
-def test_sharding_on_cpu_is_refused_not_silently_ddp(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_what_cpu_can_shard_and_what_it_refuses(monkeypatch: pytest.MonkeyPatch) -> None:
     import torch
+
+    from tuneforge.distributed.strategy import fsdp_on_cpu
+    from tuneforge.stages.skeleton import check_method_shards
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     two = World(rank=0, world_size=2, local_world_size=2, launcher="torchrun")
-    with pytest.raises(DistributedError, match="strategy=fsdp needs GPUs"):
-        check_strategy(DistributedConfig(strategy="fsdp"), two)
-    check_strategy(DistributedConfig(strategy="fsdp"), World())  # one process: nothing to shard
+    fsdp = DistributedConfig(strategy="fsdp")
+    check_strategy(fsdp, two)  # FSDP2 over gloo
+    assert fsdp_on_cpu(fsdp, two) and not fsdp_on_cpu(fsdp, World()) and not fsdp_on_cpu(DistributedConfig(), two)
+    assert trainer_kwargs(fsdp, two)["fsdp_config"]["version"] == 2
+    with pytest.raises(DistributedError, match="strategy=deepspeed needs GPUs here"):
+        check_strategy(DistributedConfig(strategy="deepspeed"), two)
+    with pytest.raises(DistributedError, match="offload=true on CPU: the sharded parameters already live in CPU"):
+        check_strategy(DistributedConfig(strategy="fsdp", offload=True), two)
+    with pytest.raises(DistributedError, match="shard=hybrid on CPU"):
+        check_strategy(DistributedConfig(strategy="fsdp", shard="hybrid"), two)
+    check_strategy(DistributedConfig(strategy="deepspeed"), World())  # one process: nothing to shard
     assert trainer_kwargs(DistributedConfig(), two) == {"ddp_backend": "gloo"}
-    assert trainer_kwargs(DistributedConfig(strategy="fsdp"), World()) == {}
+    assert trainer_kwargs(fsdp, World()) == {}
+    with pytest.raises(DistributedError, match=r"method 'lora_plus' builds its own optimizer.*strategy=ddp"):
+        check_method_shards(load_config({}, ["method.name=lora_plus", "distributed.strategy=fsdp"]), two)
+    check_method_shards(load_config({}, ["method.name=lora_plus"]), two)  # ddp takes it
+    check_method_shards(load_config({}, ["method.name=lora", "distributed.strategy=fsdp"]), two)
 
 
 def test_fsdp2_and_deepspeed_settings_follow_the_yaml(monkeypatch: pytest.MonkeyPatch) -> None:

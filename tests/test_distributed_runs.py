@@ -80,11 +80,11 @@ def test_a_world_the_data_cannot_feed_is_a_clear_error(tmp_path: Path, tiny_mode
     assert "24 training samples cannot fill one step of 2 processes × train.batch_size=16 = 32 samples" in last
 
 
-def test_sharding_on_cpu_is_refused_before_anything_loads(tmp_path: Path, tiny_model_dir: Path) -> None:
-    raw = make_cfg(tmp_path, tiny_model_dir, name="fsdp", train={"max_steps": 2, "batch_size": 2})
-    done = tuneforge("train", str(write(tmp_path, raw)), "distributed.strategy=fsdp", "--nproc", "2")
-    assert done.returncode == 2 and "strategy=fsdp needs GPUs" in done.stderr.strip().splitlines()[-1]
-    assert not (tmp_path / "runs" / "fsdp").exists()
+def test_deepspeed_on_cpu_is_refused_before_anything_loads(tmp_path: Path, tiny_model_dir: Path) -> None:
+    raw = make_cfg(tmp_path, tiny_model_dir, name="ds", train={"max_steps": 2, "batch_size": 2})
+    done = tuneforge("train", str(write(tmp_path, raw)), "distributed.strategy=deepspeed", "--nproc", "2")
+    assert done.returncode == 2 and "strategy=deepspeed needs GPUs here" in done.stderr.strip().splitlines()[-1]
+    assert not (tmp_path / "runs" / "ds").exists()
 
 
 # Started by the external launcher (torchrun's own command): rank 0 dies right after the checkpoint of step 6,

@@ -25,11 +25,16 @@ def _train(sub: Any) -> None:
     t.add_argument("overrides", nargs="*", help="key.path=value overrides, e.g. train.lr=1e-4 method.r=16")
     t.add_argument("--resume", action="store_true", help="same as train.resume=true")
     t.add_argument("--overwrite", action="store_true", help="same as output.overwrite=true")
-    t.add_argument("--nproc", type=int, help="processes on this machine, started through torchrun (docs/scale.md)")
-    t.add_argument("--nnodes", type=int, help="machines in the job (each runs the same command)")
-    t.add_argument("--node-rank", type=int, default=0, help="this machine's index, 0 … nnodes-1 (0 hosts --master)")
-    t.add_argument("--master", metavar="ADDR:PORT", help="node 0's address and a free port (c10d rendezvous)")
+    _launch_flags(t)
     t.set_defaults(func=verbs.cmd_train)
+
+
+def _launch_flags(p: Any) -> None:
+    """--nproc / --nnodes / --node-rank / --master: the command again in several processes (docs/scale.md)."""
+    p.add_argument("--nproc", type=int, help="processes on this machine, started through torchrun (docs/scale.md)")
+    p.add_argument("--nnodes", type=int, help="machines in the job (each runs the same command)")
+    p.add_argument("--node-rank", type=int, default=0, help="this machine's index, 0 … nnodes-1 (0 hosts --master)")
+    p.add_argument("--master", metavar="ADDR:PORT", help="node 0's address and a free port (c10d rendezvous)")
 
 
 def _eval(sub: Any) -> None:
@@ -38,6 +43,7 @@ def _eval(sub: Any) -> None:
     e.add_argument("overrides", nargs="*", help="key.path=value overrides, e.g. eval.limit=50 eval.base=false")
     e.add_argument("--run", action="append", help="a run folder to evaluate (repeatable); adds to eval.runs")
     e.add_argument("--output", help="report folder; same as eval.output_dir")
+    _launch_flags(e)  # each process answers a shard of every task; rank 0 writes the report
     e.set_defaults(func=verbs.cmd_eval)
 
 

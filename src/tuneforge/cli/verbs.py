@@ -18,16 +18,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     if cfg.privacy.enabled and ((args.nproc or 1) > 1 or (args.nnodes or 1) > 1):
         raise ConfigError("privacy (DP-SGD) trains in one process: drop --nproc / --nnodes")
     if args.nproc is not None or args.nnodes is not None:
-        from tuneforge.distributed.launch import LaunchPlan, launch
-
-        plan = LaunchPlan(
-            nproc=1 if args.nproc is None else args.nproc,
-            nnodes=args.nnodes or 1,
-            node_rank=args.node_rank,
-            master=args.master,
-            run_id=cfg.name,
-        )
-        return launch(plan, _worker_argv(args))
+        return _launch(args, cfg.name, _worker_argv(args))
     if cfg.distributed.backend == "ray":
         from tuneforge.distributed.ray_train import run_on_ray
         from tuneforge.runs import RunDir
@@ -50,6 +41,20 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _launch(args: argparse.Namespace, run_id: str, worker_argv: list[str]) -> int:
+    """`worker_argv` in --nproc processes on this machine (of --nnodes), through torchrun (docs/scale.md)."""
+    from tuneforge.distributed.launch import LaunchPlan, launch
+
+    plan = LaunchPlan(
+        nproc=1 if args.nproc is None else args.nproc,
+        nnodes=args.nnodes or 1,
+        node_rank=args.node_rank,
+        master=args.master,
+        run_id=run_id,
+    )
+    return launch(plan, worker_argv)
+
+
 def _worker_argv(args: argparse.Namespace) -> list[str]:
     """The command each launched process runs: this one without the launch flags."""
     argv = ["-v"] if args.verbose else []
@@ -68,11 +73,18 @@ def ray_worker(raw: dict[str, object]) -> None:
 
 def cmd_eval(args: argparse.Namespace) -> int:
     extra = [*args.overrides, *([f"eval.output_dir={args.output}"] if args.output else [])]
-    cfg = load_config(args.config, extra)
+    cfg = load_config(args.config, extra)  # config errors once, here, before any process starts
+    if args.nproc is not None or args.nnodes is not None:
+        argv = ["-v"] if args.verbose else []
+        argv += ["eval", args.config, *args.overrides, *[f"--run={r}" for r in args.run or ()]]
+        return _launch(args, f"{cfg.name}-eval", argv + ([f"--output={args.output}"] if args.output else []))
+    from tuneforge.distributed.env import world_from_env
     from tuneforge.eval import evaluate
     from tuneforge.eval.report import markdown
 
-    print(markdown(evaluate(cfg, runs=args.run or ())), end="")
+    report = evaluate(cfg, runs=args.run or ())
+    if world_from_env().is_main:  # one report per job, not per process
+        print(markdown(report), end="")
     return 0
 
 

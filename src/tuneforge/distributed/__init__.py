@@ -1,7 +1,7 @@
 """Launch glue for many processes and machines, on the engines the field trusts (docs/scale.md).
 
 - `env.py`: which process this is (torchrun / accelerate / Ray variables, Slurm's when torch's are missing);
-- `launch.py`: `tuneforge train --nproc N` re-launching itself through torchrun's own API (c10d rendezvous);
+- `launch.py`: `tuneforge train|eval --nproc N` re-launching itself through torchrun's own API (c10d rendezvous);
 - `group.py`: the process group (gloo on CPU, NCCL on GPUs), barriers, rank-0-first sections;
 - `strategy.py`: `distributed` → TrainingArguments' DDP / FSDP2 / DeepSpeed settings;
 - `ray_train.py`: `distributed.backend: ray` through Ray Train's TorchTrainer.

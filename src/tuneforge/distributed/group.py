@@ -11,6 +11,7 @@ import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import timedelta
+from typing import Any
 
 from tuneforge.distributed.env import World, adopt_slurm
 
@@ -68,3 +69,15 @@ def all_equal(world: World, value: int) -> bool:
         t = t.cuda()
     dist.all_reduce(t, op=dist.ReduceOp.MAX)
     return int(t[0]) == value and -int(t[1]) == value
+
+
+def gather_all(world: World, value: Any) -> list[Any]:
+    """Every rank's `value`, in rank order, on every rank; [value] for a single process.
+    torch.distributed.all_gather_object pickles them (gloo on CPU, NCCL on the current GPU)."""
+    if not world.distributed:
+        return [value]
+    import torch.distributed as dist
+
+    out: list[Any] = [None] * world.world_size
+    dist.all_gather_object(out, value)
+    return out

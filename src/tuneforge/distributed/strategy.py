@@ -62,21 +62,106 @@ def fsdp_config(d: DistributedConfig) -> dict[str, Any]:
 def check_strategy(d: DistributedConfig, world: World) -> None:
     """Refuse a sharding strategy this machine cannot run, before anything loads.
 
-    torch's FSDP2 itself runs on CPU with gloo, but accelerate (1.15) turns FSDP and DeepSpeed on only for
-    accelerator process groups (CUDA, XPU, NPU ...): on CPU the Trainer would silently train plain DDP instead.
+    FSDP2 runs on CPU process groups (gloo) through `cpu_fsdp_trainer`; DeepSpeed only on GPUs here (docs/scale.md).
     """
     if not world.distributed or d.strategy == "ddp":
         return
     import torch
 
-    if not torch.cuda.is_available():
-        raise DistributedError(
-            f"distributed.strategy={d.strategy} needs GPUs: accelerate shards with FSDP / DeepSpeed only on "
-            "accelerator process groups, and on CPU would train plain DDP instead; use strategy ddp on CPU "
-            "(docs/scale.md)"
-        )
+    if torch.cuda.is_available():
+        if d.strategy == "deepspeed":
+            require_deepspeed()
+        return
     if d.strategy == "deepspeed":
-        require_deepspeed()
+        raise DistributedError(
+            "distributed.strategy=deepspeed needs GPUs here: its CPU path (DeepSpeed's CPU accelerator over gloo) "
+            "is not tested by tuneforge; on CPU use strategy fsdp (FSDP2 over gloo) or ddp (docs/scale.md)"
+        )
+    if d.offload:
+        raise DistributedError(
+            "distributed.offload=true on CPU: the sharded parameters already live in CPU memory (FSDP2's "
+            "CPUOffloadPolicy moves them off an accelerator and pins host memory for it); drop offload on CPU"
+        )
+    if d.shard == "hybrid":
+        raise DistributedError(
+            "distributed.shard=hybrid on CPU: accelerate checks its 2-D device mesh before tuneforge can turn its "
+            "FSDP2 path on for a CPU process group (accelerate/parallelism_config.py:390); use shard=full or "
+            "grad_op on CPU, hybrid on GPU machines (docs/scale.md)"
+        )
+
+
+def fsdp_on_cpu(d: DistributedConfig, world: World) -> bool:
+    """Whether this run shards with FSDP2 on a CPU process group (gloo), through `cpu_fsdp_trainer`."""
+    if not world.distributed or d.strategy != "fsdp":
+        return False
+    import torch
+
+    return not torch.cuda.is_available()
+
+
+def cpu_fsdp_trainer(trainer_class: type[Any]) -> type[Any]:
+    """`trainer_class` whose Accelerator runs accelerate's own FSDP2 path on a CPU process group.
+
+    The gap this fills: accelerate 1.15 turns FSDP on only for accelerator process groups. AcceleratorState sets
+    `distributed_type = FSDP` and keeps the Trainer's `fsdp_plugin` only in its branch for MULTI_GPU / MULTI_XPU /
+    MULTI_NPU / ... (accelerate/state.py:986-1016); MULTI_CPU, what a gloo group on CPU is, is not in that list,
+    so the plugin is dropped and `prepare()` wraps the model in DistributedDataParallel instead
+    (accelerator.py:2058). torch's FSDP2 (`fully_shard`) itself runs on CPU over gloo. Right after the Trainer
+    builds its Accelerator (before anything reads it: the Trainer's and TRL's `is_fsdp_enabled` decisions come
+    later in `__init__`), this does what that branch does for accelerators: the state's distributed type (copied into
+    PartialState's shared state too, as state.py:1037 does), the plugin built from the same TrainingArguments,
+    its mixed precision. Everything after is accelerate's and the
+    Trainer's FSDP2 code, unchanged: `fsdp2_prepare_model` (`fully_shard` per decoder layer, then the root),
+    `get_state_dict`, `save_fsdp_model` / `load_fsdp_model` and the optimizer's for checkpoints and resume.
+    """
+
+    class CpuFsdpTrainer(trainer_class):  # type: ignore[misc,valid-type]
+        def create_accelerator_and_postprocess(self) -> None:
+            super().create_accelerator_and_postprocess()
+            from accelerate import PartialState
+            from accelerate.utils import DistributedType, FullyShardedDataParallelPlugin
+
+            state = self.accelerator.state
+            if state.distributed_type != DistributedType.MULTI_CPU:
+                raise DistributedError(
+                    f"FSDP2 on CPU expects accelerate's MULTI_CPU process group, found {state.distributed_type}"
+                )
+            plugin = FullyShardedDataParallelPlugin(**self.args.fsdp_plugin_args)
+            if state.mixed_precision != "no":
+                plugin.set_mixed_precision(state.mixed_precision)  # as accelerate/state.py:1014-1015 does
+            state.distributed_type = DistributedType.FSDP
+            state.fsdp_plugin = plugin
+            # and into PartialState's shared state, as state.py:1037 does: every later AcceleratorState() call
+            # copies PartialState's values over its own (state.py:919), which would turn the type back to MULTI_CPU
+            PartialState().distributed_type = DistributedType.FSDP
+            self.is_fsdp_enabled = True
+
+    return CpuFsdpTrainer
+
+
+def shard_summary(model: Any, world: World) -> str:
+    """What FSDP2 holds where: the share of parameter elements that are sharded DTensors, and each rank's local
+    part (a collective: every rank calls it)."""
+    import torch.distributed as dist
+    from torch.distributed.fsdp import FSDPModule
+    from torch.distributed.tensor import DTensor
+
+    for module in model.modules():
+        if isinstance(module, FSDPModule):
+            module.reshard()  # parameters gathered by a last forward (shard grad_op) back to their shards
+    total = sharded = local = 0
+    for p in model.parameters():
+        total += p.numel()
+        if isinstance(p, DTensor):
+            sharded += p.numel()
+            local += p.to_local().numel()
+    held: list[int] = [0] * world.world_size
+    dist.all_gather_object(held, local)
+    ranks = ", ".join(f"rank {r} holds {n}" for r, n in enumerate(held))
+    return (
+        f"FSDP2 shards {sharded} of {total} parameter elements ({100 * sharded / max(total, 1):.0f}%) over "
+        f"{world.world_size} processes: {ranks}"
+    )
 
 
 def trainer_kwargs(d: DistributedConfig, world: World) -> dict[str, Any]:

@@ -4,6 +4,11 @@ Everything that can fail on user input (paths, layouts, settings that do not app
 folders, model folders) fails before the first model loads. Models are evaluated one after the other, so
 only one is in memory at a time; items, few-shot examples and resamples are drawn once from `eval.seed`, so
 every model sees the same questions and the same seed gives the same numbers.
+
+With several processes (`tuneforge eval CONFIG --nproc N`, or any launcher: docs/scale.md) every rank loads the
+model and answers a strided shard of each task's requests; the answers are gathered (all_gather_object) and
+scored in item order, and rank 0 writes the one report, the same as one process writes (greedy decoding and
+log-likelihoods do not depend on which process computes them); `evaluate` returns that report on every rank.
 """
 
 from __future__ import annotations
@@ -11,6 +16,7 @@ from __future__ import annotations
 import difflib
 import gc
 import logging
+import os
 import random
 import re
 import time
@@ -21,6 +27,8 @@ from pathlib import Path
 import torch
 
 from tuneforge.config import ModelConfig, RunConfig, TaskSpec
+from tuneforge.distributed.env import World
+from tuneforge.distributed.group import barrier, gather_all, init_world
 from tuneforge.eval.lm import LM
 from tuneforge.eval.perturb import perturb_examples
 from tuneforge.eval.prompts import Item
@@ -188,21 +196,38 @@ def output_folder(cfg: RunConfig, models: Sequence[ModelRef]) -> Path:
     return RunDir(cfg.run_dir).eval
 
 
-def run_task(lm: LM, loaded: LoadedTask, label: str) -> TaskResult:
-    start = time.perf_counter()
-    task = loaded.task
-    requests: list[Request] = task.prepare(loaded.items, lm)
+def answer(lm: LM, requests: Sequence[Request], desc: str, max_new_tokens: int) -> list[Response]:
+    """The model's responses to `requests`, in their order: log-likelihoods and generations, each batched."""
     pairs = [p for r in requests for p in r.pairs]
-    scores = lm.loglikelihoods(pairs, f"{label} {loaded.name}") if pairs else []
+    scores = lm.loglikelihoods(pairs, desc) if pairs else []
     prompts = [r.prompt for r in requests if r.prompt is not None]
-    texts = iter(lm.generate(prompts, task.max_new_tokens, f"{label} {loaded.name}") if prompts else [])
+    texts = iter(lm.generate(prompts, max_new_tokens, desc) if prompts else [])
     responses, at = [], 0
     for r in requests:
         responses.append(Response(tuple(scores[at : at + len(r.pairs)]), next(texts) if r.prompt else ""))
         at += len(r.pairs)
-    scored = task.score(loaded.items, responses)
-    seconds = time.perf_counter() - start
-    return TaskResult(loaded.name, label, len(loaded.items), seconds, scored)
+    return responses
+
+
+def run_task(lm: LM, loaded: LoadedTask, label: str, world: World | None = None) -> TaskResult:
+    """One model on one task. With several processes each rank answers requests rank, rank + N, ...; the
+    answers are gathered on every rank, put back in order and scored there (the same numbers on each: scoring is
+    deterministic, its resamples seeded), so every rank holds the result and rank 0 writes it."""
+    world = world or World()
+    start = time.perf_counter()
+    task = loaded.task
+    requests: list[Request] = task.prepare(loaded.items, lm)  # cheap (prompts and token ids): every rank, all
+    mine = list(range(world.rank, len(requests), world.world_size))
+    answers = answer(lm, [requests[i] for i in mine], f"{label} {loaded.name}", task.max_new_tokens)
+    responses: list[Response | None] = [None] * len(requests)
+    for indices, part in gather_all(world, (mine, answers)):
+        for i, response in zip(indices, part, strict=True):
+            responses[i] = response
+    missing = [i for i, r in enumerate(responses) if r is None]
+    if missing:
+        raise RuntimeError(f"task {loaded.name}: no rank answered requests {missing[:5]}")
+    scored = task.score(loaded.items, [r for r in responses if r is not None])
+    return TaskResult(loaded.name, label, len(loaded.items), time.perf_counter() - start, scored)
 
 
 def evaluate(
@@ -214,6 +239,13 @@ def evaluate(
     """Evaluate the base model and/or runs on `cfg.eval.tasks`; write report.md/.json/.png; return the report."""
     from tuneforge.inference import LocalEngine
 
+    world = init_world()  # the process group, when a launcher started several processes
+    if world.distributed:
+        if not world.is_main:
+            logging.getLogger("tuneforge").setLevel(logging.WARNING)  # one copy of the progress lines: rank 0's
+            progress = False
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // world.local_world_size))  # cores shared
+        log.info("evaluating on %d processes: each answers a shard of every task", world.world_size)
     tasks = load_tasks(cfg)
     models = resolve_models(cfg, runs)
     out = Path(output_dir) if output_dir else output_folder(cfg, models)
@@ -224,7 +256,7 @@ def evaluate(
         lm = LM(engine.model, engine.tokenizer, cfg.eval.batch_size, progress, ref.tool_format)
         for loaded in tasks:
             torch.manual_seed(cfg.eval.seed)
-            result = run_task(lm, loaded, ref.label)
+            result = run_task(lm, loaded, ref.label, world)
             main = result.scores.metrics[loaded.task.primary].value()
             log.info(
                 "%s | %s: %s = %.4f (%d items, %.1f s)",
@@ -238,9 +270,12 @@ def evaluate(
             results.append(result)
             if ref is models[-1]:  # every model has reached this task: refresh the report (a long run keeps it)
                 done = [(t.name, t.task) for t in tasks[: tasks.index(loaded) + 1]]
-                report = write_report(build_report(cfg, done, models, results), out)
+                report = build_report(cfg, done, models, results)
+                if world.is_main:  # rank 0 alone writes the report
+                    write_report(report, out)
         del engine, lm
         gc.collect()
+    barrier()  # the other ranks leave once the report is on disk
     log.info("report written to %s", out)
     return report
 

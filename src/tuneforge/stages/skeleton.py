@@ -38,7 +38,13 @@ from tuneforge.config import MethodSection, RunConfig
 from tuneforge.distributed import DistributedError
 from tuneforge.distributed.env import World
 from tuneforge.distributed.group import all_equal, barrier, init_world, main_first
-from tuneforge.distributed.strategy import check_strategy, write_deepspeed_json
+from tuneforge.distributed.strategy import (
+    check_strategy,
+    cpu_fsdp_trainer,
+    fsdp_on_cpu,
+    shard_summary,
+    write_deepspeed_json,
+)
 from tuneforge.methods import (
     METHODS,
     MethodError,
@@ -100,6 +106,7 @@ def prepare(cfg: RunConfig) -> StageRun:
     started = time.perf_counter()
     world = init_world()  # the process group, when a launcher started several processes
     check_strategy(cfg.distributed, world)
+    check_method_shards(cfg, world)
     check_run_available(cfg)  # before any loading: never overwrite a run, fail fast on resume mistakes
     barrier()  # every rank has checked the folder before rank 0 creates it
     if not world.is_main:
@@ -108,6 +115,16 @@ def prepare(cfg: RunConfig) -> StageRun:
     with main_first(world):  # rank 0 fills the Hugging Face cache first (model.download)
         tokenizer = load_tokenizer(cfg.model)
     return StageRun(cfg, tokenizer, threads, started, world)
+
+
+def check_method_shards(cfg: RunConfig, world: World) -> None:
+    """A method with its own optimizer (GaLore, APOLLO, LoRA+) cannot train under FSDP: the Trainer refuses
+    optimizers built before it shards the model (transformers/trainer.py:715). Said here, before anything loads."""
+    if world.distributed and cfg.distributed.strategy == "fsdp" and METHODS[cfg.method.name].optimizer:
+        raise DistributedError(
+            f"method {cfg.method.name!r} builds its own optimizer, which transformers' Trainer does not accept "
+            "with FSDP (the optimizer must be built on the sharded parameters); use distributed.strategy=ddp"
+        )
 
 
 def check_world_fits(job: StageRun, train_size: int) -> None:
@@ -229,6 +246,8 @@ def build_trainer(
     """The stage's trainer with the shared parts: metrics, the method's callbacks and optimizer."""
     cfg = job.cfg
     check_world_fits(job, len(train_data))
+    if fsdp_on_cpu(cfg.distributed, job.world):
+        trainer_class = cpu_fsdp_trainer(trainer_class)  # accelerate shards only accelerator groups itself
     return trainer_class(
         model=model,
         args=args,
@@ -269,6 +288,8 @@ def train(job: StageRun, trainer: Trainer) -> TrainOutput:
             job.world.world_size,
             type(trainer.model_wrapped).__name__,
         )
+        if job.cfg.distributed.strategy == "fsdp":
+            log.info(shard_summary(trainer.model_wrapped, job.world))
     every = job.cfg.train.eval_steps
     if trainer.eval_dataset is not None and every and trainer.state.global_step % every:
         trainer.evaluate()  # the last steps fell between evaluation points
