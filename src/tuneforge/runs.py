@@ -166,10 +166,50 @@ class RunDir:
         return [json.loads(line) for line in self.metrics.read_text(encoding="utf-8").splitlines() if line]
 
 
+def adapter_run(value: str | Path) -> RunDir | None:
+    """The run that `model.adapter` names: the run folder itself, or the run whose adapter/ folder it is (None:
+    a folder outside any run, e.g. a downloaded adapter)."""
+    path = Path(value).expanduser()
+    if RunDir(path).is_run():
+        return RunDir(path)
+    parent = RunDir(path.parent)
+    if parent.is_run() and path.resolve() == parent.adapter.resolve():
+        return parent
+    return None
+
+
+def base_section(run: RunDir, _seen: frozenset[Path] = frozenset()) -> ModelConfig:
+    """The `model:` section that loads the base under the run's trained output.
+
+    A run without model.adapter, or one that folded it in (model.merge_adapter: the base is model.path with
+    that adapter merged, which `tuneforge.inference.load_base` rebuilds), is its own section. A run that
+    trained an earlier run's adapter further (model.adapter without merge) sits on that run's base, found in
+    that run's folder, recursively: a chain of continued runs keeps the folders it came from.
+    """
+    own = run.model_section()
+    if own.adapter is None or own.merge_adapter:
+        return own
+    if not Path(own.adapter).expanduser().is_dir():
+        raise RunFolderError(
+            f"run {run.root} trained further the adapter of model.adapter={own.adapter!r}, which no longer exists: "
+            "the base under this run is found there; restore that folder (or export this run while it is there)"
+        )
+    parent = adapter_run(own.adapter)
+    if parent is None:  # an adapter folder outside any run, trained on model.path
+        return own.model_copy(update={"adapter": None})
+    key = parent.root.resolve()
+    if key in _seen:
+        raise RunFolderError(f"run {run.root}: model.adapter={own.adapter!r} leads back to a run of its own chain")
+    under = base_section(parent, _seen | {key})
+    return own.model_copy(
+        update={"adapter": under.adapter, "merge_adapter": under.merge_adapter, "tokenizer": under.tokenizer}
+    )
+
+
 def model_config_of_run(run_dir: Path) -> tuple[ModelConfig, Path]:
-    """The base model section of a finished run and its trained output (adapter/ or model/)."""
+    """The base model section of a finished run (`base_section`) and its trained output (adapter/ or model/)."""
     run = RunDir(Path(run_dir))
-    model_cfg = run.model_section()
+    model_cfg = base_section(run)
     output = run.trained_output()
     if output is None:
         raise RunFolderError(f"run {run.root} has no trained output yet (neither adapter/ nor model/): did it finish?")

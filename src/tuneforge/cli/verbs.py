@@ -89,7 +89,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
-    cfg = load_config(args.config, args.overrides)
+    from tuneforge.stages.continuation import resolve_start
+
+    cfg = resolve_start(load_config(args.config, args.overrides))  # model.adapter: as the run would record it
     print(cfg.to_yaml(), end="")
     return 0
 

@@ -79,15 +79,16 @@ def apply_override(raw: dict[str, Any], item: str) -> None:
 
 
 def _normalise_method(raw: dict[str, Any], methods: MethodTable | None, origin: str) -> dict[str, Any]:
-    spec = raw.get("method", {"name": "lora"})
+    spec = raw.get("method", {})
     if isinstance(spec, str):
         spec = {"name": spec}
     if not isinstance(spec, dict):
         raise ConfigError(f"{origin}: `method` must be a method name or a mapping with `name`, got {spec!r}")
-    spec = {"name": "lora", **spec}
+    # `name` defaults to lora without being written into the spec, so the params' model_fields_set holds only
+    # what the config says (model.adapter takes the unsaid settings from the run it continues).
+    name = spec.get("name", "lora")
     if methods is None:  # no table given: only the name is checked (callers that train pass the table)
-        methods = {str(spec["name"]): MethodSection}
-    name = spec["name"]
+        methods = {str(name): MethodSection}
     if name not in methods:
         raise ConfigError(
             f"{origin}: method.name={name!r} is not a known method; allowed: {', '.join(sorted(methods))}"

@@ -42,6 +42,30 @@ class ModelConfig(Section):
         description="A hub id in `path` (org/name) not yet in the local Hugging Face cache is downloaded into it "
         "(off: only the cache is read, nothing goes over the network).",
     )
+    adapter: str | None = Field(
+        None,
+        description="Start from an earlier run: its folder (runs/NAME) or an adapter folder. Training continues "
+        "on that same adapter (its method settings stay; keys of `model:` left unset come from the run), or, with "
+        "model.merge_adapter, the adapter is folded into the base and the method applies fresh (docs/stages.md).",
+    )
+    merge_adapter: bool = Field(
+        False,
+        description="With model.adapter: fold that adapter into the base weights (peft merge_and_unload) and train "
+        "a new one with this config's method on top, instead of training the same adapter further.",
+    )
+
+    @field_validator("adapter")
+    @classmethod
+    def _adapter_named(cls, v: str | None) -> str | None:
+        if v is not None and not v.strip():
+            raise ValueError("adapter is empty; give a run folder (runs/NAME) or an adapter folder, or leave it out")
+        return v
+
+    @model_validator(mode="after")
+    def _merge_needs_adapter(self) -> ModelConfig:
+        if self.merge_adapter and self.adapter is None:
+            raise ValueError("merge_adapter=true folds model.adapter into the base, but model.adapter is not set")
+        return self
 
 
 class DatasetSpec(Section):

@@ -22,11 +22,12 @@ from tuneforge.config import ModelConfig
 from tuneforge.data.render import end_of_turn_ids, render_prompt
 from tuneforge.data.schema import Message
 from tuneforge.errors import TuneforgeError
+from tuneforge.inference.base import adapter_tokenizer, load_base
 from tuneforge.inference.batching import BatchScheduler
 from tuneforge.inference.params import GenerationParams
 from tuneforge.methods import MethodError, load_trained, merge, method_of, model_load_kwargs, saved_params
 from tuneforge.methods.qlora import is_quantized
-from tuneforge.models.loader import load_model, load_tokenizer
+from tuneforge.models.loader import load_tokenizer
 from tuneforge.utils.progress import progress_bar
 
 log = logging.getLogger("tuneforge.engine")
@@ -61,14 +62,20 @@ class LocalEngine:
         if is_full_model:
             model_cfg = model_cfg.model_copy(update={"path": str(adapter), "tokenizer": None})
             adapter = None
-        tok_cfg = model_cfg
+        if adapter is not None and model_cfg.adapter is not None and not model_cfg.merge_adapter:
+            raise EngineError(
+                f"model.adapter={model_cfg.adapter!r} puts an adapter on the base unmerged, and {adapter} would be "
+                "a second one on top; set model.merge_adapter=true to fold the first into the base"
+            )
+        tok_cfg = adapter_tokenizer(model_cfg)
         if adapter is not None and (adapter / "tokenizer_config.json").is_file():
             tok_cfg = model_cfg.model_copy(update={"tokenizer": str(adapter)})
         self.tokenizer = load_tokenizer(tok_cfg)
-        # The base is loaded the way the adapter was trained on it (e.g. 4-bit for QLoRA).
+        # The base is loaded the way the adapter was trained on it (e.g. 4-bit for QLoRA), with the adapters of
+        # model.adapter folded in where a run started from an earlier one (inference.base).
         params = saved_params(adapter) if adapter is not None else None
         load_kwargs = model_load_kwargs(params) if params is not None else {}
-        model = load_model(model_cfg, self.tokenizer, **load_kwargs)
+        model = load_base(model_cfg, self.tokenizer, **load_kwargs)
         if adapter is not None:
             model = load_trained(model, adapter, trust_remote_code=model_cfg.trust_remote_code)
             if merge_adapter:

@@ -14,8 +14,10 @@ from tuneforge.methods.full import FreezeParams, FullParams
 from tuneforge.methods.lora import LoraParams
 from tuneforge.methods.outputs import (
     METHOD_FILE,
+    adapter_base_name,
     count_parameters,
     describe,
+    is_adapter_folder,
     load_trained,
     merge,
     save_trained,
@@ -30,6 +32,7 @@ from tuneforge.methods.table import (
     method_callbacks,
     method_of,
     model_load_kwargs,
+    prepare_base,
 )
 
 __all__ = [
@@ -41,15 +44,18 @@ __all__ = [
     "LoraParams",
     "Method",
     "MethodError",
+    "adapter_base_name",
     "apply_method",
     "build_optimizer",
     "count_parameters",
     "describe",
+    "is_adapter_folder",
     "load_trained",
     "merge",
     "method_callbacks",
     "method_of",
     "model_load_kwargs",
+    "prepare_base",
     "save_trained",
     "saved_params",
 ]

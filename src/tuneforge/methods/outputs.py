@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 from tuneforge.config import MethodSection
 from tuneforge.methods import native
-from tuneforge.methods.common import MethodError, coerce
+from tuneforge.methods.common import MethodError, coerce, match_task
 from tuneforge.methods.lora import save_adapter
 from tuneforge.methods.qlora import is_quantized, merge_quantized
 from tuneforge.methods.table import apply_method, method_of
@@ -19,6 +19,7 @@ if TYPE_CHECKING:
 # The file a saved method output carries besides its weights: the method params, so a reload can finish
 # what PEFT's own loading does not (see Method.after_load) and a reader knows how it was trained.
 METHOD_FILE = "tuneforge_method.json"
+PEFT_CONFIG = "adapter_config.json"  # PEFT's own adapter config file
 
 
 def count_parameters(model: Any) -> tuple[int, int]:
@@ -81,15 +82,35 @@ def saved_params(output_dir: Path) -> MethodSection | None:
     return method.params.model_validate(spec)
 
 
-def load_trained(base_model: Any | None, output_dir: Path, *, trust_remote_code: bool = False) -> Any:
+def is_adapter_folder(folder: Path) -> bool:
+    """Whether `folder` holds an adapter `load_trained` puts on a base (PEFT's or tuneforge's own format)."""
+    return (Path(folder) / PEFT_CONFIG).is_file() or native.is_native_folder(Path(folder))
+
+
+def adapter_base_name(folder: Path) -> str | None:
+    """The base model an adapter folder says it was trained on (PEFT's base_model_name_or_path), if any."""
+    path = Path(folder) / PEFT_CONFIG
+    if not path.is_file():
+        path = Path(folder) / native.CONFIG_FILE
+    try:
+        value = json.loads(path.read_text(encoding="utf-8")).get("base_model_name_or_path")
+    except (OSError, json.JSONDecodeError):
+        return None
+    return str(value) if value else None
+
+
+def load_trained(
+    base_model: Any | None, output_dir: Path, *, trust_remote_code: bool = False, is_trainable: bool = False
+) -> Any:
     """Reload what `save_trained` wrote: an adapter on `base_model`, or the full model folder itself.
 
     The folder says which it is (adapter_config.json, tuneforge_adapter.json or config.json), so no params are
     needed. A full model is loaded in the base model's dtype when a base is given. A QLoRA adapter needs a base
-    loaded with `model_load_kwargs(params)` to reproduce the trained model exactly.
+    loaded with `model_load_kwargs(params)` to reproduce the trained model exactly. `is_trainable`: the adapter
+    trains on (model.adapter continues a run), as PEFT's `PeftModel.from_pretrained(..., is_trainable=True)`.
     """
     output_dir = Path(output_dir)
-    is_peft = (output_dir / "adapter_config.json").is_file()
+    is_peft = (output_dir / PEFT_CONFIG).is_file()
     if is_peft or native.is_native_folder(output_dir):
         if base_model is None:
             raise MethodError(f"{output_dir} is an adapter; load its base model and pass it as base_model")
@@ -97,10 +118,14 @@ def load_trained(base_model: Any | None, output_dir: Path, *, trust_remote_code:
             params = method_of(str(native.read_native_spec(output_dir)["name"])).params.model_validate(
                 native.read_native_spec(output_dir)
             )
-            return native.load_native_weights(apply_method(base_model, params), output_dir).eval()
-        from peft import PeftModel
+            # apply_method marks the native adapter's tensors trainable; loading keeps them so
+            loaded = native.load_native_weights(apply_method(base_model, params), output_dir)
+            return loaded if is_trainable else loaded.eval()
+        from peft import PeftConfig, PeftModel
 
-        model = PeftModel.from_pretrained(base_model, str(output_dir))
+        # The wrapper for the base's kind: a causal-LM adapter folded into a reward model (stage rm) is SEQ_CLS.
+        config = match_task(base_model, PeftConfig.from_pretrained(str(output_dir)))
+        model = PeftModel.from_pretrained(base_model, str(output_dir), config=config, is_trainable=is_trainable)
         params_or_none = saved_params(output_dir)
         if params_or_none is not None:
             method = method_of(params_or_none)

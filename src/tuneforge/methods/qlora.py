@@ -74,9 +74,14 @@ def qlora_load_kwargs(params: MethodSection) -> dict[str, Any]:
 
 
 def apply_qlora(model: PreTrainedModel, params: MethodSection) -> PreTrainedModel:
+    return apply_lora(prepare_quantized_base(model, params), coerce(params, QloraParams))
+
+
+def prepare_quantized_base(model: PreTrainedModel, params: MethodSection | None = None) -> PreTrainedModel:
+    """The quantised base made ready for an adapter to train on it: a fresh one (apply_qlora) or a saved one
+    trained further (model.adapter; `Method.prepare_base`)."""
     from peft import prepare_model_for_kbit_training
 
-    p = coerce(params, QloraParams)
     if not is_quantized(model):
         raise MethodError(
             "method qlora: the base model is not quantised; load it with the method's load_kwargs "
@@ -86,7 +91,7 @@ def apply_qlora(model: PreTrainedModel, params: MethodSection) -> PreTrainedMode
     # Casts the (few) non-quantised weights to fp32 and makes the input embeddings pass gradients on.
     model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
     keep_cpu_weights_trainable(model)
-    return apply_lora(model, p)
+    return model
 
 
 def release_checkpoint_pages(model: Any) -> None:

@@ -19,6 +19,9 @@ helpers below:
   allocation) → `method_callbacks(...)`.
 - `after_load(model, params) -> model`: what a reloaded adapter needs beyond PEFT's own loading (MPT's default
   task), used by `load_trained`.
+- `prepare_base(model, params) -> model`: what the loaded base needs before an adapter trains on it, a fresh
+  one (the method's `apply` calls it) or a saved one trained further (model.adapter) → `prepare_base(...)`
+  (QLoRA's k-bit preparation).
 """
 
 from __future__ import annotations
@@ -81,6 +84,7 @@ from tuneforge.methods.qlora import (
     QloraParams,
     apply_qlora,
     keep_cpu_weights_trainable,
+    prepare_quantized_base,
     qlora_load_kwargs,
 )
 
@@ -103,6 +107,7 @@ class Method:
     optimizer: Callable[[Any, MethodSection, TrainingArguments], Any] | None = None
     callbacks: Callable[[Any, MethodSection], list[TrainerCallback]] | None = None
     after_load: Callable[[Any, MethodSection], Any] | None = None
+    prepare_base: Callable[[Any, MethodSection], Any] | None = None
 
     @property
     def refused_stages(self) -> Mapping[str, StageRefusal]:
@@ -225,6 +230,7 @@ METHODS: dict[str, Method] = _table(
         summary="LoRA on a 4-bit NF4 (or 8-bit) quantised base",
         load_kwargs=qlora_load_kwargs,
         after_load=keep_cpu_weights_trainable,
+        prepare_base=prepare_quantized_base,
     ),
     Method(
         name="adalora",
@@ -431,3 +437,9 @@ def method_callbacks(model: Any, params: MethodSection) -> list[TrainerCallback]
     """Trainer callbacks the method needs while training ([] for most)."""
     method = method_of(params)
     return method.callbacks(model, coerce(params, method.params)) if method.callbacks else []
+
+
+def prepare_base(model: Any, params: MethodSection) -> Any:
+    """The loaded base made ready for a saved adapter of `params`' method to train on (most need nothing)."""
+    method = method_of(params)
+    return method.prepare_base(model, coerce(params, method.params)) if method.prepare_base else model

@@ -26,6 +26,10 @@ def load_config(source: str | Path | Mapping[str, Any] | None = None, overrides:
 
 
 def run_stage(cfg: RunConfig, **kwargs: Any) -> RunResult:
+    """Train `cfg`'s stage; a run starting from an earlier one (model.adapter) is resolved first (continuation.py)."""
+    from tuneforge.stages.continuation import resolve_start
+
+    cfg = resolve_start(cfg)
     return STAGES[cfg.stage].run(cfg, **kwargs)
 
 

@@ -35,9 +35,11 @@ class RunResult:
     total_params: int
     data_stats: dict[str, Any] = field(default_factory=dict)
     privacy: dict[str, Any] | None = None  # DP-SGD runs: the (ε, δ) spent and how (tuneforge.privacy.dp)
+    # model.adapter runs: the run (and adapter) this one started from, folded in or trained further
+    parent: dict[str, Any] | None = None
 
     def summary(self) -> dict[str, Any]:
-        skipped = {"data_stats"} | ({"privacy"} if self.privacy is None else set())
+        skipped = {"data_stats"} | {k for k in ("privacy", "parent") if getattr(self, k) is None}
         return {k: (str(v) if isinstance(v, Path) else v) for k, v in self.__dict__.items() if k not in skipped}
 
 

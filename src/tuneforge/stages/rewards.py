@@ -145,6 +145,7 @@ def load_reward_model(run: Path) -> tuple[Any, Any]:
     """The reward model of a finished stage rm run (adapter merged where it can be) and its tokenizer."""
     from transformers import AutoModelForSequenceClassification
 
+    from tuneforge.inference.base import load_base
     from tuneforge.methods import METHODS, load_trained, merge, saved_params
     from tuneforge.models.loader import load_model, load_tokenizer
 
@@ -157,7 +158,7 @@ def load_reward_model(run: Path) -> tuple[Any, Any]:
         whole = model_cfg.model_copy(update={"path": str(output)})
         model = load_model(whole, tokenizer, AutoModelForSequenceClassification)
     else:
-        base = load_model(model_cfg, tokenizer, AutoModelForSequenceClassification, num_labels=1)
+        base = load_base(model_cfg, tokenizer, AutoModelForSequenceClassification, num_labels=1)  # with model.adapter
         model = load_trained(base, output, trust_remote_code=model_cfg.trust_remote_code)
         params = saved_params(output)
         if params is not None and METHODS[params.name].mergeable:

@@ -12,6 +12,10 @@ one stage knows them all and every method of the method table works with every s
 - train: `train(job, trainer)` (readable progress, resume, a last evaluation);
 - finish: `finish(job, trainer, output, counts, stats)` (the adapter or model saved, result.json).
 
+A run that starts from an earlier one (model.adapter) was resolved before its stage ran (continuation.py:
+`resolve_start`, called by `run_stage`); `load_trainable` then loads that run's base and trains its adapter
+further, or folds it in and applies the method fresh; result.json notes the earlier run (`parent`).
+
 With `privacy:` (DP-SGD, stages sft and pt) the stage also plans the privacy from its training rows before the
 model loads (`privacy_plan`), and builds its trainer class with opacus inside (`private`, `privacy_arguments`,
 `privacy_kwargs`; the trainer is tuneforge.privacy.dp_trainer's); finish writes the (ε, δ) spent into result.json.
@@ -45,6 +49,7 @@ from tuneforge.distributed.strategy import (
     shard_summary,
     write_deepspeed_json,
 )
+from tuneforge.inference.base import load_base
 from tuneforge.methods import (
     METHODS,
     MethodError,
@@ -56,10 +61,11 @@ from tuneforge.methods import (
     model_load_kwargs,
     save_trained,
 )
-from tuneforge.models.loader import load_model, load_tokenizer
+from tuneforge.models.loader import load_tokenizer
 from tuneforge.runs import RunDir, check_run_available, open_run
 from tuneforge.stages.callbacks import ReadableProgress, RunMetrics
 from tuneforge.stages.common import RunResult, final_losses, prepare_resume, set_threads
+from tuneforge.stages.continuation import continued_adapter, start_record, train_further
 
 log = logging.getLogger("tuneforge.train")
 
@@ -172,18 +178,23 @@ def load_trainable(
     job: StageRun, auto_class: Any = None, before_method: Callable[[Any], None] | None = None, **kwargs: Any
 ) -> tuple[Any, tuple[int, int]]:
     """The model (seeded, so adapter initialisation does not depend on what ran before) with the method
-    applied, and its (trainable, total) parameter counts. `before_method` adjusts the bare model first."""
+    applied, and its (trainable, total) parameter counts. `before_method` adjusts the bare model first.
+
+    With model.adapter (continuation.py) the base is the earlier run's, and either that run's adapter trains on
+    (loaded trainable) or it is folded into the base (model.merge_adapter) and the method applies fresh."""
     job.reload = lambda: load_trainable(job, auto_class, before_method, **kwargs)[0]  # see whole_model()
     cfg = job.cfg
     set_seed(cfg.train.seed)
-    model = load_model(cfg.model, job.tokenizer, auto_class, **kwargs, **model_load_kwargs(cfg.method))
+    further = continued_adapter(cfg)
+    base = further.base if further is not None else cfg.model
+    model = load_base(base, job.tokenizer, auto_class, **kwargs, **model_load_kwargs(cfg.method))
     if before_method is not None:
         before_method(model)
     # No KV cache while training: it is useless there, and transformers only detects packed sequences
     # (position ids restarting) when no cache object exists, so with a cache packed samples would attend
     # to each other.
     model.config.use_cache = False
-    model = apply_method(model, cfg.method)
+    model = train_further(model, cfg, further) if further is not None else apply_method(model, cfg.method)
     trainable, total = count_parameters(model)
     log.info("%s | %d threads", describe(model, cfg.method), job.threads)
     return model, (trainable, total)
@@ -341,6 +352,7 @@ def finish(
         total_params=counts[1],
         data_stats=stats,
         privacy=trainer.privacy_report() if job.privacy is not None else None,  # type: ignore[attr-defined]
+        parent=start_record(cfg),
     )
     if result.privacy is not None:
         log.info(privacy_line(result.privacy))
