@@ -19,6 +19,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import yaml
 
@@ -152,14 +153,65 @@ def select_overrides(out: Path) -> list[str] | None:
     return [*SELECT_TRAIN, f"data.dataset_dir={folder}", f"data.datasets=[{names}]"]
 
 
+def _json(path: Path) -> dict[str, Any] | None:
+    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
+
+
+def _ci(e: dict[str, Any], signed: bool = False) -> str:
+    f = (lambda x: f"{x:+.3f}") if signed else (lambda x: f"{x:.3f}")
+    return f"{f(e['value'])} [{f(e['ci95_low'])}, {f(e['ci95_high'])}]"
+
+
+def report(out: Path) -> str:
+    """OUT/study.md: per arm its privacy accounting and training, then the held-out scores of OUT/eval (with the
+    paired differences to the base), from the files the arms and the eval wrote."""
+    lines = [
+        "| arm | steps | noise σ | ε PRV | ε RDP | δ | train wall | final train loss |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for arm in [*ARMS, SELECT_ARM]:
+        res = _json(out / "runs" / arm / "result.json")
+        if res is None:
+            lines.append(f"| {arm} | not run | | | | | | |")
+            continue
+        priv = res.get("privacy")
+        if arm == SELECT_ARM and (sel := _json(out / "select" / "selection.json")) is not None:
+            priv = {"noise_multiplier": sel.get("noise_multiplier"), "epsilon_prv": sel.get("epsilon_prv")}
+            priv |= {"epsilon_rdp": sel.get("epsilon_rdp"), "delta": sel.get("delta")}
+        if priv:
+            eps = f"{priv['epsilon_prv']:.2f} | {priv['epsilon_rdp']:.2f}"
+            acc = f"{priv['noise_multiplier']:.3f} | {eps} | {priv['delta']:.2g}"
+        else:
+            acc = "0 | ∞ | ∞ | "
+        wall = f"{res['seconds'] / 60:.0f} min"
+        lines.append(f"| {arm} | {res['steps']} | {acc} | {wall} | {res['train_loss']:.4f} |")
+    ev = _json(out / "eval" / "report.json")
+    if ev is not None:
+        task = ev["tasks"][0]
+        metric = task["primary"]
+        diffs = {c["model"]: c for c in task["comparisons"] if c["metric"] == metric}
+        lines += ["", f"| model | {metric} [95% CI] | − base [95% CI] |", "|---|---|---|"]
+        for m in ev["models"]:
+            label = m["label"]
+            diff = _ci(diffs[label], signed=True) if label in diffs else ""
+            lines.append(f"| {label} | {_ci(task['scores'][label][metric])} | {diff} |")
+    text = "\n".join(lines) + "\n"
+    (out / "study.md").write_text(text, encoding="utf-8")
+    return text
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--out", default="runs/privacy-study")
     p.add_argument("--arms", default=",".join([*ARMS, SELECT_ARM]))
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--no-eval", action="store_true")
+    p.add_argument("--report", action="store_true", help="only write OUT/study.md from the finished arms and eval")
     a = p.parse_args(argv)
     out = Path(a.out)
+    if a.report:
+        print(report(out), end="")
+        return 0
     out.mkdir(parents=True, exist_ok=True)
     if not (out / "data" / "dataset_info.json").is_file():
         write_data(out / "data")
@@ -204,6 +256,8 @@ def main(argv: list[str] | None = None) -> int:
             stderr=subprocess.STDOUT,
         )
     log(out, f"eval: exit {rc}; report in {out / 'eval'}")
+    if rc == 0:
+        report(out)
     return rc
 
 
