@@ -8,7 +8,8 @@ from typing import Any
 
 
 def plot_loss(records: Sequence[dict[str, Any]], out: Path, title: str) -> Path | None:
-    """Training loss per step (with a smoothed line) and validation loss, if any; None when nothing was logged."""
+    """Training loss per step (with a smoothed line) and validation loss, if any; for a DP-SGD run also the ε
+    spent by each accountant, on a second axis. None when nothing was logged."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -31,7 +32,19 @@ def plot_loss(records: Sequence[dict[str, Any]], out: Path, title: str) -> Path 
     ax.set_ylabel("loss")
     ax.set_title(title)
     ax.grid(alpha=0.3)
-    ax.legend()
+    handles, labels = ax.get_legend_handles_labels()
+    spent = {k: [(r["step"], r[k]) for r in records if k in r and "step" in r] for k in ("epsilon_prv", "epsilon_rdp")}
+    if any(spent.values()):
+        eps_ax = ax.twinx()
+        for (key, points), color in zip(spent.items(), ("#31a354", "#756bb1"), strict=True):
+            if points:
+                xs, ys = zip(*points, strict=True)
+                eps_ax.plot(xs, ys, "--", color=color, lw=1.5, label=f"ε spent ({key.split('_')[1].upper()})")
+        eps_ax.set_ylabel("ε spent")
+        eps_ax.set_ylim(bottom=0)
+        more = eps_ax.get_legend_handles_labels()
+        handles, labels = handles + more[0], labels + more[1]
+    ax.legend(handles, labels)
     fig.tight_layout()
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out)
