@@ -172,7 +172,9 @@ def report(out: Path) -> str:
     for arm in [*ARMS, SELECT_ARM]:
         res = _json(out / "runs" / arm / "result.json")
         if res is None:
-            lines.append(f"| {arm} | not run | | | | | | |")
+            ckpts = sorted((out / "runs" / arm / "checkpoints").glob("checkpoint-*"), key=lambda c: int(c.name[11:]))
+            state = f"stopped at {ckpts[-1].name} (resumes)" if ckpts else "not run"
+            lines.append(f"| {arm} | {state} | | | | | | |")
             continue
         priv = res.get("privacy")
         if arm == SELECT_ARM and (sel := _json(out / "select" / "selection.json")) is not None:
