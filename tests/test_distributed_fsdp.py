@@ -1,10 +1,14 @@
 """FSDP2 on 2 CPU processes (gloo) through the real launcher, on the tiny model: the parameters really are
 sharded (DTensors, about half of each on every rank), the losses equal one process's with the same global
-batch, and rank 0 saves a whole, loadable adapter (equal to the one-process adapter) or full model."""
+batch, and rank 0 saves a whole, loadable adapter (equal to the one-process adapter) or full model; a TRL stage
+(DPO) killed after a sharded checkpoint resumes to the uninterrupted losses."""
 
 from __future__ import annotations
 
 import re
+import subprocess
+import sys
+import textwrap
 from pathlib import Path
 
 import pytest
@@ -12,8 +16,9 @@ import torch
 import yaml
 from safetensors.torch import load_file
 
-from tests.test_distributed_runs import tuneforge, write
+from tests.test_distributed_runs import ENV, KILLER, ROOT, tuneforge, write
 from tests.test_sft import losses, make_cfg
+from tests.test_stages_dpo import dpo_cfg
 
 SHARDS = re.compile(
     r"FSDP2 shards (\d+) of (\d+) parameter elements \(\d+%\) over 2 processes: rank 0 holds (\d+), rank 1 holds (\d+)"
@@ -81,3 +86,36 @@ def test_fsdp_full_fine_tuning_saves_a_whole_loadable_model(tmp_path: Path, tiny
     assert saved.keys() == base.keys()
     assert all(saved[k].shape == base[k].shape for k in base)  # gathered whole, not one rank's shard
     assert any(not torch.equal(saved[k], base[k]) for k in base)  # and trained
+
+
+@pytest.mark.slow  # a killed and a resumed 2-process run, and a one-process reference
+def test_fsdp_dpo_killed_after_a_sharded_checkpoint_resumes_to_the_uninterrupted_losses(
+    tmp_path: Path, tiny_model_dir: Path
+) -> None:
+    train = {"max_steps": 4, "save_steps": 2, "logging_steps": 1}
+    raw = dpo_cfg(tmp_path, tiny_model_dir, name="crash", train={**train, "batch_size": 2})
+    raw["distributed"] = {"strategy": "fsdp"}
+    crash = write(tmp_path, raw)
+    script = tmp_path / "killer.py"
+    script.write_text(textwrap.dedent(KILLER).replace("global_step == 6", "global_step == 2"), encoding="utf-8")
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node=2", "--standalone"]
+    killed = subprocess.run([*torchrun, str(script), str(crash)], env=ENV, cwd=ROOT, capture_output=True, text=True)
+    assert killed.returncode != 0
+    run = tmp_path / "runs" / "crash"
+    checkpoint = run / "checkpoints" / "checkpoint-2"
+    assert (checkpoint / "pytorch_model_fsdp.bin").is_file() and not (run / "adapter").exists()
+
+    done = tuneforge("train", str(crash), "--resume", "--nproc", "2")
+    assert done.returncode == 0, done.stderr[-3000:]
+    check_sharded(done.stderr)
+    one = write(tmp_path, dpo_cfg(tmp_path, tiny_model_dir, name="one", train={**train, "batch_size": 4}))
+    assert tuneforge("train", str(one)).returncode == 0
+    got, want = losses(run), losses(tmp_path / "runs" / "one")
+    assert [s for s, _ in got] == [1, 2, 3, 4]  # steps 3-4 by the resumed run, from step 2's sharded state
+    assert [v for _, v in got] == pytest.approx([v for _, v in want], rel=1e-4)
+    # rank 0 saved the trained adapter gathered whole, without TRL's reference copy
+    sharded = load_file(str(run / "adapter" / "adapter_model.safetensors"))
+    single = load_file(str(tmp_path / "runs" / "one" / "adapter" / "adapter_model.safetensors"))
+    assert sharded.keys() == single.keys() and not any(".ref." in k for k in sharded)
+    for name, tensor in single.items():
+        torch.testing.assert_close(sharded[name], tensor, rtol=1e-3, atol=1e-5, msg=name)

@@ -393,6 +393,9 @@ def whole_model(job: StageRun, trainer: Trainer) -> Any:
     if job.reload is None:
         raise RuntimeError("whole_model: the model was not loaded with load_trainable")
     fresh = job.reload()
+    # adapters the trainer added beside the trained one (TRL's DPO / KTO "ref" copy) are not in the fresh model
+    extra = set(getattr(trainer.model, "peft_config", None) or {}) - set(getattr(fresh, "peft_config", None) or {})
+    state = {k: v for k, v in state.items() if not extra.intersection(k.split("."))}
     unexpected = fresh.load_state_dict(state, strict=False).unexpected_keys
     if unexpected:
         raise RuntimeError(f"the gathered state dict has keys the model lacks: {unexpected[:5]}")
