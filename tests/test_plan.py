@@ -125,6 +125,8 @@ def test_preset_totals_are_the_published_sizes() -> None:
     assert load_shape("smollm2-135m").skeleton.total() == 134_515_008
     assert load_shape("0.5b").skeleton.total() == 494_032_768  # Qwen2.5-0.5B: 0.49B
     assert load_shape("7b").skeleton.total() == 6_738_415_616  # Llama-2-7B: 6.74B
+    assert load_shape("33b").skeleton.total() == 32_528_943_616  # LLaMA-33B: 32.5B
+    assert load_shape("65b").skeleton.total() == 65_285_660_672  # LLaMA-65B: 65.2B
     assert load_shape("70b").skeleton.total() == 68_976_648_192  # Llama-2-70B: 69.0B
 
 

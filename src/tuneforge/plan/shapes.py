@@ -109,6 +109,16 @@ PRESETS: dict[str, dict[str, Any]] = {
         "vocab_size": 152064,
         "max_position_embeddings": 32768,
     },
+    "33b": {  # LLaMA-33B, the QLoRA paper's 33B (huggyllama/llama-30b config.json; 32.5B parameters)
+        "model_type": "llama",
+        "hidden_size": 6656,
+        "intermediate_size": 17920,
+        "num_hidden_layers": 60,
+        "num_attention_heads": 52,
+        "num_key_value_heads": 52,
+        "vocab_size": 32000,
+        "max_position_embeddings": 2048,
+    },
     "65b": {  # LLaMA-65B (the QLoRA paper's largest model)
         "model_type": "llama",
         "hidden_size": 8192,
