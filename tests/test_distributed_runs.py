@@ -47,6 +47,9 @@ def test_sft_on_two_processes_equals_one_process_with_the_same_global_batch(tmp_
     assert done.returncode == 0, done.stderr[-3000:]
     assert done.stdout.count("done: 4 steps") == 1  # one summary line per job
     assert "trained data-parallel: ddp over 2 processes (model wrapped as DistributedDataParallel)" in done.stderr
+    # the plain loss of a data-parallel run is said once, as information: nothing for the user to fix
+    assert done.stderr.count("label-only chunked loss: off (2 processes") == 1
+    assert " W tuneforge." not in done.stderr, done.stderr[-3000:]
     assert tuneforge("train", str(one)).returncode == 0
     runs = tmp_path / "runs"
     got, want = losses(runs / "two"), losses(runs / "one")

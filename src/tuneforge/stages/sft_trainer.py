@@ -40,8 +40,10 @@ class SFTTrainer(Trainer):
         if self.accelerator.num_processes > 1:
             # The chunked path runs the model's parts outside the DDP / FSDP / DeepSpeed wrapper, which would skip
             # the wrapper's gradient all-reduce (each rank would step on its own gradient).
-            n = self.accelerator.num_processes
-            log.warning("train.label_only_logits: not applied (%d processes: the plain loss)", n)
+            # The plain loss is the right one here, not a fault the user could fix: an info line, once (rank 0).
+            if self.accelerator.is_main_process:
+                n = self.accelerator.num_processes
+                log.info("label-only chunked loss: off (%d processes: the plain loss, all-reduced by the wrapper)", n)
             return
         parts = label_only_parts(self.accelerator.unwrap_model(model))
         if isinstance(parts, str):
