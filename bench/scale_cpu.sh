@@ -91,7 +91,7 @@ for arm in lora-ddp lora-fsdp full-ddp full-fsdp; do
   extra=(); [[ $arm == *-fsdp ]] && extra=(distributed.strategy=fsdp)
   PEAK_OUT="$OUT" PEAK_NAME=$arm timed "peak-$arm" python -m torch.distributed.run --nproc-per-node=2 --standalone \
     "$OUT/peak.py" "$cfg" name="peak-$arm" train.batch_size=2 train.threads=1 "${COMMON[@]}" train.max_steps=4 \
-    train.save_steps=100 "${extra[@]}"
+    train.save_steps=100 ${extra[@]+"${extra[@]}"}
 done
 
 python - "$OUT" <<'PY'
@@ -116,7 +116,8 @@ print(f"max relative difference, 2 procs vs 1: {rel(two, one):.2e} (vs the plain
 print(f"max relative difference, resumed vs uninterrupted 2-proc run: {rel(resumed, two):.2e}")
 print(f"max relative difference, FSDP vs DDP (2 procs): {rel(fsdp, two):.2e}; FSDP resumed vs FSDP: {rel(fsdp_resumed, fsdp):.2e}")
 print()
-print("| run (2 processes) | after loading, MiB (rank 0 / 1) | training phase peak, MiB (rank 0 / 1) | whole command peak, MiB |")
+print("| run (2 processes) | high-water mark up to training, MiB (rank 0 / 1) | training phase peak, MiB (rank 0 / 1) |"
+      " training start to exit (GNU time), MiB |")
 print("|---|---|---|---|")
 for arm in ["lora-ddp", "lora-fsdp", "full-ddp", "full-fsdp"]:
     ranks = [json.loads((out / f"{arm}.rank{r}.json").read_text()) for r in (0, 1)]

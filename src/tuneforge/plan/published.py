@@ -429,7 +429,7 @@ def lf_section(rs: list[Row]) -> list[str]:
         groups.setdefault((r.figure.claim, r.figure.bits, f"`{s.method['name']}` {s.precision}"), []).append(r)
     table = lf_table()
     for (label, bits, plan), group in groups.items():
-        cells = [f"{r.figure.published_gib:g} → {_gib(r.predicted)} ({r.ratio:.2f})" for r in group]
+        cells = [f"{r.figure.published_gib:g} → {_gib(r.predicted)} ({r.ratio:.3f})" for r in group]
         theirs = f"{rule(table[(label, bits)][X_COLUMN]):g}"
         ours = f"{group[0].per_param:.2f} – {group[-1].per_param:.2f}"
         lines.append(f"| {label} | {bits} | {plan} | {' | '.join(cells)} | {theirs} | {ours} | {group[0].figure.why} |")

@@ -393,12 +393,19 @@ def whole_model(job: StageRun, trainer: Trainer) -> Any:
     if job.reload is None:
         raise RuntimeError("whole_model: the model was not loaded with load_trainable")
     fresh = job.reload()
-    # adapters the trainer added beside the trained one (TRL's DPO / KTO "ref" copy) are not in the fresh model
+    # Adapters the trainer added beside the trained one (the "ref" copy TRL's DPO / KTO / GRPO trainers make,
+    # removed by drop_reference_adapter before saving) are not in the fresh model: their keys are left out; any
+    # other key the fresh model lacks, or a trained adapter key the gather did not deliver, is an error.
     extra = set(getattr(trainer.model, "peft_config", None) or {}) - set(getattr(fresh, "peft_config", None) or {})
-    state = {k: v for k, v in state.items() if not extra.intersection(k.split("."))}
-    unexpected = fresh.load_state_dict(state, strict=False).unexpected_keys
-    if unexpected:
-        raise RuntimeError(f"the gathered state dict has keys the model lacks: {unexpected[:5]}")
+    own = fresh.state_dict().keys()
+    state = {k: v for k, v in state.items() if k in own or not extra.intersection(k.split("."))}
+    loaded = fresh.load_state_dict(state, strict=False)
+    if loaded.unexpected_keys:
+        raise RuntimeError(f"the gathered state dict has keys the model lacks: {loaded.unexpected_keys[:5]}")
+    trained = {n for n, p in fresh.named_parameters() if p.requires_grad}
+    missing = sorted(trained.intersection(loaded.missing_keys))
+    if missing:
+        raise RuntimeError(f"the gathered state dict lacks trained parameters: {missing[:5]}")
     return fresh
 
 
