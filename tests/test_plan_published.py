@@ -25,10 +25,10 @@ from tuneforge.plan.published import (
     Row,
     lf_table,
     main,
-    markdown,
     rows,
     rule,
 )
+from tuneforge.plan.published_report import markdown
 from tuneforge.plan.shapes import load_shape
 
 DOC = Path(__file__).resolve().parents[1] / "docs" / "plan.md"
