@@ -21,3 +21,27 @@ def test_identity_test_questions_are_held_out() -> None:
     test = {r["instruction"] for r in json.loads((HERE / "identity_test.json").read_text())}
     assert not train & test
     assert all("{{name}}" in r["output"] for r in json.loads((HERE / "identity.json").read_text()))
+
+
+def test_hard_dates_are_held_out_and_say_what_they_mean() -> None:
+    import datetime
+    import re
+
+    from tuneforge.data.synthetic.hard_dates import WEEKDAYS, ordinal_word
+
+    assert [ordinal_word(d) for d in (1, 12, 20, 21, 30, 31)] == [
+        "first", "twelfth", "twentieth", "twenty-first", "thirtieth", "thirty-first"
+    ]  # fmt: skip
+    load = lambda name: json.loads((HERE / name).read_text())  # noqa: E731
+    test = load("iso_dates_hard_test.json")
+    trained = {r["output"] for name in ("iso_dates.json", "iso_dates_hard.json") for r in load(name)}
+    assert len(test) == 200 and not trained & {r["output"] for r in test}
+    for row in test:
+        y, m, d = map(int, row["output"].split("-"))
+        text = row["instruction"]
+        assert str(y) in text, text
+        weekday = re.search("|".join(WEEKDAYS), text)
+        if weekday:  # a stated weekday is the true one
+            assert weekday.group(0) == WEEKDAYS[datetime.date(y, m, d).weekday()], text
+        if "(day.month.year)" in text:
+            assert f"{d:02d}.{m:02d}.{y}" in text, text

@@ -4,6 +4,8 @@
   (LLaMA-Factory's identity idea, our own wording); a held-out set asks with wordings not used in training.
 - iso_dates: a small skill the embedded model lacks: rewrite a date written in words as ISO 8601 (YYYY-MM-DD).
   Test dates never occur in training.
+- iso_dates_hard / iso_dates_hard_test: the same skill in wordings iso_dates never shows (hard_dates.py), for
+  the GRPO study in docs/rl.md; their dates occur in no other set.
 - zh_dates.txt: a Chinese domain corpus (calendar facts, weather reports, ISO dates; one document per line) for
   continued pre-training with vocabulary extension; the English-centric base tokenizer spends many tokens
   per Chinese character on it. Weekdays are computed, so every sentence is true.
@@ -20,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from tuneforge.data.recipes.tools import SCHEMAS, load_schemas, tool_conversations
+from tuneforge.data.synthetic.hard_dates import hard_date_records
 
 HERE = Path(__file__).resolve().parent
 
@@ -225,6 +228,10 @@ def build_all() -> dict[str, Any]:
         "iso_dates_pref.json": iso_date_pairs(seed=5, n=96, exclude=seen),
         "iso_dates_pref_test.json": iso_date_pairs(seed=6, n=40, exclude=seen),
     }
+    # harder wordings of the same skill (docs/rl.md's GRPO study): prompts to train on, a held-out set to score
+    for name, seed, n in (("iso_dates_hard.json", 9, 240), ("iso_dates_hard_test.json", 10, 200)):
+        rng = random.Random(seed)
+        files[name] = hard_date_records(rng, _dates(rng, n, seen))
     files["iso_dates_kto.json"] = iso_date_kto(files["iso_dates_pref.json"])
     files["zh_dates.txt"] = zh_date_corpus(seed=7, n=400)
     # tool use (docs/tooluse.md): the tools recipe on its 20 shipped company APIs, none of them BFCL's
