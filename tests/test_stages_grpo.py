@@ -110,6 +110,7 @@ def test_grpo_two_steps_change_the_adapter_and_log_rewards(tmp_path: Path, tiny_
     total = first["rewards"]["variety"] + first["rewards"]["exact_answer"] + 0.5 * first["rewards"]["regex"]
     assert first["reward"] == pytest.approx(total, abs=1e-5)
     assert json.loads((run / "result.json").read_text())["steps"] == 2
+    assert (run / "plots" / "reward.png").stat().st_size > 0  # the reward curve a person watches
 
 
 def test_a_reward_that_raises_stops_the_run_naming_function_and_sample(tmp_path: Path, tiny_model_dir: Path) -> None:
@@ -171,3 +172,56 @@ def test_a_stage_rm_run_scores_answers(tmp_path: Path, tiny_model_dir: Path) -> 
     not_rm = GrpoConfig(rewards=[RewardSpec(name="reward_model", run=str(tmp_path))])
     with pytest.raises(RewardError, match="not a tuneforge run folder"):
         build_rewards(RewardContext(not_rm, rm_cfg.model))
+
+
+def test_grpo_killed_after_a_checkpoint_resumes_to_the_uninterrupted_rewards(
+    tmp_path: Path, tiny_model_dir: Path
+) -> None:
+    """A kill right after the step-2 checkpoint, then `--resume`: steps 3-4 sample and score what an
+    uninterrupted run does (the Trainer restores the sampling RNG), and the run finishes with its adapter."""
+    import textwrap
+
+    from tests.test_sft import KILLER
+
+    rewards = [{"name": "regex", "pattern": r"\d"}, {"name": "length_penalty", "target": 4}]
+
+    def config(name: str) -> Path:
+        folder = tmp_path / name
+        folder.mkdir()
+        path = grpo_cfg(folder, tiny_model_dir, rewards)
+        raw = yaml.safe_load(path.read_text())
+        raw["train"].update(max_steps=4, save_steps=2)
+        raw["output"]["dir"] = str(tmp_path / "runs")
+        raw["name"] = name
+        path.write_text(yaml.safe_dump(raw), encoding="utf-8")
+        return path
+
+    assert train_in_child(config("ref")).returncode == 0
+    crash = config("crash")
+    env = {**__import__("os").environ, "OMP_NUM_THREADS": "1"}
+    script = textwrap.dedent(KILLER.format(kill_at=2))
+    killed = subprocess.run(
+        [sys.executable, "-c", script, str(crash)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=WATCHDOG_S,
+        env=env,
+    )
+    assert killed.returncode == -9, killed.stderr[-2000:]
+    run = tmp_path / "runs" / "crash"
+    assert (run / "checkpoints" / "checkpoint-2").is_dir() and not (run / "adapter").exists()
+    resumed = subprocess.run(
+        [sys.executable, "-m", "tuneforge.cli", "train", str(crash), "--resume"],
+        cwd=REPO, capture_output=True, text=True, timeout=WATCHDOG_S, env=env,
+    )  # fmt: skip
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+
+    def rewards_by_step(name: str) -> dict[int, float]:
+        rows = [json.loads(line) for line in (tmp_path / "runs" / name / "metrics.jsonl").read_text().splitlines()]
+        return {r["step"]: r["reward"] for r in rows if "reward" in r}
+
+    got, want = rewards_by_step("crash"), rewards_by_step("ref")
+    assert sorted(got) == [1, 2, 3, 4]
+    assert [got[s] for s in (3, 4)] == pytest.approx([want[s] for s in (3, 4)], abs=1e-5)
+    assert (run / "adapter" / "adapter_model.safetensors").is_file()

@@ -11,13 +11,14 @@ from transformers import TrainerCallback, TrainerControl, TrainerState, Training
 from transformers.trainer_callback import ProgressCallback
 
 from tuneforge.runs import RunDir
-from tuneforge.utils.plots import plot_loss
+from tuneforge.utils.plots import plot_loss, plot_rewards
 
 log = logging.getLogger("tuneforge.train")
 
 
 class RunMetrics(TrainerCallback):
-    """Appends every Trainer log to runs/<name>/metrics.jsonl and redraws plots/loss.png as training goes.
+    """Appends every Trainer log to runs/<name>/metrics.jsonl and redraws plots/loss.png (and, for RL stages,
+    plots/reward.png) as training goes.
 
     The Trainer calls it in every process; only rank 0's run folder writes (RunDir.writes), and the logged
     values are already gathered over the ranks by the Trainer."""
@@ -58,6 +59,8 @@ class RunMetrics(TrainerCallback):
         self._logs += 1
         if "loss" in record and self._logs % self.plot_every == 0:
             plot_loss(self.run.read_metrics(), self.run.plots / "loss.png", self.title)
+            if "reward" in record:
+                plot_rewards(self.run.read_metrics(), self.run.plots / "reward.png", self.title)
 
     def on_train_end(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kw: Any):
         if not self.run.writes:
@@ -65,6 +68,9 @@ class RunMetrics(TrainerCallback):
         path = plot_loss(self.run.read_metrics(), self.run.plots / "loss.png", self.title)
         if path is not None:
             log.info("loss curve: %s", path)
+        rewards = plot_rewards(self.run.read_metrics(), self.run.plots / "reward.png", self.title)
+        if rewards is not None:
+            log.info("reward curve: %s", rewards)
 
 
 # Trainer log keys -> short labels for the progress line; anything else is left out of the line (it is in
