@@ -89,7 +89,9 @@ class ArmSpec(Section):
         kind = ARM_KINDS[self.kind]
         if kind.trains and not self.method:
             raise ValueError(f"kind {self.kind!r} trains a run: name its method (method: lora)")
-        stray = [k for k in ("method", "train_on", "overrides") if k in self.model_fields_set and not kind.trains]
+        stray: list[str] = [
+            k for k in ("method", "train_on", "overrides") if k in self.model_fields_set and not kind.trains
+        ]
         stray += [k for k in FEW_SHOT_KEYS if k in self.model_fields_set and kind.prompt != "few_shot"]
         if stray:
             raise ValueError(f"{', '.join(stray)} does not apply to an arm of kind {self.kind!r}")
