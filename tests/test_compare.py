@@ -20,25 +20,25 @@ from tuneforge.errors import TuneforgeError
 
 
 def write_test(path: Path, n: int = 6) -> Path:
-    rows = [{"instruction": f"What is {i} plus {i}?", "input": "", "output": f"{i} plus {i} is {2 * i}."} for i in
-            range(100, 100 + n)]  # fmt: skip
+    rows = [
+        {"instruction": f"What is {i} plus {i}?", "input": "", "output": f"{i} plus {i} is {2 * i}."}
+        for i in range(100, 100 + n)
+    ]
     path.write_text(json.dumps(rows), encoding="utf-8")
     return path
 
 
 def compare_raw(tmp_path: Path, model_dir: Path, arms: list[dict[str, Any]], **sections: Any) -> dict[str, Any]:
     task = {"name": "sums", "type": "generation", "format": "alpaca", "path": str(write_test(tmp_path / "t.json"))}
-    raw = make_cfg(
-        tmp_path,
-        model_dir,
-        name="cmp",
-        eval={"tasks": [{**task, "metrics": ["exact_match", "f1"], "max_new_tokens": 4}], "bootstrap": 50},
-        rag={"embedder": "none", "retriever": "bm25"},
-        train={"max_steps": 1, "batch_size": 2, "threads": 1},
-        compare={"arms": arms, "out": str(tmp_path / "cmp")},
-        **sections,
-    )
-    return raw
+    given = {
+        "eval": {"tasks": [{**task, "metrics": ["exact_match", "f1"], "max_new_tokens": 4}], "bootstrap": 50},
+        "rag": {"embedder": "none", "retriever": "bm25"},
+        "train": {"max_steps": 1, "batch_size": 2, "threads": 1},
+        "compare": {"arms": arms, "out": str(tmp_path / "cmp")},
+    }
+    for key, value in sections.items():  # a section given here adds to (or replaces) the defaults above
+        given[key] = {**given.get(key, {}), **value} if isinstance(value, dict) and key != "data" else value
+    return make_cfg(tmp_path, model_dir, name="cmp", **given)
 
 
 def cfg_of(
@@ -98,8 +98,10 @@ def test_every_bad_arm_is_named_before_anything_runs(tmp_path: Path, tiny_model_
         plan_compare(cfg)
     text = str(e.value)
     assert text.startswith("4 of 5 arms cannot run")
-    assert "compare.arms[1] (few_shot_random_k99): k=99 is larger than the training split (24 samples of " \
-           "data.datasets)" in text  # fmt: skip
+    assert (
+        "compare.arms[1] (few_shot_random_k99): k=99 is larger than the training split (24 samples of "
+        "data.datasets)" in text
+    )
     assert "compare.arms[2] (lorra): method 'lorra' is not in the method table (did you mean 'lora'?)" in text
     assert "compare.arms[3] (rag): a RAG arm needs documents to retrieve from: set rag.documents" in text
     assert "compare.arms[4] (lora): method.r = 0: Input should be greater than 0" in text
@@ -108,7 +110,7 @@ def test_every_bad_arm_is_named_before_anything_runs(tmp_path: Path, tiny_model_
 
 def test_the_task_must_be_one_held_out_task_without_its_own_shots(tmp_path: Path, tiny_model_dir: Path) -> None:
     cfg = cfg_of(tmp_path, tiny_model_dir, [{"kind": "zero_shot"}], task={})
-    with pytest.raises(CompareError, match="compare scores one held-out task, but eval.tasks has 0"):
+    with pytest.raises(CompareError, match=r"compare scores one held-out task, but eval\.tasks has 0"):
         plan_compare(cfg)
     cfg = cfg_of(tmp_path, tiny_model_dir, [{"kind": "zero_shot"}], task={"fewshot": 2})
     with pytest.raises(TuneforgeError, match=r"eval.tasks\[0\].fewshot=2: the few-shot arms put the shots"):
@@ -148,8 +150,14 @@ def test_similar_shots_are_the_nearest_training_questions(tmp_path: Path, tiny_m
     rows = [{"instruction": f"Spell {w} backwards please", "input": "", "output": w[::-1]} for w in words]
     data.write_text("\n".join(json.dumps(r) for r in rows) + "\n", encoding="utf-8")
     test = tmp_path / "held.json"
-    test.write_text(json.dumps([{"instruction": "Spell cherry backwards", "input": "", "output": "yrrehc"},
-                                {"instruction": "fig, spelled backwards?", "input": "", "output": "gif"}]))  # fmt: skip
+    test.write_text(
+        json.dumps(
+            [
+                {"instruction": "Spell cherry backwards", "input": "", "output": "yrrehc"},
+                {"instruction": "fig, spelled backwards?", "input": "", "output": "gif"},
+            ]
+        )
+    )
     arms = [{"kind": "few_shot", "k": 2}, {"kind": "few_shot", "k": 2, "select": "random"}]
     pool = {"datasets": [{"path": str(data), "format": "alpaca"}]}
     cfg = cfg_of(tmp_path, tiny_model_dir, arms, task={"path": str(test)}, data=pool)
@@ -167,8 +175,15 @@ def test_similar_shots_are_the_nearest_training_questions(tmp_path: Path, tiny_m
 
 
 def row(arm: str, score: float, low: float, high: float, cost: float, params: int = 0) -> dict[str, Any]:
-    return {"arm": arm, "status": "ok", "score": score, "ci95_low": low, "ci95_high": high, "s_per_1k": cost,
-            "trainable_params": params}  # fmt: skip
+    return {
+        "arm": arm,
+        "status": "ok",
+        "score": score,
+        "ci95_low": low,
+        "ci95_high": high,
+        "s_per_1k": cost,
+        "trainable_params": params,
+    }
 
 
 ROWS = [
@@ -206,8 +221,9 @@ def test_recommendation_is_the_cheapest_arm_overlapping_the_best() -> None:
 # --- end to end on the tiny model --------------------------------------------------------------------------------
 
 
-def test_two_arms_end_to_end_then_resume(tmp_path: Path, tiny_model_dir: Path, monkeypatch: pytest.MonkeyPatch,
-                                         capsys: pytest.CaptureFixture[str]) -> None:  # fmt: skip
+def test_two_arms_end_to_end_then_resume(
+    tmp_path: Path, tiny_model_dir: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     raw = compare_raw(tmp_path, tiny_model_dir, [{"kind": "zero_shot"}, {"kind": "tuned", "method": "lora"}])
     path = cfg_file(tmp_path, raw)
     out = tmp_path / "cmp"
@@ -243,3 +259,38 @@ def test_two_arms_end_to_end_then_resume(tmp_path: Path, tiny_model_dir: Path, m
     # another comparison's config in the same folder is refused
     assert main(["compare", str(path), "eval.seed=1"]) == 2
     assert "holds another comparison: its config differs from this one at eval.seed" in capsys.readouterr().err
+
+
+def test_an_arm_answers_with_its_shots_and_passages(tmp_path: Path, tiny_model_dir: Path) -> None:
+    """compare.worker's answer_arm, in this process: each arm's prompt holds its context, and its tokens count."""
+    from tuneforge.compare.plan import compare_out
+    from tuneforge.compare.worker import answer_arm
+
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    (docs / "sums.txt").write_text("A number plus itself doubles it.\n\nThe sky is blue.\n", encoding="utf-8")
+    arms = [{"kind": "zero_shot"}, {"kind": "few_shot", "k": 2, "select": "random"}, {"kind": "rag"}]
+    cfg = cfg_of(tmp_path, tiny_model_dir, arms, rag={"documents": [str(docs)], "top_k": 1})
+    plan = plan_compare(cfg)
+    files = build_contexts(plan)
+    records = {}
+    for arm in plan.arms:
+        spec = {
+            "config": cfg.model_dump(mode="json", exclude_unset=True),
+            "out": str(compare_out(cfg)),
+            "arm": arm.label,
+            "prompts": str(files[arm.context]) if arm.context in files else None,
+            "run": None,
+            "fingerprint": "f",
+            "record": str(tmp_path / f"{arm.label}.json"),
+        }
+        records[arm.label] = answer_arm(spec)
+        assert json.loads((tmp_path / f"{arm.label}.json").read_text())["status"] == "ok"
+    plain, shots, rag = (records[a] for a in ("zero_shot", "few_shot_random_k2", "rag"))
+    assert plain["n"] == shots["n"] == rag["n"] == 6 and len(plain["responses"]) == 6
+    # two solved examples, or a passage, make every prompt longer than the question alone
+    assert all(s > p for s, p in zip(shots["prompt_tokens"], plain["prompt_tokens"], strict=True))
+    assert all(r > p for r, p in zip(rag["prompt_tokens"], plain["prompt_tokens"], strict=True))
+    assert plain["completion_tokens"][0] >= 0 and plain["answer_s"] > 0 and plain["peak_rss_mb"] > 0
+    rag_prompts = json.loads(files["rag"].read_text())["items"]
+    assert rag_prompts[0]["chunks"] == ["sums.txt#0"] and "doubles" in rag_prompts[0]["passages"]

@@ -67,5 +67,5 @@ def test_knowledge_refuses_few_shot_arms_and_its_own_keys(tmp_path: Path, tiny_m
         e.value
     )
     cfg = knowledge_cfg(tmp_path, tiny_model_dir, LAB_ARMS[:1], rag={"documents": ["x"], "embedder": "none"})
-    with pytest.raises(ConfigError, match="compare.source=knowledge sets rag.documents itself"):
+    with pytest.raises(ConfigError, match=r"compare\.source=knowledge sets rag\.documents itself"):
         plan_compare(cfg)

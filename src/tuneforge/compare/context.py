@@ -38,6 +38,7 @@ log = logging.getLogger("tuneforge.compare")
 PROMPTS = "prompts"
 POOL_FILE = "pool.jsonl"
 ROW = re.compile(r":row (\d+)$")
+NO_PASSAGES = "(no passage was found)"  # what the prompt says where the retriever found nothing
 
 
 def query_of(ex: Example) -> str:
@@ -101,8 +102,11 @@ def rag_passages(items: Sequence[Item], documents: list[Path], cfg: RunConfig, f
     with progress_bar(len(items), "rag: retrieving", unit="item") as bar:
         for item in items:
             hits = index.search(query_of(item.example), k=rag.top_k, mode=rag.retriever, rrf_k=rag.rrf_k)
-            out.append({"passages": passages_block(hits), "chunks": [h.chunk.id for h in hits]})
+            out.append({"passages": passages_block(hits) or NO_PASSAGES, "chunks": [h.chunk.id for h in hits]})
             bar.update(1)
+    empty = sum(1 for x in out if not x["chunks"])
+    if empty:  # BM25 leaves out chunks that share no word with the question
+        log.info("rag: %d of %d questions found no passage (%s)", empty, len(out), rag.retriever)
     return out
 
 
