@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 
 from tuneforge.cli.common import load_config
 
@@ -13,7 +14,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
     extra = list(args.overrides)
     if args.out:
-        extra.append(f"compare.out={args.out}")
+        extra.append(f"compare.out={json.dumps(args.out)}")  # read as YAML: a path stays a string
     outcome = run_compare(load_config(args.config, extra))
     out = outcome.plan.out
     print((out / "compare.md").read_text(encoding="utf-8"), end="")
