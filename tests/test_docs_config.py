@@ -12,7 +12,7 @@ from pathlib import Path
 
 from pydantic import BaseModel
 
-from tuneforge.config import DatasetSpec, RunConfig
+from tuneforge.config import ArmSpec, DatasetSpec, RunConfig
 from tuneforge.stages.table import STAGES, stage_sections
 
 DOC = Path(__file__).resolve().parents[1] / "docs" / "config.md"
@@ -33,6 +33,13 @@ def _section_model(annotation: object) -> type[BaseModel] | None:
         if found is not None:
             return found
     return None
+
+
+# sections holding a list of entries, and the model of one entry
+ENTRIES: dict[str, tuple[str, type[BaseModel]]] = {
+    "data": ("data.datasets", DatasetSpec),
+    "compare": ("compare.arms", ArmSpec),
+}
 
 
 def render() -> str:
@@ -65,16 +72,18 @@ def render() -> str:
         for key, f in model.model_fields.items():
             default = "(required)" if f.is_required() else repr(f.get_default(call_default_factory=True))
             lines.append(f"| `{name}.{key}` | {_type_name(f.annotation)} | `{default}` | {f.description or ''} |")
-        if name == "data":
+        entry = ENTRIES.get(name)
+        if entry is not None:
+            key_path, spec = entry
             lines += [
                 "",
-                "Each entry of `data.datasets`:",
+                f"Each entry of `{key_path}`:",
                 "",
                 "| key | type | default | meaning |",
                 "|---|---|---|---|",
             ]
-            for key, f in DatasetSpec.model_fields.items():
-                default = repr(f.get_default(call_default_factory=True))
+            for key, f in spec.model_fields.items():
+                default = "(required)" if f.is_required() else repr(f.get_default(call_default_factory=True))
                 lines.append(f"| `{key}` | {_type_name(f.annotation)} | `{default}` | {f.description or ''} |")
     return "\n".join(lines) + "\n"
 

@@ -30,6 +30,7 @@ SHARED_SECTIONS = {
     "bench",
     "prepare",
     "sweep",
+    "compare",
     "distributed",
 }
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from tuneforge.cli import verbs
+from tuneforge.cli import compare_verb, verbs
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -303,6 +303,18 @@ def _sweep(sub: Any) -> None:
     sw.set_defaults(func=verbs.cmd_sweep)
 
 
+def _compare(sub: Any) -> None:
+    cp = sub.add_parser(
+        "compare",
+        help="every way to specialise on one task side by side (zero/few-shot, RAG, methods): tuneforge compare "
+        "CONFIG [key=value ...] (docs/compare.md)",
+    )
+    cp.add_argument("config", help="a config with a compare: section (its arms), the task and the training data")
+    cp.add_argument("overrides", nargs="*", help="key.path=value overrides, e.g. eval.limit=20 train.max_steps=30")
+    cp.add_argument("--out", help="compare folder (default: <output.dir>/compare-<name>); compare.out")
+    cp.set_defaults(func=compare_verb.cmd_compare)
+
+
 def _plan(sub: Any) -> None:
     pl = sub.add_parser(
         "plan", help="will it fit, and how long will it take: tuneforge plan [CONFIG] [key=value ...] (docs/plan.md)"
@@ -348,6 +360,7 @@ VERBS = (
     _data,
     _lab,
     _sweep,
+    _compare,
     _plan,
     _doctor,
 )

@@ -12,10 +12,12 @@ higher layers (`tuneforge.methods`, `tuneforge.stages.table`), so the caller han
 
 Modules: `sections` (model, data, method, train, output), `stage_sections` (eval, dpo, kto, rm, vocab, rag),
 `workflow_sections` (lab, bench, prepare: the verbs beside training, their presets), `sweep_section` (sweep),
+`compare_section` (compare: the arms of `tuneforge compare`, ARM_KINDS),
 `grpo_section` (grpo and its rewards), `privacy_section` (privacy: DP-SGD),
 `run` (RunConfig and its stage checks), `loading` (load, overrides, readable errors).
 """
 
+from tuneforge.config.compare_section import ARM_KINDS, ArmKind, ArmSpec, CompareConfig, arm_run_name
 from tuneforge.config.grpo_section import REWARD_NAMES, REWARD_PARAMS, GrpoConfig, RewardSpec
 from tuneforge.config.loading import apply_override, format_errors, load
 from tuneforge.config.privacy_section import DP_STAGES, PrivacyConfig
@@ -71,6 +73,7 @@ from tuneforge.config.workflow_sections import (
 )
 
 __all__ = [
+    "ARM_KINDS",
     "BENCH_METHODS_PRESETS",
     "BENCH_SPEED_PRESETS",
     "DP_STAGES",
@@ -80,8 +83,11 @@ __all__ = [
     "REFERENCE_FREE_LOSSES",
     "REWARD_NAMES",
     "REWARD_PARAMS",
+    "ArmKind",
+    "ArmSpec",
     "BenchConfig",
     "CanaryConfig",
+    "CompareConfig",
     "ConfigError",
     "DataConfig",
     "DatasetSpec",
@@ -114,6 +120,7 @@ __all__ = [
     "TrainConfig",
     "VocabConfig",
     "apply_override",
+    "arm_run_name",
     "format_errors",
     "is_set",
     "load",

@@ -18,6 +18,7 @@ from typing import Any, Protocol
 import yaml
 from pydantic import Field, SerializeAsAny
 
+from tuneforge.config.compare_section import CompareConfig
 from tuneforge.config.grpo_section import GrpoConfig, grpo_refusal
 from tuneforge.config.privacy_section import PrivacyConfig, privacy_refusal
 from tuneforge.config.sections import (
@@ -101,6 +102,7 @@ class RunConfig(Section):
     bench: BenchConfig = Field(default_factory=BenchConfig)
     prepare: PrepareConfig = Field(default_factory=PrepareConfig)
     sweep: SweepConfig = Field(default_factory=SweepConfig)
+    compare: CompareConfig = Field(default_factory=CompareConfig)
 
     def model_post_init(self, context: Any) -> None:
         stages: StageTable | None = context.get("stages") if isinstance(context, dict) else None

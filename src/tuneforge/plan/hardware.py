@@ -13,7 +13,6 @@ import os
 import re
 import time
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Literal
 
 from tuneforge.plan import PlanError
@@ -149,7 +148,9 @@ def cpu(
     used = threads or here
     fp32, bf16, bandwidth, dequant = _probe(used) if measure else (50e9 * used, 1e9 * used, 10e9, 2e8)
     scale = (cores / here) if cores else 1.0
-    name = _cpu_name()
+    from tuneforge.utils.cpu import cpu_name  # torch loads with it: only when this machine is asked about
+
+    name = cpu_name()
     return Hardware(
         kind="cpu",
         name=name if cores is None else f"{cores}-core CPU (scaled from {name})",
@@ -165,19 +166,6 @@ def cpu(
         source=f"measured now ({used} thread{'s' if used > 1 else ''})" if measure else "not measured",
         dequant_per_s=dequant * scale,
     )
-
-
-def _cpu_name() -> str:
-    try:
-        info = Path("/proc/cpuinfo").read_text(encoding="ascii", errors="replace")
-    except OSError:
-        info = ""
-    for line in info.splitlines():
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    import platform
-
-    return platform.processor() or "CPU"
 
 
 def _probe(threads: int) -> tuple[float, float, float, float]:

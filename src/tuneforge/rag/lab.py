@@ -69,7 +69,7 @@ def _world_data(cfg: RunConfig, folder: Path) -> LabData:
     lab, seed = cfg.lab, cfg.train.seed
     world = build_world(lab.entities, seed, lab.paraphrases)
     for sub, texts in (("docs", world.documents), ("paraphrased", world.paraphrased)):
-        (folder / sub).mkdir(parents=True)
+        (folder / sub).mkdir(parents=True, exist_ok=True)  # compare's rerun writes the same seeded world again
         for name, text in texts.items():
             (folder / sub / name).write_text(text + "\n", encoding="utf-8")
     qs = [
@@ -133,20 +133,18 @@ def _user_data(cfg: RunConfig) -> LabData:
     return LabData(Path(lab.docs), para, read_questions(qpath), f"documents {lab.docs}, questions {lab.questions}")
 
 
-def _train_text(docs: Path, out: Path) -> Path:
+def train_text(docs: Path, out: Path) -> Path:
     with out.open("w", encoding="utf-8") as f:
         for doc in read_documents(docs):
             f.write(json.dumps({"text": doc.text.strip()}, ensure_ascii=False) + "\n")
     return out
 
 
-def fine_tune(cfg: RunConfig, name: str, text_file: Path, runs: Path) -> Path:
-    """Continued pre-training (stage pt) with cfg's model, method and train sections on the documents; returns
-    the run folder."""
-    from tuneforge.stages import load_config, run_stage
-
+def pt_run_config(cfg: RunConfig, name: str, text_file: Path, runs: Path) -> dict[str, Any]:
+    """The run of a fine-tune on the documents: continued pre-training (stage pt) with cfg's model, method and
+    train sections on `text_file` (one document per line); `tuneforge compare`'s knowledge arms train it too."""
     dump = cfg.model_dump(mode="json")
-    raw = {
+    return {
         "name": name,
         "stage": "pt",
         "model": dump["model"],
@@ -155,13 +153,19 @@ def fine_tune(cfg: RunConfig, name: str, text_file: Path, runs: Path) -> Path:
         "train": {**dump["train"], "save_steps": 0, "resume": False},
         "output": {"dir": str(runs)},
     }
-    run_cfg = load_config(raw)
+
+
+def fine_tune(cfg: RunConfig, name: str, text_file: Path, runs: Path) -> Path:
+    """Continued pre-training (stage pt, `pt_run_config`) on the documents; returns the run folder."""
+    from tuneforge.stages import load_config, run_stage
+
+    run_cfg = load_config(pt_run_config(cfg, name, text_file, runs))
     result = run_stage(run_cfg)
     log.info("%s: %d steps, final loss %s", name, result.steps, result.train_loss)
     return run_cfg.run_dir
 
 
-def _examples(questions: list[dict[str, Any]], passages: list[str] | None) -> list[Example]:
+def question_examples(questions: list[dict[str, Any]], passages: list[str] | None) -> list[Example]:
     return [
         Example(
             id=q["id"],
@@ -175,9 +179,21 @@ def _examples(questions: list[dict[str, Any]], passages: list[str] | None) -> li
     ]
 
 
-def _loaded(name: str, examples: list[Example], path: str) -> LoadedTask:
+def question_task(name: str, examples: list[Example], path: str) -> LoadedTask:
+    """The questions as tuneforge.eval's multiple_choice task (cloze: acc_norm)."""
     spec = TaskSpec(type="multiple_choice", format="csqa", path=path, name=name)
     return LoadedTask(name, build_task(spec, examples, f"lab task {name}"), [Item(e) for e in examples])
+
+
+def lab_data(cfg: RunConfig, folder: Path) -> LabData:
+    """The fictional world (written into `folder`), or the user's lab.docs and lab.questions; the questions are
+    written to `folder`/questions.jsonl either way."""
+    data = _world_data(cfg, folder) if cfg.lab.docs is None else _user_data(cfg)
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "questions.jsonl").write_text(
+        "".join(json.dumps(q, ensure_ascii=False) + "\n" for q in data.questions), encoding="utf-8"
+    )
+    return data
 
 
 def run_lab(cfg: RunConfig) -> dict[str, Any]:
@@ -189,11 +205,7 @@ def run_lab(cfg: RunConfig) -> dict[str, Any]:
     if out.exists() and any(out.iterdir()):
         raise LabExistsError(f"{out} exists and is not empty; the lab never overwrites: choose another lab.out")
     out.mkdir(parents=True, exist_ok=True)
-    data = _world_data(cfg, out / "data") if cfg.lab.docs is None else _user_data(cfg)
-    (out / "data").mkdir(exist_ok=True)
-    (out / "data" / "questions.jsonl").write_text(
-        "".join(json.dumps(q, ensure_ascii=False) + "\n" for q in data.questions), encoding="utf-8"
-    )
+    data = lab_data(cfg, out / "data")
     # retrieval over the plain documents
     embedder = make_embedder(rag.embedder) if rag.retriever in ("dense", "hybrid") else None
     index = RagIndex.create(out / "index", IndexSettings(rag.chunking, rag.chunk_size, rag.chunk_overlap), embedder)
@@ -206,8 +218,8 @@ def run_lab(cfg: RunConfig) -> dict[str, Any]:
         else {}
     )
     tasks = [
-        _loaded("closed_book", _examples(data.questions, None), str(out / "data" / "questions.jsonl")),
-        _loaded("rag", _examples(data.questions, [passages_block(h) for h in hits]), str(out / "index")),
+        question_task("closed_book", question_examples(data.questions, None), str(out / "data" / "questions.jsonl")),
+        question_task("rag", question_examples(data.questions, [passages_block(h) for h in hits]), str(out / "index")),
     ]
     # arms one after the other, the report rewritten after each: a long run keeps what it has measured
     base = cfg.model
@@ -219,7 +231,7 @@ def run_lab(cfg: RunConfig) -> dict[str, Any]:
     for name, docs in arms:
         adapter = None
         if docs is not None:
-            text = _train_text(docs, out / "data" / f"{name}.jsonl")
+            text = train_text(docs, out / "data" / f"{name}.jsonl")
             adapter = fine_tune(cfg, name, text, out / "runs") / "adapter"
         models.append(ModelRef(name, base, adapter))
         engine = LocalEngine(base, adapter)
@@ -331,4 +343,18 @@ def plot_arms(summary: dict[str, Any], path: Path) -> None:
     plt.close(fig)
 
 
-__all__ = ["LAB_OWN_KEYS", "LabExistsError", "fine_tune", "lab_markdown", "read_questions", "run_lab"]
+__all__ = [
+    "LAB_OWN_KEYS",
+    "RAG_INSTRUCTION",
+    "LabData",
+    "LabExistsError",
+    "fine_tune",
+    "lab_data",
+    "lab_markdown",
+    "pt_run_config",
+    "question_examples",
+    "question_task",
+    "read_questions",
+    "run_lab",
+    "train_text",
+]

@@ -8,8 +8,10 @@ bf16, so the route is used only after a start-up check shows it fp32-accurate on
 from __future__ import annotations
 
 import logging
+import platform
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 
@@ -87,3 +89,15 @@ def matmul_flops(dtype: torch.dtype, size: int = 1024, seconds: float = 1.0) -> 
 
 
 __all__ = ["FP32_TOLERANCE", "Fp32Route", "matmul_flops", "native_bf16", "use_onednn_fp32"]
+
+
+def cpu_name() -> str:
+    """The CPU's model name (/proc/cpuinfo), what a measured time was measured on."""
+    try:
+        info = Path("/proc/cpuinfo").read_text(encoding="ascii", errors="replace")
+    except OSError:
+        info = ""
+    for line in info.splitlines():
+        if line.startswith("model name"):
+            return line.split(":", 1)[1].strip()
+    return platform.processor() or "CPU"

@@ -1,0 +1,121 @@
+"""One arm answering the held-out task in its own process: `python -m tuneforge.compare.worker SPEC.json`.
+
+A process per arm makes its peak RSS (ru_maxrss) its own: the model (with the arm's adapter), its prompts and
+the answering. The spec names the comparison's config, the arm, its prompts file and its trained run; the
+record holds the model's raw responses (log-likelihoods, generated text: the comparison scores them), the
+answering seconds (generation and scoring calls only, not loading), the prompt and completion tokens of every
+answer and the process's peak RSS. A failure becomes a record with its error.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+import traceback
+from pathlib import Path
+from typing import Any
+
+from tuneforge.bench.worker import peak_rss_mb
+from tuneforge.sweep.folder import write_record
+
+
+def virtual_tokens(output: Path | None) -> int:
+    """Soft-prompt positions an adapter adds to every prompt (prompt tuning, P-tuning); prefix tuning's prefix
+    is key/value cache, not input positions, and adds none."""
+    conf = output / "adapter_config.json" if output is not None else None
+    if conf is None or not conf.is_file():
+        return 0
+    peft = json.loads(conf.read_text(encoding="utf-8"))
+    if peft.get("peft_type") == "PREFIX_TUNING":
+        return 0
+    return int(peft.get("num_virtual_tokens") or 0)
+
+
+def answer_arm(spec: dict[str, Any]) -> dict[str, Any]:
+    """The arm's responses to every held-out item, with seconds, tokens and peak RSS; written to spec["record"]."""
+    import torch
+
+    from tuneforge.compare.context import apply_context
+    from tuneforge.compare.source import prepare_source
+    from tuneforge.eval.lm import LM
+    from tuneforge.eval.run import answer
+    from tuneforge.inference import LocalEngine
+    from tuneforge.methods.outputs import count_parameters
+    from tuneforge.runs import RunDir, model_config_of_run
+    from tuneforge.stages import load_config
+
+    started = time.perf_counter()
+    cfg = load_config(spec["config"])
+    if cfg.train.threads:  # the same threads as the arm's training, so answer seconds compare across arms
+        torch.set_num_threads(cfg.train.threads)
+    loaded = prepare_source(cfg, Path(spec["out"])).task
+    context = json.loads(Path(spec["prompts"]).read_text(encoding="utf-8")) if spec.get("prompts") else None
+    items = apply_context(loaded.items, context)
+    model_cfg, output, tool_format = cfg.model, None, "auto"
+    if spec.get("run"):
+        model_cfg, output = model_config_of_run(Path(spec["run"]))
+        tool_format = RunDir(Path(spec["run"])).tool_format()
+    engine = LocalEngine(model_cfg, output)
+    lm = LM(engine.model, engine.tokenizer, cfg.eval.batch_size, True, tool_format)
+    task = loaded.task
+    torch.manual_seed(cfg.eval.seed)
+    requests = task.prepare(items, lm)
+    at = time.perf_counter()
+    responses = answer(lm, requests, f"{spec['arm']} {loaded.name}", task.max_new_tokens)
+    answer_s = time.perf_counter() - at
+    extra = virtual_tokens(output)
+    prompt_tokens, completion_tokens = [], []
+    for req, resp in zip(requests, responses, strict=True):
+        contexts = {tuple(ctx) for ctx, _ in req.pairs}  # one question's choices share their context
+        prompt_tokens.append(extra + len(req.prompt or ()) + (0 if req.prompt else sum(len(c) for c in contexts)))
+        scored = sum(len(cont) for _, cont in req.pairs)  # log-likelihood answers: the continuations scored
+        completion_tokens.append(scored + (len(lm.encode(resp.text)) if req.prompt is not None else 0))
+    _, total = count_parameters(engine.model)
+    record = {
+        "arm": spec["arm"],
+        "status": "ok",
+        "n": len(items),
+        "item_ids": [i.example.id for i in items],
+        "fingerprint": spec["fingerprint"],
+        "responses": [{"scores": [[s.logprob, s.tokens] for s in r.scores], "text": r.text} for r in responses],
+        "answer_s": round(answer_s, 3),
+        "prompt_tokens": prompt_tokens,
+        "completion_tokens": completion_tokens,
+        "virtual_tokens": extra,
+        "total_params": total,
+        "peak_rss_mb": round(peak_rss_mb(), 1),
+        "wall_s": round(time.perf_counter() - started, 1),
+    }
+    write_record(Path(spec["record"]), record)
+    return record
+
+
+def failure(spec: dict[str, Any], error: BaseException) -> dict[str, Any]:
+    record = {
+        "arm": spec.get("arm"),
+        "status": "failed",
+        "error": f"{type(error).__name__}: {error}".strip()[:500],
+        "traceback": traceback.format_exc()[-4000:],
+        "peak_rss_mb": round(peak_rss_mb(), 1),
+    }
+    write_record(Path(spec["record"]), record)
+    return record
+
+
+def main(argv: list[str]) -> int:
+    from tuneforge.utils.logs import offline_env, setup_logging
+
+    offline_env()
+    setup_logging(False)
+    spec = json.loads(Path(argv[0]).read_text(encoding="utf-8"))
+    try:
+        answer_arm(spec)
+    except Exception as e:  # any failure is this arm's failed row; the comparison goes on
+        failure(spec, e)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
