@@ -18,7 +18,7 @@ _BENCHMARK_TYPES = Literal[
 _BENCHMARK_FORMATS = Literal[
     "mmlu", "ceval", "cmmlu", "llm_adapters", "hellaswag", "csqa", "tsv", "alpaca", "tallrec", "gsm8k", "bfcl",
     "text",
-]
+]  # fmt: skip
 # ... and the trust types (tuneforge.eval.trust_tasks)
 TaskType = Literal[_BENCHMARK_TYPES, "crows_pairs", "bbq", "refusal"]
 TaskFormat = Literal[_BENCHMARK_FORMATS, "crows_pairs", "bbq", "refusal"]

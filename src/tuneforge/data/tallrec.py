@@ -37,9 +37,7 @@ def yes_no(value: Any, column: str) -> str:
         for label in LABELS:
             if word == label.lower():
                 return label
-    raise DataError(
-        f"column {column!r}: label {value!r} is not Yes or No (TALLRec's answers are \"Yes.\" and \"No.\")"
-    )
+    raise DataError(f'column {column!r}: label {value!r} is not Yes or No (TALLRec\'s answers are "Yes." and "No.")')
 
 
 def _column(record: dict[str, Any], column: str | None, fld: str) -> str:

@@ -36,9 +36,9 @@ class TallrecTask(_Base):
 
     def __init__(self, spec: TaskSpec, examples: Sequence[Example]) -> None:
         super().__init__(spec, examples)
-        found = {e.gold for e in examples}
-        if found != {NO, YES}:
-            only = LABELS[found.pop()] if found else "none"
+        found = {e.target for e in examples}
+        if found != set(LABELS):
+            only = ", ".join(sorted(found)) or "none"
             raise EvalError(f"{spec.path}: every item's label is {only}; AUC needs both Yes and No items")
 
     def _question(self, ex: Example) -> str:
@@ -79,7 +79,13 @@ class TallrecTask(_Base):
             right.append(float((p > 0.5) == bool(g)))
             mass.append(math.exp(lp_yes) + math.exp(lp_no))
             preds.append(
-                {"id": item.example.id, "gold": LABELS[g], "p_yes": p, "label_mass": mass[-1], "correct": bool(right[-1])}
+                {
+                    "id": item.example.id,
+                    "gold": LABELS[g],
+                    "p_yes": p,
+                    "label_mass": mass[-1],
+                    "correct": bool(right[-1]),
+                }
             )
         metrics = {"auc": m.auc_rows(p_yes, gold), "accuracy": m.mean_rows(right), "label_mass": m.mean_rows(mass)}
         return TaskScores(metrics, preds)
