@@ -32,6 +32,7 @@ def test_formats_table_is_explicit() -> None:
     assert list(FORMATS) == [
         *("alpaca", "sharegpt", "openai", "text", "preference"),
         *("glaive", "xlam", "toolbench", "lf_v1"),
+        "tallrec",
     ]
 
 
@@ -113,7 +114,7 @@ def test_tags_are_refused_for_formats_without_messages() -> None:
 
 
 def test_unknown_format_lists_formats() -> None:
-    known = "alpaca, sharegpt, openai, text, preference, glaive, xlam, toolbench, lf_v1"
+    known = "alpaca, sharegpt, openai, text, preference, glaive, xlam, toolbench, lf_v1, tallrec"
     with pytest.raises(DataError, match=rf"^unknown format 'chatml'; known formats: {known}$"):
         make_format_spec("chatml")
 

@@ -20,6 +20,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from tuneforge.data.schema import Conversation, DataError, Message, Preference, Sample, Text
+from tuneforge.data.tallrec import COLUMNS as TALLREC_COLUMNS
+from tuneforge.data.tallrec import tallrec
 from tuneforge.data.tool_formats import check_tool_use, glaive, lf_v1, toolbench, xlam
 from tuneforge.data.toolcalls import calls_from_json, render_calls
 
@@ -44,6 +46,7 @@ DEFAULT_COLUMNS: dict[str, dict[str, str | None]] = {
     "xlam": {"query": "query", "tools": "tools", "answers": "answers"},
     "toolbench": {},
     "lf_v1": {"messages": "messages", "tools": "tools"},
+    "tallrec": dict(TALLREC_COLUMNS),  # TALLRec's yes/no recommendation records (data/tallrec.py)
 }
 
 # Tag -> default key or value in the message objects, for the formats that hold a list of messages.
@@ -362,6 +365,7 @@ FORMATS: dict[str, Callable[[dict[str, Any], FormatSpec], Sample]] = {
     "xlam": xlam,
     "toolbench": toolbench,
     "lf_v1": lf_v1,
+    "tallrec": tallrec,
 }
 
 __all__ = ["DEFAULT_COLUMNS", "DEFAULT_TAGS", "FORMATS", "FormatSpec", "format_record", "make_format_spec"]

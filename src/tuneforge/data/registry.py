@@ -43,6 +43,18 @@ class ResolvedDataset:
 
 
 def resolve(spec: DatasetSpec, dataset_dir: str | None) -> ResolvedDataset:
+    resolved = _resolve(spec, dataset_dir)
+    if resolved.format == "tallrec" and len(resolved.files) > 1:
+        # TALLRec's folders hold valid.json and test.json side by side: reading the folder would train on test
+        raise DataError(
+            f"dataset {resolved.name!r} is {len(resolved.files)} files ({', '.join(f.name for f in resolved.files)}); "
+            "format tallrec trains on one split file: name it (e.g. .../book/valid.json), the test split is "
+            "scored, never trained on"
+        )
+    return resolved
+
+
+def _resolve(spec: DatasetSpec, dataset_dir: str | None) -> ResolvedDataset:
     if spec.path is not None:
         files = data_files(Path(spec.path).expanduser())
         # .txt holds only text; anything else defaults to alpaca, as in LLaMA-Factory

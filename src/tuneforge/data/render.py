@@ -92,6 +92,18 @@ def render_prompt(
     return _encode(tokenizer, _chat_text(tokenizer, dicts, schemas, True, "prompt"))
 
 
+def answer_ids(tokenizer: Any, messages: Sequence[Message], answer: str) -> list[int]:
+    """The token ids of an assistant `answer` after the prompt of `messages`, as `render_conversation` labels it
+    (the template's text after the generation prompt, encoded on its own): evaluation reads a label's
+    probability at the very position, and as the very token, that training taught."""
+    _require_template(tokenizer)
+    dicts, _ = chat_dicts(tokenizer, messages, None)
+    prompt = _chat_text(tokenizer, dicts, None, True, "prompt")
+    full = _chat_text(tokenizer, [*dicts, {"role": "assistant", "content": answer}], None, False, "answer")
+    _require_prefix(prompt, full, len(dicts), "answer")
+    return _encode(tokenizer, full[len(prompt) :])
+
+
 def chat_dicts(
     tokenizer: Any,
     messages: Sequence[Message],
@@ -305,6 +317,7 @@ __all__ = [
     "Rendered",
     "ToolFormat",
     "ToolRendering",
+    "answer_ids",
     "call_opening",
     "chat_dicts",
     "end_of_turn_ids",

@@ -10,7 +10,8 @@ name and returns examples in file order. Users point a task at their own files i
   hellaswag             HellaSwag's own JSONL (activity_label, ctx_a, ctx_b, endings, label)
   csqa                  CommonsenseQA JSONL (question, choices.label/text, answerKey)
   tsv                   SST-2 (header `sentence<TAB>label`) and AG News (no header, text<TAB>label)
-  alpaca                instruction/input/output JSON or JSONL (TALLRec, generation sets)
+  alpaca                instruction/input/output JSON or JSONL (generation sets)
+  tallrec               TALLRec's yes/no recommendation JSON (instruction/input/output "Yes."/"No."), checked
   gsm8k                 GSM8K JSONL (question, answer ending in `#### N`)
   bfcl                  BFCL JSON lines; answers from possible_answer/<same file name> beside it
   text                  .txt (one document per line) or JSON/JSONL with a `text` field
@@ -32,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from tuneforge.eval.example import LETTERS, EvalError, Example, Reader, field_of, json_lines, records
+from tuneforge.eval.tallrec_reader import read_tallrec
 from tuneforge.eval.trust_readers import read_bbq, read_crows_pairs, read_refusal
 
 SPLIT_FILE_TYPES = (".json", ".jsonl", ".tsv", ".csv", ".txt")
@@ -347,6 +349,7 @@ READERS: dict[str, Reader] = {
     "csqa": read_csqa,
     "tsv": read_tsv,
     "alpaca": read_alpaca,
+    "tallrec": read_tallrec,
     "gsm8k": read_gsm8k,
     "bfcl": read_bfcl,
     "text": read_text,

@@ -349,9 +349,10 @@ class ToolCallTask(_Base):
         return TaskScores(metrics | {"format_valid": m.mean_rows(valid)}, preds)
 
 
-# The commonsense and trust types build on the classes above (BBQ is multiple choice with bias scores), so they
+# The commonsense, TALLRec and trust types build on the classes above (BBQ is multiple choice with bias scores), so they
 # are imported here, after them; tuneforge.eval's __init__ imports this module first.
 from tuneforge.eval.commonsense_tasks import HellaswagTask, PiqaTask, SiqaTask, WinograndeTask  # noqa: E402
+from tuneforge.eval.tallrec_task import TallrecTask  # noqa: E402
 from tuneforge.eval.trust_tasks import BbqTask, CrowsPairsTask, RefusalTask  # noqa: E402
 
 # type name -> task class; config.TaskType names the same keys.
@@ -366,6 +367,7 @@ TASK_TYPES: dict[str, type[_Base]] = {
     "siqa": SiqaTask,
     "hellaswag": HellaswagTask,
     "winogrande": WinograndeTask,
+    "tallrec": TallrecTask,
     "crows_pairs": CrowsPairsTask,
     "bbq": BbqTask,
     "refusal": RefusalTask,

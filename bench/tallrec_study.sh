@@ -1,0 +1,80 @@
+#!/usr/bin/env bash
+# The TALLRec few-shot study behind docs/recipes/tallrec.md (issue 17): LoRA on 16 / 64 / 256 samples drawn from
+# the book `valid` split (examples/recipes/tallrec.yaml with data.mix_size=N), then the base model and each arm
+# scored on the book `test` split (in-domain) and the movie `test` split (cross-domain) by the AUC of P(Yes), and
+# one table with paired 95% intervals of each arm's AUC minus the base's. Run from the repository root, with
+# ../shared/data beside it:
+#
+#   bash bench/tallrec_study.sh [OUT_DIR] [key=value ...]        (OUT_DIR default: runs/tallrec-study)
+#   ARMS="16 64" bash bench/tallrec_study.sh runs/tallrec-quick eval.limit=300     (a smaller setting)
+#
+# key=value overrides go to every train and eval command (train.threads=1 on a shared machine, eval.limit=N for a
+# seeded sample of each test split; give the same ones on a rerun, a resumed run refuses a changed config).
+# Resumable per arm: an arm whose run has result.json is not trained again, a half-trained one resumes from its
+# last checkpoint (train.resume=true), one without a checkpoint restarts (output.overwrite=true); a model whose
+# report folder OUT/eval/<model>/ is finished is not scored again, a half-written one (<model>.partial) is redone.
+# Delete a run's result.json or a report folder to redo that part. Writes OUT/tallrec.md and OUT/tallrec.json.
+# RECIPE=... swaps the recipe (the tests run this script on a tiny model), TUNEFORGE=... the CLI command.
+set -euo pipefail
+
+OUT=runs/tallrec-study
+if [ $# -gt 0 ] && [[ $1 != *=* ]]; then OUT=$1; shift; fi
+EXTRA=("$@")
+ARMS=${ARMS:-"16 64 256"}
+read -r -a TF <<<"${TUNEFORGE:-tuneforge}" # the CLI, e.g. TUNEFORGE="python -m tuneforge.cli"
+PYTHON=${PYTHON:-python}
+RECIPE=${RECIPE:-examples/recipes/tallrec.yaml}
+mkdir -p "$OUT/logs" "$OUT/eval"
+
+log() { echo "[$(date '+%F %T')] $*" | tee -a "$OUT/study.log"; }
+fail() { log "FAILED: $1 (log: $2)"; tail -n 20 "$2" >&2; exit 1; }
+
+log "study in $OUT: arms $ARMS; overrides: ${EXTRA[*]:-none}; $(lscpu | sed -n 's/^Model name: *//p'), $(nproc --all) cores"
+
+for n in $ARMS; do
+  name=tallrec-book-$n
+  run=$OUT/runs/$name
+  if [ -f "$run/result.json" ]; then
+    log "arm $n: trained already ($run/result.json), skipped"
+    continue
+  fi
+  how=()
+  if compgen -G "$run/checkpoints/checkpoint-*" >/dev/null; then
+    how=(train.resume=true)
+    log "arm $n: resuming from $(ls -d "$run"/checkpoints/checkpoint-* | sort -t- -k2 -n | tail -n 1)"
+  elif [ -e "$run" ]; then
+    how=(output.overwrite=true)
+    log "arm $n: $run has no checkpoint, restarting it"
+  fi
+  start=$(date +%s)
+  log "arm $n: training $name on $n book samples"
+  "${TF[@]}" train "$RECIPE" name="$name" data.mix_size="$n" output.dir="$OUT/runs" "${how[@]}" "${EXTRA[@]}" \
+    >"$OUT/logs/train-$n.log" 2>&1 || fail "training arm $n" "$OUT/logs/train-$n.log"
+  log "arm $n: trained in $(($(date +%s) - start)) s"
+done
+
+score() { # score LABEL WORDS...: one model's report into OUT/eval/LABEL, unless it is finished
+  local label=$1 dir=$OUT/eval/$1
+  shift
+  if [ -f "$dir/report.json" ]; then
+    log "$label: scored already ($dir), skipped"
+    return
+  fi
+  rm -rf "$dir.partial"
+  local start
+  start=$(date +%s)
+  log "$label: scoring on book test and movie test"
+  "${TF[@]}" eval "$RECIPE" "$@" --output "$dir.partial" >"$OUT/logs/eval-$label.log" 2>&1 \
+    || fail "scoring $label" "$OUT/logs/eval-$label.log"
+  mv "$dir.partial" "$dir"
+  log "$label: scored in $(($(date +%s) - start)) s"
+}
+
+# The base alone: a name with no run folder, so the config's own run is not picked up.
+score base name=tallrec-study-base output.dir="$OUT/runs" "${EXTRA[@]}"
+for n in $ARMS; do
+  score "tallrec-book-$n" eval.base=false output.dir="$OUT/runs" "${EXTRA[@]}" --run "$OUT/runs/tallrec-book-$n"
+done
+
+"$PYTHON" -m tuneforge.bench.tallrec_table "$OUT" | tee -a "$OUT/study.log"
+log "table: $OUT/tallrec.md"
