@@ -94,7 +94,9 @@ def plot_rewards(records: Sequence[dict[str, Any]], out: Path, title: str) -> Pa
     if flat:
         share = ax.twinx()
         xs, ys = zip(*flat, strict=True)
-        share.plot(xs, ys, ":", color="#969696", lw=1.2, label="groups with no reward spread")
+        smooth = len(ys) >= 5  # with one prompt per step the raw share is 0 or 1: only its trend reads
+        share.plot(xs, _ema(ys, 0.8) if smooth else ys, ":", color="#636363", lw=1.5,
+                   label="groups with no reward spread" + (" (smoothed)" if smooth else ""))  # fmt: skip
         share.set_ylabel("share of groups")
         share.set_ylim(0, 1.05)
         more = share.get_legend_handles_labels()

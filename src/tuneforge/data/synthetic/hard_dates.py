@@ -5,9 +5,8 @@ exists: SFT on the plain iso_dates set, then GRPO on these prompts with the exac
 held-out set of the same kind. Each prompt has one right answer (weekdays are computed, so they are true):
 
 - the day spelled out ("the twenty-first of June 1999", "June twenty-first, 1999"),
-- a weekday in front ("Tuesday, 4 May 1980"),
+- a weekday in front ("Tuesday, 4 May 1980"), always inside a sentence with the question after it,
 - abbreviated months with a dot ("Sept. 4, 1980", "4 Sep. 1980"),
-- the date inside a sentence, with the question after it,
 - day / month / year named field by field ("day 14, month 3, year 2021"),
 - a numeric date whose order the prompt states ("14.03.2021 (day.month.year)").
 """
@@ -77,11 +76,11 @@ def spell_hard(y: int, m: int, d: int, style: int) -> str:
 
 def hard_date_records(rng: random.Random, dates: list[tuple[int, int, int]]) -> list[dict[str, str]]:
     """Alpaca rows: a hard prompt for each date, the ISO date as the output; styles cycle so every style is
-    equally common, and a third of the prompts put the date inside a sentence."""
+    equally common, and the weekday style always comes inside a sentence (an event on that day)."""
     rows = []
     for i, (y, m, d) in enumerate(dates):
         date = spell_hard(y, m, d, i % 6)
-        if i % 3 == 2 and i % 6 not in (4, 5):  # a sentence around the date (the field-wise styles read badly)
+        if i % 6 == 2:
             instruction = f"{rng.choice(EVENTS).format(date=date)} {rng.choice(QUESTIONS)}"
         else:
             instruction = rng.choice(PLAIN).format(date=date)
