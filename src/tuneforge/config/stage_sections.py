@@ -12,7 +12,7 @@ from tuneforge.config.sections import Section
 # The names of tuneforge.eval's TASK_TYPES and READERS tables (a test keeps them equal): the config sits below
 # the eval layer, so it names them here to reject a typo before anything loads.
 _BENCHMARK_TYPES = Literal[
-    "perplexity", "multiple_choice", "generation", "classification", "math", "tool_call",
+    "perplexity", "answer_perplexity", "multiple_choice", "generation", "classification", "math", "tool_call",
     "piqa", "siqa", "hellaswag", "winogrande", "tallrec",
 ]  # fmt: skip
 _BENCHMARK_FORMATS = Literal[

@@ -351,6 +351,7 @@ class ToolCallTask(_Base):
 
 # The commonsense, TALLRec and trust types build on the classes above (BBQ is multiple choice with bias scores), so they
 # are imported here, after them; tuneforge.eval's __init__ imports this module first.
+from tuneforge.eval.answer_task import AnswerPerplexityTask  # noqa: E402
 from tuneforge.eval.commonsense_tasks import HellaswagTask, PiqaTask, SiqaTask, WinograndeTask  # noqa: E402
 from tuneforge.eval.tallrec_task import TallrecTask  # noqa: E402
 from tuneforge.eval.trust_tasks import BbqTask, CrowsPairsTask, RefusalTask  # noqa: E402
@@ -358,6 +359,7 @@ from tuneforge.eval.trust_tasks import BbqTask, CrowsPairsTask, RefusalTask  # n
 # type name -> task class; config.TaskType names the same keys.
 TASK_TYPES: dict[str, type[_Base]] = {
     "perplexity": PerplexityTask,
+    "answer_perplexity": AnswerPerplexityTask,
     "multiple_choice": MultipleChoiceTask,
     "classification": ClassificationTask,
     "generation": GenerationTask,
