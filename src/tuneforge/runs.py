@@ -14,6 +14,7 @@ runs/<name>/
   model/           a full HF model folder (full / freeze)
   eval/ plots/ merged/   evaluation reports, PNG plots, merged exports
   eval/audit/      `tuneforge audit`'s report (audit.json, audit.md, PNGs)
+  eval/forgetting/ `tuneforge forgetting`'s report (forgetting.json/.md/.png; general/ and target/ eval reports)
 """
 
 from __future__ import annotations
@@ -108,8 +109,19 @@ class RunDir:
         """`tuneforge audit`'s default report folder."""
         return self.eval / "audit"
 
+    @property
+    def forgetting(self) -> Path:
+        """`tuneforge forgetting`'s default report folder; its general/ and target/ hold the eval reports it ran."""
+        return self.eval / "forgetting"
+
     def is_run(self) -> bool:
         return self.config.is_file()
+
+    def eval_reports(self) -> list[Path]:
+        """The report.json of each `tuneforge eval` report in eval/ (a training config's own lands in eval/ itself,
+        `--run` reports in eval/<config name>/); the forgetting report's own eval reports are not among them."""
+        found = [self.eval / "report.json", *sorted(self.eval.glob("*/report.json"))]
+        return [p for p in found if p.is_file() and p.parent != self.forgetting]
 
     def write_json(self, path: Path, data: Any) -> None:
         """One of the run's JSON files (data_stats, result, cpu ...), indented for a person to read."""
