@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from tuneforge.cli import compare_verb, verbs
+from tuneforge.cli import compare_verb, forgetting_verb, verbs
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -315,6 +315,21 @@ def _compare(sub: Any) -> None:
     cp.set_defaults(func=compare_verb.cmd_compare)
 
 
+def _forgetting(sub: Any) -> None:
+    fg = sub.add_parser(
+        "forgetting",
+        help="the runs' base and each run on general benchmarks, before and after, next to the target task's "
+        "gain: tuneforge forgetting RUN [RUN ...] (docs/eval.md)",
+    )
+    fg.add_argument("runs", nargs="+", metavar="RUN", help="finished run folders trained from one base model")
+    fg.add_argument("--general", help="eval config of the general benchmarks (default: examples/forgetting.yaml)")
+    fg.add_argument("--target", help="eval config of the target task, evaluated in the same call (default: the "
+                    "gain read from the runs' own eval reports)")  # fmt: skip
+    fg.add_argument("--limit", type=int, help="items per general task, a seeded sample (eval.limit of --general)")
+    fg.add_argument("--output", help="report folder (default: <first run>/eval/forgetting)")
+    fg.set_defaults(func=forgetting_verb.cmd_forgetting)
+
+
 def _plan(sub: Any) -> None:
     pl = sub.add_parser(
         "plan", help="will it fit, and how long will it take: tuneforge plan [CONFIG] [key=value ...] (docs/plan.md)"
@@ -361,6 +376,7 @@ VERBS = (
     _lab,
     _sweep,
     _compare,
+    _forgetting,
     _plan,
     _doctor,
 )
