@@ -218,6 +218,10 @@ def test_missing_general_file_and_a_config_naming_another_base(tmp_path: Path) -
     with pytest.raises(EvalError, match=rf"eval.tasks\[0\] \(arc_easy\) of 'g': {gone} does not exist: .*"
                        r"\.\./shared/data.*point the task's path at your own copy"):  # fmt: skip
         forgetting_report(cfg, [run], progress=False)
+    fine = eval_config(tmp_path, "g2", [{**task, "path": str(write_arc(tmp_path / "arc.json", 2))}])
+    bad_target = eval_config(tmp_path, "t", [{**task, "format": "csqa", "path": str(tmp_path / "arc.json")}])
+    with pytest.raises(EvalError, match=r"arc\.json"):  # the target's data fails before the general tasks run
+        forgetting_report(fine, [run], bad_target, progress=False)
     other = cfg.model_copy(update={"model": ModelConfig(path=str(tmp_path / "m"))})
     with pytest.raises(EvalError, match=r"names model\.path=.*but the runs were trained from model\.path='embedded'"):
         forgetting_report(other, [run], progress=False)

@@ -23,7 +23,7 @@ from typing import Any
 from tuneforge.config import ModelConfig, RunConfig
 from tuneforge.eval.readers import EvalError
 from tuneforge.eval.report import EvalReport
-from tuneforge.eval.run import evaluate, task_name
+from tuneforge.eval.run import evaluate, load_tasks, task_name
 from tuneforge.runs import RunDir, RunFolderError, model_config_of_run
 
 FORGOT, SAME, IMPROVED, WORSE, NO_INTERVAL = "forgot", "no measurable change", "improved", "worse", "no interval"
@@ -104,9 +104,12 @@ class ForgettingReport:
         }
 
 
-def changes_from_report(data: dict[str, Any], source: str, labels: dict[str, str] | None = None) -> list[TaskChange]:
-    """Each task's primary-metric comparison with the report's reference, as TaskChanges (`labels` renames
-    the report's model labels to the forgetting report's; models not in it are left out)."""
+def changes_from_report(
+    data: dict[str, Any], source: str, labels: dict[str, str] | None = None, worse: str = FORGOT
+) -> list[TaskChange]:
+    """Each task's primary-metric comparison with an eval report's reference (report.json's `data`), as TaskChanges
+    (`labels` renames the report's model labels to the forgetting report's, leaving the others out; `worse`: the
+    verdict of a measurable loss, "forgot" for general tasks, "worse" for the target's)."""
     ref, out = data["reference"], []
     for t in data["tasks"]:
         p, hib = t["primary"], bool(t["higher_is_better"])
@@ -126,7 +129,7 @@ def changes_from_report(data: dict[str, Any], source: str, labels: dict[str, str
                     diff=c["value"],
                     low=low,
                     high=high,
-                    verdict=verdict(low, high, hib, WORSE if t.get("role") == "target" else FORGOT),
+                    verdict=verdict(low, high, hib, worse),
                     source=source,
                 )
             )
@@ -214,13 +217,9 @@ def _own_target(run: RunRef, base: ModelConfig, general: set[str]) -> list[TaskC
             if m.get("adapter") and Path(m["adapter"]).expanduser().resolve() == Path(run.output).resolve()
         ]
         for label in mine:
-            rows = changes_from_report(_as_target(data), str(path), {label: run.label})
+            rows = changes_from_report(data, str(path), {label: run.label}, WORSE)
             out += [c for c in rows if c.task not in general]
     return out
-
-
-def _as_target(data: dict[str, Any]) -> dict[str, Any]:
-    return {**data, "tasks": [{**t, "role": "target"} for t in data["tasks"]]}
 
 
 def forgetting_report(
@@ -241,6 +240,7 @@ def forgetting_report(
     _check_config(general, base, "general", SHARED_DATA_HINT)
     if target is not None:
         _check_config(target, base, "target", None)
+        load_tasks(_for_runs(target, base, None))  # a bad target task fails now, not after the general benchmarks
     out = Path(output_dir) if output_dir else RunDir(found[0][0]).forgetting
     dirs = [run for run, _ in found]
     report = evaluate(_for_runs(general, base, limit), runs=dirs, output_dir=out / "general", progress=progress)
@@ -249,7 +249,7 @@ def forgetting_report(
     changes = changes_from_report(report.data, str(out / "general" / "report.json"))
     if target is not None:
         done = evaluate(_for_runs(target, base, None), runs=dirs, output_dir=out / "target", progress=progress)
-        gains = changes_from_report(_as_target(done.data), str(out / "target" / "report.json"))
+        gains = changes_from_report(done.data, str(out / "target" / "report.json"), worse=WORSE)
     else:
         names = {t["name"] for t in report.data["tasks"]}
         gains = [c for r in refs for c in _own_target(r, base, names)]
