@@ -7,7 +7,7 @@ every model answering with that context sees the same shots or passages (and a r
   (rag.retriever over an index of the training questions, tuneforge.rag.index); an item whose question shares too
   little with the pool (BM25 finds fewer than k) gets the rest drawn at random, and the file counts them;
 - `rag`: the top rag.top_k passages of the documents' index for the item's question, put before the question in
-  the same user turn (the knowledge lab's wording, tuneforge.rag.lab.RAG_INSTRUCTION).
+  the same user turn (the knowledge lab's wording, tuneforge.rag.pipeline.RAG_INSTRUCTION).
 
 A few-shot example is the sample's last user turn and its answer, shown as a user and an assistant turn before
 the question (tuneforge.eval's k-shot chat).
@@ -164,7 +164,7 @@ def apply_context(items: Sequence[Item], context: dict[str, Any] | None) -> list
 
 def with_passages(ex: Example, passages: str) -> Example:
     """The passages before the question in its user turn: the lab's RAG prompt, whatever the task's instruction."""
-    from tuneforge.rag.lab import RAG_INSTRUCTION
+    from tuneforge.rag.pipeline import RAG_INSTRUCTION
 
     return replace(ex, question=RAG_INSTRUCTION.format(passages=passages) + "\n\n" + ex.question)
 

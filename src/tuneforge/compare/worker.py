@@ -16,8 +16,8 @@ import traceback
 from pathlib import Path
 from typing import Any
 
-from tuneforge.bench.worker import peak_rss_mb
 from tuneforge.sweep.folder import write_record
+from tuneforge.utils.memory import peak_rss_mb
 
 
 def virtual_tokens(output: Path | None) -> int:
