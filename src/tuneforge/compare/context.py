@@ -22,9 +22,8 @@ import re
 from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from tuneforge.compare.plan import Arm, ComparePlan
 from tuneforge.compare.source import CompareError
 from tuneforge.config import RunConfig
 from tuneforge.data.schema import Conversation
@@ -32,6 +31,9 @@ from tuneforge.eval.prompts import Item
 from tuneforge.eval.readers import Example
 from tuneforge.rag.index import IndexSettings, RagIndex, make_embedder
 from tuneforge.utils.progress import progress_bar
+
+if TYPE_CHECKING:  # plan.py checks for leaks with this module's shot and query_of
+    from tuneforge.compare.plan import Arm, ComparePlan
 
 log = logging.getLogger("tuneforge.compare")
 
