@@ -72,7 +72,8 @@ class ArmSpec(Section):
     )
     overrides: dict[str, Any] = Field(
         default_factory=dict,
-        description="Trained kinds: config keys set for this arm's run only, e.g. {method.r: 8, train.lr: 3e-2}.",
+        description="Trained kinds: keys of this arm's run only (model.*, data.*, method.*, train.*, stage), e.g. "
+        "{method.r: 8, train.lr: 3e-2}.",
     )
 
     @field_validator("kind")
