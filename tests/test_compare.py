@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import csv
 import json
+import subprocess
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +16,15 @@ from tests.test_sft import cfg_file, make_cfg
 from tuneforge.cli import load_config, main
 from tuneforge.compare import CompareError, plan_compare
 from tuneforge.compare.context import build_contexts, random_shots
-from tuneforge.compare.pick import best_arm, overlaps, pareto_front, recommend, recommendation_text
+from tuneforge.compare.pick import (
+    best_arm,
+    candidates,
+    overlaps,
+    pareto_front,
+    recommend,
+    recommendation_text,
+    rule_of,
+)
 from tuneforge.config import ARM_KINDS, ConfigError
 from tuneforge.errors import TuneforgeError
 
@@ -174,46 +184,87 @@ def test_similar_shots_are_the_nearest_training_questions(tmp_path: Path, tiny_m
 # --- the Pareto front and the recommendation, on hand-made numbers ----------------------------------------------
 
 
-def row(arm: str, score: float, low: float, high: float, cost: float, params: int = 0) -> dict[str, Any]:
+def row(
+    arm: str,
+    score: float,
+    ci: tuple[float | None, float | None],
+    seconds: float,
+    tokens: int = 50_000,
+    vs_best: tuple[float | None, float | None] = (None, None),
+    params: int = 0,
+) -> dict[str, Any]:
     return {
         "arm": arm,
         "status": "ok",
         "score": score,
-        "ci95_low": low,
-        "ci95_high": high,
-        "s_per_1k": cost,
+        "ci95_low": ci[0],
+        "ci95_high": ci[1],
+        "vs_best": None if vs_best[0] is None else 0.0,
+        "vs_best_low": vs_best[0],
+        "vs_best_high": vs_best[1],
+        "answer_s_per_1k": seconds,
+        "tokens_per_1k": tokens,
         "trainable_params": params,
     }
 
 
 ROWS = [
-    row("zero_shot", 0.10, 0.02, 0.20, 100.0),
-    row("few_shot", 0.55, 0.40, 0.70, 400.0),
-    row("rag", 0.50, 0.35, 0.65, 500.0),  # dearer and worse than few_shot: dominated
-    row("lora", 0.80, 0.68, 0.90, 120.0, params=1000),
-    row("lora+few_shot", 0.85, 0.75, 0.95, 420.0, params=1000),
-    row("full", 0.78, 0.66, 0.88, 120.0, params=10**6),
-    {"arm": "broken", "status": "failed", "score": None, "s_per_1k": None},
+    row("zero_shot", 0.10, (0.02, 0.20), 100.0, vs_best=(-0.85, -0.65)),
+    row("few_shot", 0.55, (0.40, 0.70), 400.0, 200_000, vs_best=(-0.40, -0.20)),
+    row("rag", 0.50, (0.35, 0.65), 500.0, 300_000, vs_best=(-0.45, -0.25)),  # dearer and worse than few_shot
+    # lora's interval overlaps the best's, but the paired difference excludes 0: it is told apart
+    row("lora", 0.80, (0.68, 0.90), 120.0, vs_best=(-0.08, -0.02), params=1000),
+    row("lora+few_shot", 0.85, (0.75, 0.95), 420.0, 200_000, vs_best=(0.0, 0.0), params=1000),
+    # full's paired interval holds 0; as many tokens as prompt_tuning, seconds within 10%: fewer params wins
+    row("full", 0.84, (0.74, 0.94), 130.0, vs_best=(-0.05, 0.01), params=10**6),
+    row("prompt_tuning", 0.83, (0.73, 0.93), 125.0, vs_best=(-0.06, 0.02), params=500),
+    {"arm": "broken", "status": "failed", "score": None, "answer_s_per_1k": None},
 ]
 
 
 def test_pareto_front_keeps_the_arms_nothing_beats_on_both() -> None:
-    assert pareto_front(ROWS) == ["zero_shot", "lora", "lora+few_shot"]
+    assert pareto_front(ROWS) == ["zero_shot", "lora", "prompt_tuning", "full", "lora+few_shot"]
     # lower is better (a loss): the front flips to the lowest scores per cost
     assert pareto_front(ROWS, higher_is_better=False) == ["zero_shot"]
 
 
-def test_recommendation_is_the_cheapest_arm_overlapping_the_best() -> None:
+def test_recommendation_is_the_cheapest_arm_the_paired_difference_cannot_tell_from_the_best() -> None:
     best = best_arm(ROWS)
     assert best is not None and best["arm"] == "lora+few_shot"
-    assert overlaps(ROWS[3], best) and not overlaps(ROWS[1], best)
+    assert overlaps(ROWS[3], best)  # the old rule's pick (cheapest overlapping) is lora
+    assert rule_of(ROWS) == "paired" and [r["arm"] for r in candidates(ROWS)] == [
+        "lora+few_shot",
+        "full",
+        "prompt_tuning",
+    ]
     pick = recommend(ROWS)
-    assert pick is not None and pick["arm"] == "lora"  # as cheap as full, fewer trainable parameters
+    assert pick is not None and pick["arm"] == "prompt_tuning"  # 50k tokens; 125 vs 130 s a tie; 500 params
     text = recommendation_text(ROWS)
-    assert text.startswith("**lora**: the cheapest arm (120 CPU-s per 1k answers, against 420 for the best arm)")
-    alone = [row("a", 0.9, 0.85, 0.95, 300.0), row("b", 0.2, 0.1, 0.3, 10.0)]
-    assert recommend(alone)["arm"] == "a" and "the best arm" in recommendation_text(alone)
-    no_ci = [row("a", 0.5, None, None, 10.0), row("b", 0.5, None, None, 5.0)]  # eval.bootstrap=0: the points
+    assert text.startswith(
+        "**prompt_tuning**: the cheapest of the 3 arms whose paired difference to the best arm has a 95% interval "
+        "containing 0 (lora+few_shot, 0.850 [0.750, 0.950]; 200,000 tokens, 420 answer s (wall clock) per 1k "
+        "answers): prompt_tuning 0.830 [0.730, 0.930], difference +0.000 [-0.060, +0.020]; 50,000 tokens"
+    )
+    assert "cannot be told apart" not in text and "CPU" not in text
+    assert "fewest tokens per 1k answers, then answer seconds (within 10% of the fastest a tie)" in text
+
+
+def test_cost_is_tokens_first_then_seconds_beyond_the_tie() -> None:
+    near = [(0.0, 0.0), (-0.1, 0.1)]
+    fewer_tokens = [row("a", 0.9, (0.8, 1.0), 10.0, 900, near[0]), row("b", 0.9, (0.8, 1.0), 1.0, 1000, near[1])]
+    assert recommend(fewer_tokens)["arm"] == "a"  # 10x the seconds, but fewer tokens
+    faster = [row("a", 0.9, (0.8, 1.0), 10.0, 900, near[0], 5), row("b", 0.9, (0.8, 1.0), 12.0, 900, near[1], 1)]
+    assert recommend(faster)["arm"] == "a"  # 12 s is more than 10% over 10 s: not a tie, params do not count
+    faster[1]["answer_s_per_1k"] = 10.9
+    assert recommend(faster)["arm"] == "b"  # within 10%: a tie, fewer trainable parameters
+
+
+def test_without_bootstrap_the_rule_is_interval_overlap_and_the_text_says_so() -> None:
+    alone = [row("a", 0.9, (0.85, 0.95), 300.0), row("b", 0.2, (0.1, 0.3), 10.0)]
+    assert rule_of(alone) == "overlap" and recommend(alone)["arm"] == "a"
+    assert recommendation_text(alone).startswith("**a**: the best arm (0.900 [0.850, 0.950]; 50,000 tokens")
+    assert "overlaps the best arm's (eval.bootstrap=0" in recommendation_text(alone)
+    no_ci = [row("a", 0.5, (None, None), 10.0), row("b", 0.5, (None, None), 5.0)]  # eval.bootstrap=0: the points
     assert recommend(no_ci)["arm"] == "b"
     assert recommend([ROWS[-1]]) is None and recommendation_text([]) == "No arm finished: nothing to recommend."
 
@@ -221,9 +272,32 @@ def test_recommendation_is_the_cheapest_arm_overlapping_the_best() -> None:
 # --- end to end on the tiny model --------------------------------------------------------------------------------
 
 
+def in_process(cmd: list[str], **kwargs: Any) -> subprocess.CompletedProcess[bytes]:
+    """`python -m tuneforge.{sweep,compare}.worker SPEC` run in this process: the workers' own entry functions
+    (what their `main` runs, without its logging and offline set-up), so a test starts no interpreter."""
+    from tuneforge.compare import worker as answer_worker
+    from tuneforge.sweep import worker as train_worker
+
+    module, spec_path = cmd[2], cmd[3]
+    run, fail = {
+        "tuneforge.sweep.worker": (train_worker.run_point, train_worker.failure),
+        "tuneforge.compare.worker": (answer_worker.answer_arm, answer_worker.failure),
+    }[module]
+    spec = json.loads(Path(spec_path).read_text(encoding="utf-8"))
+    try:
+        run(spec)
+    except Exception as e:  # as main: the failure is the record
+        fail(spec, e)
+        return subprocess.CompletedProcess(cmd, 1)
+    return subprocess.CompletedProcess(cmd, 0)
+
+
 def test_two_arms_end_to_end_then_resume(
     tmp_path: Path, tiny_model_dir: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
+    """Training (sweep's worker) and answering (compare's worker) in this process: the child processes' launch
+    is tested in test_the_answer_worker_process."""
+    monkeypatch.setattr(subprocess, "run", in_process)  # sweep.local and compare.run launch through it
     raw = compare_raw(tmp_path, tiny_model_dir, [{"kind": "zero_shot"}, {"kind": "tuned", "method": "lora"}])
     path = cfg_file(tmp_path, raw)
     out = tmp_path / "cmp"
@@ -237,13 +311,17 @@ def test_two_arms_end_to_end_then_resume(
     assert set(rows) == {"zero_shot", "lora"} and all(r["status"] == "ok" for r in rows.values())
     z, lo = rows["zero_shot"], rows["lora"]
     assert z["trainable_params"] == 0 and lo["trainable_params"] > 0 and lo["steps"] == 1
-    assert z["answer_peak_rss_mb"] > 0 and lo["train_peak_rss_mb"] > 0 and z["s_per_1k"] > 0
+    assert z["answer_peak_rss_mb"] > 0 and lo["train_peak_rss_mb"] > 0 and z["answer_s_per_1k"] > 0
     assert z["tokens_per_1k"] > 1000 * 5  # every prompt holds the chat template and the question
     assert summary["recommended"] in rows and summary["pareto_front"]
     assert (out / "runs" / "lora" / "adapter").is_dir() and (out / "runs" / "lora" / "result.json").is_file()
     with (out / "compare.csv").open() as f:
         csv_rows = list(csv.DictReader(f))
     assert [r["arm"] for r in csv_rows] == ["zero_shot", "lora"] and csv_rows[0]["metric"] == "exact_match"
+    # an arm answered by the worker before it measured CPU seconds and CUDA memory is read back as it is
+    stored = json.loads((out / "answers" / "lora.json").read_text())
+    assert stored.pop("answer_cpu_s") > 0 and stored.pop("cuda_peak_mb") is None
+    (out / "answers" / "lora.json").write_text(json.dumps(stored))
     before = (out / "answers" / "lora.json").read_text()
 
     # resume: nothing trains or answers again
@@ -255,6 +333,7 @@ def test_two_arms_end_to_end_then_resume(
     assert main(["compare", str(path)]) == 0
     again = json.loads((out / "compare.json").read_text())
     assert [r["score"] for r in again["rows"]] == [r["score"] for r in summary["rows"]]
+    assert [r["answer_cpu_s_per_1k"] is None for r in again["rows"]] == [False, True]
     assert (out / "answers" / "lora.json").read_text() == before
     # another comparison's config in the same folder is refused
     assert main(["compare", str(path), "eval.seed=1"]) == 2
@@ -292,5 +371,26 @@ def test_an_arm_answers_with_its_shots_and_passages(tmp_path: Path, tiny_model_d
     assert all(s > p for s, p in zip(shots["prompt_tokens"], plain["prompt_tokens"], strict=True))
     assert all(r > p for r, p in zip(rag["prompt_tokens"], plain["prompt_tokens"], strict=True))
     assert plain["completion_tokens"][0] >= 0 and plain["answer_s"] > 0 and plain["peak_rss_mb"] > 0
+    assert plain["answer_cpu_s"] > 0 and plain["cuda_peak_mb"] is None  # the tiny model is on the CPU
     rag_prompts = json.loads(files["rag"].read_text())["items"]
     assert rag_prompts[0]["chunks"] == ["sums.txt#0"] and "doubles" in rag_prompts[0]["passages"]
+
+
+def test_the_answer_worker_process(tmp_path: Path, tiny_model_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """compare.run's launch of `python -m tuneforge.compare.worker`: one real child process, its record read back;
+    then a failing arm (in this process) is a failed record naming the error and the path of its log."""
+    from tuneforge.compare.run import _answer
+    from tuneforge.sweep.folder import SweepFolder
+
+    plan = plan_compare(cfg_of(tmp_path, tiny_model_dir, [{"kind": "zero_shot"}], ["eval.limit=2"]))
+    folder = SweepFolder(plan.out)
+    for sub in (folder.specs, folder.logs, plan.out / "answers"):
+        sub.mkdir(parents=True, exist_ok=True)
+    record = _answer(plan, folder, plan.arms[0], None)
+    assert record["status"] == "ok" and record["n"] == 2 and record["answer_cpu_s"] > 0, record
+    assert json.loads((plan.out / "answers" / "zero_shot.json").read_text())["status"] == "ok"
+    monkeypatch.setattr(subprocess, "run", in_process)
+    (plan.out / "answers" / "zero_shot.json").unlink()  # else read back: a run without result.json is no change
+    failed = _answer(plan, folder, replace(plan.arms[0], run="never-trained"), None)
+    assert failed["status"] == "failed" and "never-trained" in failed["error"], failed
+    assert failed["error"].endswith(f"see {folder.logs / 'answer-zero_shot.log'}")

@@ -43,7 +43,7 @@ def test_the_knowledge_preset_is_the_labs_world_and_fine_tunes(tmp_path: Path, t
     plan = plan_compare(knowledge_cfg(tmp_path, tiny_model_dir, LAB_ARMS))
     task = plan.source.task
     assert task.task.spec.type == "multiple_choice" and len(task.items) == 16 and plan.source.chance == 0.25
-    assert [p.name for p in plan.training.points] == ["lora-docs", "lora-paraphrased"]
+    assert [p.name for p in plan.training.points] == ["lora", "lora-paraphrased"]  # docs: the default set
     docs, para = (p.config for p in plan.training.points)
     assert docs["stage"] == "pt" and docs["data"]["datasets"][0]["format"] == "text"
     assert docs["data"]["datasets"][0]["path"].endswith("data/docs.jsonl")

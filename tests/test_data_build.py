@@ -13,7 +13,8 @@ import pytest
 
 from tests.test_data_formats import write
 from tuneforge.config import DataConfig
-from tuneforge.data.build import build_sft, build_text, mix_counts, resample, split
+from tuneforge.data.build import build_sft, build_text
+from tuneforge.data.mixing import mix_counts, resample, split
 from tuneforge.data.render import IGNORE_INDEX
 from tuneforge.data.schema import DataError
 

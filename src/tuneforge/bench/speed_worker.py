@@ -38,7 +38,7 @@ def _heldout_loss(model: Any, rows: list[dict[str, Any]], tokenizer: Any) -> flo
 def _probe_class() -> type:
     from transformers import TrainerCallback
 
-    from tuneforge.bench.worker import peak_rss_mb
+    from tuneforge.utils.memory import peak_rss_mb
 
     class Probe(TrainerCallback):
         """Training seconds up to the last step's end (no saving, no evaluation), peak RSS there, and the
@@ -254,8 +254,8 @@ def eval_worker(spec: dict[str, Any]) -> dict[str, Any]:
 def worker_main(spec_path: Path, result_path: Path) -> int:
     import traceback
 
-    from tuneforge.bench.worker import peak_rss_mb
     from tuneforge.utils.logs import offline_env, setup_logging
+    from tuneforge.utils.memory import peak_rss_mb
 
     offline_env()
     setup_logging(False)

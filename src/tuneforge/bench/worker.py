@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import logging
-import resource
 import sys
 import time
 import traceback
@@ -18,12 +17,9 @@ from typing import Any
 import torch
 from transformers import TrainerCallback
 
+from tuneforge.utils.memory import peak_rss_mb
+
 log = logging.getLogger("tuneforge.bench")
-
-
-def peak_rss_mb() -> float:
-    """This process's peak resident set size so far (Linux reports ru_maxrss in KiB)."""
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def _status_mb(field: str) -> float | None:

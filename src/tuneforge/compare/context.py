@@ -7,7 +7,7 @@ every model answering with that context sees the same shots or passages (and a r
   (rag.retriever over an index of the training questions, tuneforge.rag.index); an item whose question shares too
   little with the pool (BM25 finds fewer than k) gets the rest drawn at random, and the file counts them;
 - `rag`: the top rag.top_k passages of the documents' index for the item's question, put before the question in
-  the same user turn (the knowledge lab's wording, tuneforge.rag.lab.RAG_INSTRUCTION).
+  the same user turn (the knowledge lab's wording, tuneforge.rag.pipeline.RAG_INSTRUCTION).
 
 A few-shot example is the sample's last user turn and its answer, shown as a user and an assistant turn before
 the question (tuneforge.eval's k-shot chat).
@@ -22,9 +22,8 @@ import re
 from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from tuneforge.compare.plan import Arm, ComparePlan
 from tuneforge.compare.source import CompareError
 from tuneforge.config import RunConfig
 from tuneforge.data.schema import Conversation
@@ -32,6 +31,9 @@ from tuneforge.eval.prompts import Item
 from tuneforge.eval.readers import Example
 from tuneforge.rag.index import IndexSettings, RagIndex, make_embedder
 from tuneforge.utils.progress import progress_bar
+
+if TYPE_CHECKING:  # plan.py checks for leaks with this module's shot and query_of
+    from tuneforge.compare.plan import Arm, ComparePlan
 
 log = logging.getLogger("tuneforge.compare")
 
@@ -164,7 +166,7 @@ def apply_context(items: Sequence[Item], context: dict[str, Any] | None) -> list
 
 def with_passages(ex: Example, passages: str) -> Example:
     """The passages before the question in its user turn: the lab's RAG prompt, whatever the task's instruction."""
-    from tuneforge.rag.lab import RAG_INSTRUCTION
+    from tuneforge.rag.pipeline import RAG_INSTRUCTION
 
     return replace(ex, question=RAG_INSTRUCTION.format(passages=passages) + "\n\n" + ex.question)
 

@@ -12,8 +12,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from tuneforge.compare.leaks import refuse_leaks
 from tuneforge.compare.source import CompareError, Prepared, prepare_source
-from tuneforge.config import ARM_KINDS, ArmKind, ArmSpec, RunConfig, SweepConfig, arm_run_name
+from tuneforge.config import ARM_KINDS, ArmKind, ArmSpec, DataConfig, RunConfig, SweepConfig, arm_run_name
 from tuneforge.errors import TuneforgeError
 from tuneforge.sweep.plan import Plan, Point, value_overrides
 
@@ -22,6 +23,16 @@ from tuneforge.sweep.plan import Plan, Point, value_overrides
 FEW_SHOT_TYPES = frozenset({"generation", "math", "multiple_choice"})
 # Keys a comparison sets in each trained arm's run itself.
 OWN_KEYS = ("name", "output.dir", "output.overwrite", "train.resume")
+# What an arm's `overrides` may set: its run's sections (and `stage`); other sections set for one arm would go
+# unread (eval.*, rag.*: the comparison answers and retrieves for every arm alike) or are refused to keep one
+# rule (dpo.*, privacy.*, ...: set them for the whole comparison).
+RUN_SECTIONS = ("model", "data", "method", "train")
+# eval keys of `tuneforge eval` that a comparison does not read: key -> what the comparison does instead.
+UNREAD_KEYS = {
+    "eval.base": "every arm is answered; zero_shot is the base model",
+    "eval.runs": "the runs compared are the trained arms' (compare.arms)",
+    "eval.output_dir": "the comparison writes to compare.out",
+}
 
 
 @dataclass(frozen=True)
@@ -68,18 +79,23 @@ def plan_compare(cfg: RunConfig) -> ComparePlan:
     out = compare_out(cfg)
     source = prepare_source(cfg, out)
     arms, errors, points = [], [], {}
+    datas: list[tuple[str, DataConfig]] = [("", cfg.data)]  # what the arms learn from: the leak check's input
     for i, spec in enumerate(c.arms):
         where = f"compare.arms[{i}] ({spec.label})"
         try:
             run = _check_arm(cfg, spec, source, where)
             if run is not None and run not in points:
-                points[run] = _run_point(cfg, spec, source, run, out)
+                points[run], run_cfg = _run_point(cfg, spec, source, run, out)
+                datas.append((f"{where}: its run's ", run_cfg.data))
         except TuneforgeError as e:
             errors.append(str(e) if str(e).startswith(where) else f"{where}: {_one_line(str(e))}")
             continue
         arms.append(Arm(i, spec, run))
     if errors:
         raise CompareError(f"{len(errors)} of {len(c.arms)} arms cannot run:\n" + "\n".join(errors))
+    few_shot = any(a.kind.prompt == "few_shot" for a in arms)
+    if few_shot or points:  # the training data is read only by few-shot and trained arms
+        refuse_leaks(source, datas, few_shot or (cfg.stage == "sft" and any(a.kind.trains for a in arms)))
     settings = SweepConfig(evaluate=False, timeout_s=c.timeout_s)
     training = Plan(cfg, settings, {}, list(points.values()), "train_loss", "min", out, {})
     return ComparePlan(cfg, out, source, arms, training, identity(cfg))
@@ -123,7 +139,14 @@ def _check_arm(cfg: RunConfig, spec: ArmSpec, source: Prepared, where: str) -> s
     bad = [k for k in spec.overrides if k in OWN_KEYS or k.split(".")[0] in ("compare", "sweep")]
     if bad:
         raise CompareError(f"{where}: overrides {bad[0]!r}: the comparison sets it itself")
-    return arm_run_name(spec)
+    unread = [k for k in spec.overrides if k != "stage" and k.split(".")[0] not in RUN_SECTIONS]
+    if unread:
+        raise CompareError(
+            f"{where}: overrides {unread[0]!r}: an arm's run reads only "
+            f"{', '.join(s + '.*' for s in RUN_SECTIONS)} and stage from its overrides; set other keys for the "
+            "whole comparison"
+        )
+    return arm_run_name(spec, sets[0])
 
 
 def _check_method(method: str, where: str) -> None:
@@ -135,7 +158,7 @@ def _check_method(method: str, where: str) -> None:
         raise CompareError(f"{where}: method {method!r} is not in the method table{hint}; see docs/methods.md")
 
 
-def _run_point(cfg: RunConfig, spec: ArmSpec, source: Prepared, run: str, out: Path) -> Point:
+def _run_point(cfg: RunConfig, spec: ArmSpec, source: Prepared, run: str, out: Path) -> tuple[Point, RunConfig]:
     """The arm's run config, validated as a run (tuneforge.stages.load_config: both tables)."""
     from tuneforge.stages import load_config
 
@@ -149,7 +172,7 @@ def _run_point(cfg: RunConfig, spec: ArmSpec, source: Prepared, run: str, out: P
     run_cfg = load_config(raw, value_overrides(spec.overrides))
     dump = run_cfg.model_dump(mode="json", exclude_unset=True)
     dump.pop("compare", None)
-    return Point(run, dict(spec.overrides), dump)
+    return Point(run, dict(spec.overrides), dump), run_cfg
 
 
 def identity(cfg: RunConfig) -> dict[str, Any]:
@@ -166,6 +189,15 @@ def identity(cfg: RunConfig) -> dict[str, Any]:
 def _refuse_own(cfg: RunConfig) -> None:
     from tuneforge.config import is_set
 
+    for key, instead in UNREAD_KEYS.items():
+        if is_set(cfg, key):
+            raise CompareError(f"{key} is set, but a comparison does not read it ({instead}); remove {key}")
+    if cfg.compare.source != "knowledge" and cfg.lab.model_fields_set:
+        key = f"lab.{sorted(cfg.lab.model_fields_set)[0]}"
+        raise CompareError(
+            f"{key} is set, but compare.source={cfg.compare.source} does not read lab.* (the knowledge source's "
+            "world and files); remove it, or set compare.source=knowledge"
+        )
     for key in ("output.overwrite", "train.resume"):
         if is_set(cfg, key):
             raise CompareError(
@@ -181,4 +213,13 @@ def _one_line(message: str) -> str:
     return " ".join(lines).removeprefix("<config>: ")
 
 
-__all__ = ["FEW_SHOT_TYPES", "Arm", "ComparePlan", "compare_out", "identity", "plan_compare"]
+__all__ = [
+    "FEW_SHOT_TYPES",
+    "RUN_SECTIONS",
+    "UNREAD_KEYS",
+    "Arm",
+    "ComparePlan",
+    "compare_out",
+    "identity",
+    "plan_compare",
+]

@@ -3,9 +3,10 @@ compare.png (score against serving cost, the Pareto front drawn through), rewrit
 
 Rows come from each arm's records: its trained run's (tuneforge.sweep's point record: steps, losses, seconds,
 trainable parameters, peak RSS of the training process) and its answers' (compare.worker: responses, answering
-seconds, tokens, peak RSS of the answering process). The scores are computed here, from the responses, by the
-task's own `score`, so all arms are scored alike on the same items; intervals are tuneforge.eval.stats' bootstrap
-over items, and "vs best" the paired bootstrap of each arm minus the best arm on the same resamples.
+seconds (wall clock and process CPU), tokens, peak RSS of the answering process). The scores are computed here,
+from the responses, by the task's own `score`, so all arms are scored alike on the same items; intervals are
+tuneforge.eval.stats' bootstrap over items, and "vs best" the paired bootstrap of each arm minus the best arm on
+the same resamples.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import math
 from pathlib import Path
 from typing import Any
 
-from tuneforge.compare.pick import best_arm, pareto_front, recommend, recommendation_text
+from tuneforge.compare.pick import best_arm, pareto_front, recommend, recommendation_text, rule_of
 from tuneforge.compare.plan import Arm, ComparePlan
 from tuneforge.eval.lm import Scored
 from tuneforge.eval.metrics import MetricRows
@@ -25,9 +26,10 @@ from tuneforge.eval.tasks import Response
 
 COLUMNS = (
     "arm", "kind", "method", "context", "status", "metric", "score", "ci95_low", "ci95_high",
-    "vs_best", "vs_best_low", "vs_best_high", "pareto", "recommended", "s_per_1k", "tokens_per_1k",
-    "prompt_tokens", "completion_tokens", "virtual_tokens", "trainable_params", "total_params",
-    "train_s", "answer_s", "wall_s", "train_peak_rss_mb", "answer_peak_rss_mb", "peak_rss_mb",
+    "vs_best", "vs_best_low", "vs_best_high", "pareto", "recommended", "answer_s_per_1k",
+    "answer_cpu_s_per_1k", "tokens_per_1k", "prompt_tokens", "completion_tokens", "virtual_tokens",
+    "trainable_params", "total_params", "train_s", "answer_s", "wall_s", "train_peak_rss_mb",
+    "answer_peak_rss_mb", "peak_rss_mb", "answer_cuda_peak_mb",
     "steps", "train_loss", "run_dir", "how", "error",
 )  # fmt: skip
 
@@ -67,7 +69,10 @@ def arm_row(plan: ComparePlan, arm: Arm, trained: dict[str, Any] | None, answers
         prompt, completion = sum(answers["prompt_tokens"]) / n, sum(answers["completion_tokens"]) / n
         row.update(
             status="ok",
-            s_per_1k=round(answers["answer_s"] / n * 1000, 3),
+            answer_s_per_1k=round(answers["answer_s"] / n * 1000, 3),
+            # answers of an older worker have no CPU seconds (a finished arm is read back as it is)
+            answer_cpu_s_per_1k=round(answers["answer_cpu_s"] / n * 1000, 3) if "answer_cpu_s" in answers else None,
+            answer_cuda_peak_mb=answers.get("cuda_peak_mb"),
             tokens_per_1k=round((prompt + completion) * 1000),
             prompt_tokens=round(prompt, 1),
             completion_tokens=round(completion, 1),
@@ -96,12 +101,13 @@ def finish_rows(plan: ComparePlan, rows: list[dict], answers: dict[str, dict[str
             iv = bootstrap(metric_rows[r["arm"]], idx)
             r.update(score=_clean(iv.value), ci95_low=_clean(iv.low), ci95_high=_clean(iv.high))
     best = best_arm(rows, higher)
-    front = pareto_front(rows, higher)
-    pick = recommend(rows, higher)
     for r in rows:
         if best is not None and r["arm"] in metric_rows:
             diff = paired_bootstrap(metric_rows[best["arm"]], metric_rows[r["arm"]], idx)
             r.update(vs_best=_clean(diff.value), vs_best_low=_clean(diff.low), vs_best_high=_clean(diff.high))
+    front = pareto_front(rows, higher)
+    pick = recommend(rows, higher)  # by the paired differences just computed (pick.py)
+    for r in rows:
         r["pareto"] = r["arm"] in front
         r["recommended"] = pick is not None and r["arm"] == pick["arm"]
     return {
@@ -109,6 +115,7 @@ def finish_rows(plan: ComparePlan, rows: list[dict], answers: dict[str, dict[str
         "best": best["arm"] if best else None,
         "pareto_front": front,
         "recommended": pick["arm"] if pick else None,
+        "rule": rule_of(rows),
         "recommendation": recommendation_text(rows, higher),
     }
 
@@ -130,10 +137,12 @@ def markdown(summary: dict[str, Any]) -> str:
         "",
         f"{s['about']}. Model {s['model']}. Score: {s['metric']} on {s['items']} held-out items, 95% intervals from "
         f"{s['bootstrap']} bootstrap resamples over items (eval.seed {s['seed']}); vs best: the paired difference to "
-        f"the best arm ({summary['best']}). Serving cost: CPU-seconds per 1,000 answers, measured here ({s['cpu']}, "
-        f"batches of {s['batch_size']}, {s['threads']} threads), and tokens per 1,000 answers (prompt + completion).",
+        f"the best arm ({summary['best']}). Serving cost: tokens per 1,000 answers (prompt + completion), and answer "
+        f"seconds (wall clock; process CPU seconds in brackets) per 1,000 answers, measured here ({s['cpu']}, "
+        f"batches of {s['batch_size']}, {s['threads']} threads).",
         "",
-        "| arm | score [95% CI] | vs best [95% CI] | s / 1k answers | tokens / 1k answers | trainable params | "
+        "| arm | score [95% CI] | vs best [95% CI] | answer s / 1k answers, wall (CPU) | tokens / 1k answers | "
+        "trainable params | "
         "wall s (train + answer) | peak RSS MB (train / answer) | Pareto |",
         "|---|---|---|---:|---:|---:|---:|---|---|",
     ]
@@ -148,8 +157,8 @@ def markdown(summary: dict[str, Any]) -> str:
         lines.append(
             f"| {name} | {_f(r['score'])}{_ci(r['ci95_low'], r['ci95_high'])} | "
             f"{_f(r['vs_best'], signed=True)}{_ci(r['vs_best_low'], r['vs_best_high'], True)} | "
-            f"{_f(r['s_per_1k'], '.1f')} | {r['tokens_per_1k']:,} | {r['trainable_params'] or 0:,} | {wall} | "
-            f"{peak} | {'yes' if r['pareto'] else ''} |"
+            f"{_f(r['answer_s_per_1k'], '.1f')} ({_f(r['answer_cpu_s_per_1k'], '.1f')}) | {r['tokens_per_1k']:,} | "
+            f"{r['trainable_params'] or 0:,} | {wall} | {peak} | {'yes' if r['pareto'] else ''} |"
         )
     lines += ["", f"Recommendation: {summary['recommendation']}", ""]
     if summary.get("chance") is not None:
@@ -171,8 +180,8 @@ def write_outputs(out: Path, summary: dict[str, Any]) -> None:
 
 
 def plot(summary: dict[str, Any], path: Path) -> Path | None:
-    """Score (95% interval) against CPU-seconds per 1k answers, each arm labelled, the Pareto front as a step
-    line, the recommended arm ringed."""
+    """Score (95% interval) against answer seconds (wall clock) per 1k answers, each arm labelled, the Pareto
+    front as a step line, the recommended arm ringed."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -186,11 +195,13 @@ def plot(summary: dict[str, Any], path: Path) -> Path | None:
         lo = r["score"] - r["ci95_low"] if r["ci95_low"] is not None else 0.0
         hi = r["ci95_high"] - r["score"] if r["ci95_high"] is not None else 0.0
         colour = "tab:orange" if r["pareto"] else "tab:blue"
-        ax.errorbar(r["s_per_1k"], r["score"], yerr=[[max(lo, 0)], [max(hi, 0)]], fmt="o", color=colour, capsize=3)
-        ax.annotate(r["arm"], (r["s_per_1k"], r["score"]), textcoords="offset points", xytext=(5, 4), fontsize=8)
+        ax.errorbar(
+            r["answer_s_per_1k"], r["score"], yerr=[[max(lo, 0)], [max(hi, 0)]], fmt="o", color=colour, capsize=3
+        )
+        ax.annotate(r["arm"], (r["answer_s_per_1k"], r["score"]), textcoords="offset points", xytext=(5, 4), fontsize=8)
         if r["recommended"]:
             ax.scatter(
-                [r["s_per_1k"]],
+                [r["answer_s_per_1k"]],
                 [r["score"]],
                 s=220,
                 facecolors="none",
@@ -198,9 +209,9 @@ def plot(summary: dict[str, Any], path: Path) -> Path | None:
                 lw=2,
                 label=f"recommended: {r['arm']}",
             )
-    front = sorted((r for r in rows if r["pareto"]), key=lambda r: r["s_per_1k"])
+    front = sorted((r for r in rows if r["pareto"]), key=lambda r: r["answer_s_per_1k"])
     ax.step(
-        [r["s_per_1k"] for r in front],
+        [r["answer_s_per_1k"] for r in front],
         [r["score"] for r in front],
         where="post",
         color="tab:orange",
@@ -209,11 +220,11 @@ def plot(summary: dict[str, Any], path: Path) -> Path | None:
     )
     if summary.get("chance") is not None:
         ax.axhline(summary["chance"], color="grey", linestyle="--", lw=1, label=f"chance {summary['chance']:.2f}")
-    costs = [r["s_per_1k"] for r in rows]
+    costs = [r["answer_s_per_1k"] for r in rows]
     if min(costs) > 0 and max(costs) / min(costs) > 20:
         ax.set_xscale("log")
     s = summary["settings"]
-    ax.set_xlabel(f"serving cost: CPU-seconds per 1,000 answers ({s['cpu']})", fontsize=8)
+    ax.set_xlabel(f"serving cost: answer seconds (wall clock) per 1,000 answers ({s['cpu']})", fontsize=8)
     ax.set_ylabel(f"{s['metric']} (95% bootstrap interval)")
     ax.set_title(f"compare {s['name']}: score vs cost")
     ax.grid(alpha=0.3)

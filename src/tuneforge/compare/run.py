@@ -137,7 +137,7 @@ def run_compare(cfg: RunConfig) -> CompareOutcome:
             summary = _write(plan, trained, answers)
             row = next(r for r in summary["rows"] if r["arm"] == arm.label)
             shown = f" {row['metric']}={row['score']:.4g}" if row["score"] is not None else ""
-            cost = f", {row['s_per_1k']:.4g} s/1k answers" if row["s_per_1k"] is not None else ""
+            cost = f", {row['answer_s_per_1k']:.4g} answer s/1k" if row["answer_s_per_1k"] is not None else ""
             error = f": {row['error']}" if row["error"] else ""
             how = answers[arm.label].get("how", "answered")
             log.info(

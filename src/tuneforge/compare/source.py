@@ -41,6 +41,7 @@ class Prepared:
     about: str  # one line for the report
     chance: float | None = None
     gold_chunks: dict[str, list[str]] = field(default_factory=dict)  # item id -> gold chunk ids (retrieval metrics)
+    held_out_path: Path | None = None  # the user's task file, which the training data must not hold
 
 
 # --- task: the user's data and eval task ----------------------------------------------------------------------
@@ -72,17 +73,23 @@ def held_out_task(cfg: RunConfig) -> LoadedTask:
 
 
 def _task_source(cfg: RunConfig, out: Path) -> Prepared:
-    from tuneforge.data.pool import train_conversations
-
     task = held_out_task(cfg)
+
+    def pool() -> list[Conversation]:
+        from tuneforge.data.pool import train_conversations
+        from tuneforge.models.loader import load_tokenizer
+
+        return train_conversations(cfg.data, load_tokenizer(cfg.model))  # the model's: what cutoff_len skips
+
     return Prepared(
         task=task,
         documents=[Path(d) for d in cfg.rag.documents],
         train_sets={"train": _task_run},
-        pool=functools.cache(lambda: train_conversations(cfg.data)),  # read once, when a few-shot arm asks
+        pool=functools.cache(pool),  # read once, when an arm asks
         pool_from="data.datasets",
         about=f"held-out task {task.name} ({task.task.spec.type}, {len(task.items)} items), training split from "
         f"data.datasets",
+        held_out_path=Path(cfg.eval.tasks[0].path),
     )
 
 
@@ -140,4 +147,11 @@ def prepare_source(cfg: RunConfig, out: Path) -> Prepared:
         raise CompareError(f"the held-out task: {e}") from None
 
 
-__all__ = ["DATA_FOLDER", "SOURCES", "CompareError", "Prepared", "held_out_task", "prepare_source"]
+__all__ = [
+    "DATA_FOLDER",
+    "SOURCES",
+    "CompareError",
+    "Prepared",
+    "held_out_task",
+    "prepare_source",
+]

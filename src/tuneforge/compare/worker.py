@@ -3,8 +3,9 @@
 A process per arm makes its peak RSS (ru_maxrss) its own: the model (with the arm's adapter), its prompts and
 the answering. The spec names the comparison's config, the arm, its prompts file and its trained run; the
 record holds the model's raw responses (log-likelihoods, generated text: the comparison scores them), the
-answering seconds (generation and scoring calls only, not loading), the prompt and completion tokens of every
-answer and the process's peak RSS. A failure becomes a record with its error.
+answering seconds (generation and scoring calls only, not loading; wall clock, and this process's CPU time), the
+prompt and completion tokens of every answer, the process's peak RSS and, for a model on CUDA, the allocator's
+peak (torch.cuda.max_memory_allocated). A failure becomes a record with its error.
 """
 
 from __future__ import annotations
@@ -16,8 +17,8 @@ import traceback
 from pathlib import Path
 from typing import Any
 
-from tuneforge.bench.worker import peak_rss_mb
 from tuneforge.sweep.folder import write_record
+from tuneforge.utils.memory import cuda_peak_mb, peak_rss_mb
 
 
 def virtual_tokens(output: Path | None) -> int:
@@ -61,9 +62,9 @@ def answer_arm(spec: dict[str, Any]) -> dict[str, Any]:
     task = loaded.task
     torch.manual_seed(cfg.eval.seed)
     requests = task.prepare(items, lm)
-    at = time.perf_counter()
+    at, cpu_at = time.perf_counter(), time.process_time()
     responses = answer(lm, requests, f"{spec['arm']} {loaded.name}", task.max_new_tokens)
-    answer_s = time.perf_counter() - at
+    answer_s, answer_cpu_s = time.perf_counter() - at, time.process_time() - cpu_at
     extra = virtual_tokens(output)
     prompt_tokens, completion_tokens = [], []
     for req, resp in zip(requests, responses, strict=True):
@@ -79,16 +80,22 @@ def answer_arm(spec: dict[str, Any]) -> dict[str, Any]:
         "item_ids": [i.example.id for i in items],
         "fingerprint": spec["fingerprint"],
         "responses": [{"scores": [[s.logprob, s.tokens] for s in r.scores], "text": r.text} for r in responses],
-        "answer_s": round(answer_s, 3),
+        "answer_s": round(answer_s, 3),  # wall clock
+        "answer_cpu_s": round(answer_cpu_s, 3),  # this process's CPU time, every thread's
         "prompt_tokens": prompt_tokens,
         "completion_tokens": completion_tokens,
         "virtual_tokens": extra,
         "total_params": total,
         "peak_rss_mb": round(peak_rss_mb(), 1),
+        "cuda_peak_mb": _round(cuda_peak_mb(next(engine.model.parameters()).device)),
         "wall_s": round(time.perf_counter() - started, 1),
     }
     write_record(Path(spec["record"]), record)
     return record
+
+
+def _round(mb: float | None) -> float | None:
+    return None if mb is None else round(mb, 1)
 
 
 def failure(spec: dict[str, Any], error: BaseException) -> dict[str, Any]:

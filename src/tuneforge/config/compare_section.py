@@ -72,7 +72,8 @@ class ArmSpec(Section):
     )
     overrides: dict[str, Any] = Field(
         default_factory=dict,
-        description="Trained kinds: config keys set for this arm's run only, e.g. {method.r: 8, train.lr: 3e-2}.",
+        description="Trained kinds: keys of this arm's run only (model.*, data.*, method.*, train.*, stage), e.g. "
+        "{method.r: 8, train.lr: 3e-2}.",
     )
 
     @field_validator("kind")
@@ -141,10 +142,12 @@ class CompareConfig(Section):
         return v
 
 
-def arm_run_name(arm: ArmSpec) -> str:
+def arm_run_name(arm: ArmSpec, default_train_on: str) -> str:
     """The run a trained arm uses: arms with the same method, training set and overrides share it (lora and
-    lora+few_shot_similar_k4 are one training)."""
-    base = re.sub(r"[^A-Za-z0-9_.\-]+", "_", str(arm.method)) + (f"-{arm.train_on}" if arm.train_on else "")
+    lora+few_shot_similar_k4 are one training). `train_on` unset and `train_on` set to the source's default
+    (`default_train_on`: task's train, knowledge's docs) are one training set, named by its absence."""
+    train_on = arm.train_on if arm.train_on not in (None, default_train_on) else None
+    base = re.sub(r"[^A-Za-z0-9_.\-]+", "_", str(arm.method)) + (f"-{train_on}" if train_on else "")
     if not arm.overrides:
         return base
     digest = hashlib.sha1(json.dumps(arm.overrides, sort_keys=True, default=str).encode()).hexdigest()[:6]

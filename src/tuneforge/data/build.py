@@ -1,19 +1,19 @@
 """DataConfig -> tokenized train/validation sets: resolve, read, format, fill placeholders, mix, split, render.
 
 Every step is seeded from `data.seed`, so the same config gives identical datasets. Mixing works on sample
-keys (dataset, row) rather than copies, which lets the validation split hold out every copy of a sample that
-a small, repeated dataset contributes: no validation sample is ever trained on. The steps resolve → read →
-mix → split (`read_samples`, `mix`, `split`) are shared with preference.py, which builds rm/dpo/kto data.
+keys (dataset, row) rather than copies (data/mixing.py), which lets the validation split hold out every copy of
+a sample that a small, repeated dataset contributes: no validation sample is ever trained on. The steps resolve
+→ read → mix → split are `load_and_split`, the one place that decides which samples a run trains on (few-shot
+pools read it too: data/pool.py); `read_samples` is shared with preference.py, which builds rm/dpo/kto data.
 """
 
 from __future__ import annotations
 
 import itertools
 import logging
-import math
 import random
 import re
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal, TypeVar
 
@@ -22,6 +22,7 @@ from datasets import Dataset
 from tuneforge.config import DataConfig, DatasetSpec
 from tuneforge.data.canaries import insert_canaries
 from tuneforge.data.formats import FormatSpec, format_record
+from tuneforge.data.mixing import Key, mix, resample, split
 from tuneforge.data.registry import ResolvedDataset, resolve
 from tuneforge.data.render import Rendered, render_conversation, render_text, resolved_tool_format
 from tuneforge.data.schema import Conversation, DataError, Message, Preference, Sample, Text
@@ -36,7 +37,6 @@ log = logging.getLogger("tuneforge.data")
 PLACEHOLDER = re.compile(r"\{\{([A-Za-z_][A-Za-z0-9_]*)\}\}")
 TRUNCATED_AWAY = "no_assistant_tokens_after_truncation"
 
-Key = tuple[int, int]  # (dataset index, row index): one sample, however often mixing repeats it
 S = TypeVar("S")
 UNIT_COLUMN = "unit"  # the privacy unit of each training row (build_sft / build_text with `units`)
 Units = Literal["sample", "user"]
@@ -56,7 +56,7 @@ class TextData(SFTData):
 
 
 @dataclass
-class _Loaded:
+class LoadedDataset:
     name: str
     spec: DatasetSpec
     resolved: ResolvedDataset
@@ -104,11 +104,9 @@ def _build(
 ) -> tuple[Dataset, Dataset | None, dict[str, Any], dict[str, Any] | None]:
     if units == "user" and not user_column:
         raise ValueError("units='user' needs the user_column")
-    column = user_column if units == "user" else None
     scrubber = scrubber_for(cfg)
-    loaded = [_load(spec, cfg, kind, i, scrubber, column) for i, spec in enumerate(require_datasets(cfg))]
-    counts, pool = mix([d.rows for d in loaded], [d.spec.ratio for d in loaded], cfg)
-    train_keys, val_keys = split(pool, cfg.val_size)
+    data = load_and_split(cfg, kind, scrubber, user_column if units == "user" else None)
+    loaded, counts, train_keys, val_keys = data.datasets, data.counts, data.train, data.val
     cache: dict[Key, Rendered | None] = {}
     stats: dict[str, Any] = {"datasets": {}}
     for i, d in enumerate(loaded):
@@ -158,7 +156,31 @@ def _build(
     return train_set, (_to_dataset(val) if val else None), stats, record
 
 
-def _unit_of(key: Key, loaded: list[_Loaded]) -> str:
+@dataclass(frozen=True)
+class LoadedSplit:
+    """The datasets as read, and the sample keys of the training and validation splits as training sees them
+    (train in the mixed order, copies repeated; before rendering, so before data.cutoff_len skips any)."""
+
+    datasets: list[LoadedDataset]
+    counts: list[int]  # each dataset's share of the mix (mix_counts)
+    train: list[Key]
+    val: list[Key]
+
+    def sample(self, key: Key) -> Sample:
+        return self.datasets[key[0]].samples[key[1]]
+
+
+def load_and_split(
+    cfg: DataConfig, kind: str, scrubber: Scrubber | None = None, user_column: str | None = None
+) -> LoadedSplit:
+    """resolve → read → format → fill placeholders → mix → split: `kind` "sft" (Conversations) or "text"."""
+    loaded = [_load(spec, cfg, kind, i, scrubber, user_column) for i, spec in enumerate(require_datasets(cfg))]
+    counts, pool = mix([d.rows for d in loaded], [d.spec.ratio for d in loaded], cfg)
+    train_keys, val_keys = split(pool, cfg.val_size)
+    return LoadedSplit(loaded, counts, train_keys, val_keys)
+
+
+def _unit_of(key: Key, loaded: list[LoadedDataset]) -> str:
     users = loaded[key[0]].users
     return f"user:{users[key[1]]}" if users is not None else f"sample:{key[0]}:{key[1]}"
 
@@ -181,9 +203,9 @@ def _load(
     index: int,
     scrubber: Scrubber | None = None,
     user_column: str | None = None,
-) -> _Loaded:
+) -> LoadedDataset:
     resolved = resolve(spec, cfg.dataset_dir)
-    fmt, fspec = _format_for(resolved, kind)
+    fmt, fspec = format_for(resolved, kind)
     # max_samples keeps the first rows, so no more are read; num_samples resamples them all first
     limit = spec.max_samples if resolved.num_samples is None else None
     before = dict(scrubber.counts) if scrubber is not None else {}
@@ -203,7 +225,7 @@ def _load(
     earlier = [s.name or s.path for s in cfg.datasets[:index]]
     name = f"{resolved.name}#{index}" if resolved.name in earlier else resolved.name  # stats keys stay distinct
     scrubbed = {t: n - before.get(t, 0) for t, n in scrubber.counts.items() if n > before.get(t, 0)} if scrubber else {}
-    return _Loaded(name, spec, resolved, samples, rows, scrubbed, users)
+    return LoadedDataset(name, spec, resolved, samples, rows, scrubbed, users)
 
 
 def require_datasets(cfg: DataConfig) -> list[DatasetSpec]:
@@ -241,19 +263,7 @@ def read_samples(
     return samples
 
 
-def mix(rows: Sequence[Sequence[int]], ratios: Sequence[float | None], cfg: DataConfig) -> tuple[list[int], list[Key]]:
-    """(counts, pool): each dataset's count (mix_counts) and the seeded, shuffled pool of sample keys, the
-    selected `rows` of each dataset resampled to its count. Keys name the record, so copies stay one sample."""
-    counts = mix_counts([len(r) for r in rows], ratios, cfg.mix_size)
-    pool: list[Key] = []
-    for i, (selected, count) in enumerate(zip(rows, counts, strict=True)):
-        picks = resample(len(selected), count, random.Random(f"{cfg.seed}/mix/{i}"))
-        pool += [(i, selected[j]) for j in picks]
-    random.Random(cfg.seed).shuffle(pool)
-    return counts, pool
-
-
-def _format_for(d: ResolvedDataset, kind: str) -> tuple[str, FormatSpec]:
+def format_for(d: ResolvedDataset, kind: str) -> tuple[str, FormatSpec]:
     """The format to read `d` with for this kind of build, or a DataError saying where it belongs."""
     what = f"dataset {d.name!r}"
     if d.ranking or d.kto or d.format == "preference":
@@ -292,52 +302,10 @@ def substitute(sample: Sample, variables: dict[str, str]) -> Sample:
     return replace(sample, messages=tuple(replace(m, content=fill(m.content)) for m in sample.messages))
 
 
-def mix_counts(sizes: Sequence[int], ratios: Sequence[float | None], target: int | None) -> list[int]:
-    """How many samples each dataset contributes.
-
-    Without any ratio, datasets keep their sizes (scaled to `target` if given). With ratios, they are
-    relative weights (a dataset without one weighs 1.0) of `target`, or of the total size. Rounding by
-    largest remainder, so the counts add up to the target exactly.
-    """
-    total = target if target is not None else sum(sizes)
-    if all(r is None for r in ratios):
-        weights = [float(s) for s in sizes]
-    else:
-        weights = [1.0 if r is None else float(r) for r in ratios]
-    quotas = [total * w / sum(weights) for w in weights]
-    counts = [math.floor(q) for q in quotas]
-    by_remainder = sorted(range(len(quotas)), key=lambda i: (counts[i] - quotas[i], i))
-    for i in by_remainder[: total - sum(counts)]:
-        counts[i] += 1
-    return counts
-
-
-def resample(n: int, count: int, rng: random.Random) -> list[int]:
-    """`count` row indices out of `n`: whole copies of every row first, then a seeded random subset."""
-    return list(range(n)) * (count // n) + sorted(rng.sample(range(n), count % n))
-
-
-def split(pool: Sequence[Key], val_size: float) -> tuple[list[Key], list[Key]]:
-    """(train, val): val takes distinct samples from the front of the shuffled pool; train drops all their
-    copies. `val_size` is a fraction (<1, rounded up) or a count (>=1)."""
-    if val_size <= 0:
-        return list(pool), []
-    distinct = len(set(pool))
-    want = math.ceil(val_size * len(pool)) if val_size < 1 else int(val_size)
-    if want >= distinct:
-        raise DataError(
-            f"data.val_size={val_size} asks for {want} validation samples, but there are only {distinct} "
-            "distinct samples: nothing would be left to train on"
-        )
-    val: list[Key] = list(dict.fromkeys(pool))[:want]
-    held = set(val)
-    return [k for k in pool if k not in held], val
-
-
 def _render_split(
     keys: list[Key],
     split_name: str,
-    loaded: list[_Loaded],
+    loaded: list[LoadedDataset],
     render: Callable[[Sample], Rendered | None],
     cache: dict[Key, Rendered | None],
     stats: dict[str, Any],
@@ -367,7 +335,9 @@ def _render_split(
     return out
 
 
-def _report_skips(loaded: list[_Loaded], cache: dict[Key, Rendered | None], stats: dict[str, Any], cutoff: int) -> None:
+def _report_skips(
+    loaded: list[LoadedDataset], cache: dict[Key, Rendered | None], stats: dict[str, Any], cutoff: int
+) -> None:
     for i, d in enumerate(loaded):
         ds = stats["datasets"][d.name]
         skipped = ds["skipped"].get(TRUNCATED_AWAY, 0)
@@ -401,16 +371,16 @@ def _to_dataset(rows: list[Rendered]) -> Dataset:
 
 __all__ = [
     "UNIT_COLUMN",
+    "LoadedDataset",
+    "LoadedSplit",
     "SFTData",
     "TextData",
     "Units",
     "build_sft",
     "build_text",
-    "mix",
-    "mix_counts",
+    "format_for",
+    "load_and_split",
     "read_samples",
     "require_datasets",
-    "resample",
-    "split",
     "substitute",
 ]

@@ -17,7 +17,7 @@ import json
 from collections.abc import Sequence
 from typing import Any
 
-from tuneforge.data.build import _format_for, read_samples, require_datasets, substitute
+from tuneforge.data.build import format_for, read_samples, require_datasets, substitute
 from tuneforge.data.formats import format_record
 from tuneforge.data.preference import Kind, read_sample
 from tuneforge.data.registry import resolve
@@ -63,7 +63,7 @@ def preview(cfg: Any, n: int, tokenizer: Any, color: bool = False, data_kind: st
             )
             out += [_preference(tokenizer, s, data) for s in pairs]
             continue
-        fmt, fspec = _format_for(resolved, "text" if data_kind == "text" else "sft")
+        fmt, fspec = format_for(resolved, "text" if data_kind == "text" else "sft")
         samples = read_samples(
             resolved,
             lambda src, rec: substitute(format_record(fmt, rec, fspec, src), data.variables),  # noqa: B023
@@ -80,7 +80,7 @@ def _sample(tokenizer: Any, sample: Any, data: Any, marks: tuple[str, str]) -> s
         full: Rendered | None = render_text(tokenizer, sample, NO_LIMIT)
         cut: Rendered | None = render_text(tokenizer, sample, data.cutoff_len)
     else:
-        assert isinstance(sample, Conversation)  # _format_for gave a chat format
+        assert isinstance(sample, Conversation)  # format_for gave a chat format
         args = (data.train_on_prompt, data.tool_format, data.max_tools)
         full = render_conversation(tokenizer, sample, NO_LIMIT, *args)
         cut = render_conversation(tokenizer, sample, data.cutoff_len, *args)

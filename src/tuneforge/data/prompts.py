@@ -19,9 +19,10 @@ from typing import Any
 from datasets import Dataset
 
 from tuneforge.config import DataConfig, DatasetSpec
-from tuneforge.data.build import mix, read_samples, require_datasets, split, substitute
+from tuneforge.data.build import read_samples, require_datasets, substitute
 from tuneforge.data.canaries import refuse_canaries
 from tuneforge.data.formats import format_record
+from tuneforge.data.mixing import mix, split
 from tuneforge.data.registry import ResolvedDataset, resolve
 from tuneforge.data.render import render_prompt
 from tuneforge.data.schema import Conversation, DataError, Message

@@ -96,7 +96,7 @@ def count_samples(cfg: RunConfig) -> int | None:
     d = cfg.data
     if not d.datasets:
         return None
-    from tuneforge.data.build import mix_counts
+    from tuneforge.data.mixing import mix_counts
     from tuneforge.data.registry import resolve
     from tuneforge.data.sources import read_records
 

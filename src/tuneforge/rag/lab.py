@@ -43,12 +43,11 @@ from tuneforge.eval.run import LoadedTask, ModelRef, run_task
 from tuneforge.eval.tasks import build_task
 from tuneforge.rag.index import IndexSettings, RagIndex, make_embedder
 from tuneforge.rag.metrics import retrieval_metrics
-from tuneforge.rag.pipeline import passages_block
+from tuneforge.rag.pipeline import RAG_INSTRUCTION, passages_block
 from tuneforge.rag.world import build_world
 
 log = logging.getLogger("tuneforge.lab")
 
-RAG_INSTRUCTION = "Answer the question using these passages.\n\n{passages}"
 # Keys the lab sets itself: a value given for one would go unused.
 LAB_OWN_KEYS = {"data.datasets": "the fine-tunes train on lab.docs or the fictional world"}
 
@@ -345,7 +344,6 @@ def plot_arms(summary: dict[str, Any], path: Path) -> None:
 
 __all__ = [
     "LAB_OWN_KEYS",
-    "RAG_INSTRUCTION",
     "LabData",
     "LabExistsError",
     "fine_tune",

@@ -22,6 +22,9 @@ RAG_SYSTEM = (
     "Answer the question using the numbered passages. Cite the passages you used by their numbers in "
     "brackets, e.g. [1]. If the passages do not contain the answer, say that you do not know."
 )
+# The passages before the question in one user turn, no system prompt: the knowledge lab's RAG task and
+# compare's RAG arms (a multiple-choice question is scored by log-likelihood, so no citations are asked for).
+RAG_INSTRUCTION = "Answer the question using these passages.\n\n{passages}"
 
 
 @dataclass(frozen=True)
@@ -91,6 +94,7 @@ def answer(
 
 
 __all__ = [
+    "RAG_INSTRUCTION",
     "RAG_SYSTEM",
     "RagAnswer",
     "answer",

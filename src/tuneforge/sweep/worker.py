@@ -19,8 +19,8 @@ from typing import Any
 
 from transformers import TrainerCallback
 
-from tuneforge.bench.worker import peak_rss_mb
 from tuneforge.sweep.folder import STATE_HOW, STATE_OVERRIDES, point_state, write_record
+from tuneforge.utils.memory import peak_rss_mb
 
 log = logging.getLogger("tuneforge.sweep")
 

@@ -88,9 +88,6 @@ def matmul_flops(dtype: torch.dtype, size: int = 1024, seconds: float = 1.0) -> 
             return 2 * size**3 * reps / elapsed
 
 
-__all__ = ["FP32_TOLERANCE", "Fp32Route", "matmul_flops", "native_bf16", "use_onednn_fp32"]
-
-
 def cpu_name() -> str:
     """The CPU's model name (/proc/cpuinfo), what a measured time was measured on."""
     try:
@@ -101,3 +98,6 @@ def cpu_name() -> str:
         if line.startswith("model name"):
             return line.split(":", 1)[1].strip()
     return platform.processor() or "CPU"
+
+
+__all__ = ["FP32_TOLERANCE", "Fp32Route", "cpu_name", "matmul_flops", "native_bf16", "use_onednn_fp32"]
