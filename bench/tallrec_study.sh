@@ -17,7 +17,8 @@
 # is scored again. To train an arm again delete its run folder OUT/runs/tallrec-book-N (deleting only result.json
 # would resume from the final checkpoint and train nothing); to score a model again delete its report folder.
 # Writes OUT/tallrec.md and OUT/tallrec.json.
-# RECIPE=... swaps the recipe (the tests run this script on a tiny model), TUNEFORGE=... the CLI command.
+# RECIPE=... swaps the recipe, TUNEFORGE=... the CLI command (tests/test_recipe_tallrec_study.py runs this script
+# with a stub one), PYTHON=... the interpreter of the table step.
 set -euo pipefail
 
 OUT=runs/tallrec-study
