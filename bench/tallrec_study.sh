@@ -13,8 +13,12 @@
 # Resumable per arm: an arm whose run has result.json is not trained again, a half-trained one resumes from its
 # last checkpoint (train.resume=true), one without a checkpoint restarts (output.overwrite=true); a model whose
 # report folder OUT/eval/<model>/ is finished is not scored again, a half-written one (<model>.partial) is redone.
-# Delete a run's result.json or a report folder to redo that part. Writes OUT/tallrec.md and OUT/tallrec.json.
-# RECIPE=... swaps the recipe (the tests run this script on a tiny model), TUNEFORGE=... the CLI command.
+# Each arm's report folder records the result.json it scored (scored-result.sha256): an arm trained again since
+# is scored again. To train an arm again delete its run folder OUT/runs/tallrec-book-N (deleting only result.json
+# would resume from the final checkpoint and train nothing); to score a model again delete its report folder.
+# Writes OUT/tallrec.md and OUT/tallrec.json.
+# RECIPE=... swaps the recipe, TUNEFORGE=... the CLI command (tests/test_recipe_tallrec_study.py runs this script
+# with a stub one), PYTHON=... the interpreter of the table step.
 set -euo pipefail
 
 OUT=runs/tallrec-study
@@ -53,12 +57,19 @@ for n in $ARMS; do
   log "arm $n: trained in $(($(date +%s) - start)) s"
 done
 
-score() { # score LABEL WORDS...: one model's report into OUT/eval/LABEL, unless it is finished
-  local label=$1 dir=$OUT/eval/$1
-  shift
+RECORD=scored-result.sha256 # in an arm's report folder: the sha256 of the run's result.json it scored
+digest() { sha256sum "$1" | cut -d' ' -f1; }
+
+score() { # score LABEL RUN WORDS...: one model's report into OUT/eval/LABEL, unless it is finished for RUN
+  local label=$1 run=$2 dir=$OUT/eval/$1 want=
+  shift 2
+  if [ -n "$run" ]; then want=$(digest "$run/result.json"); fi
   if [ -f "$dir/report.json" ]; then
-    log "$label: scored already ($dir), skipped"
-    return
+    if [ -z "$run" ] || [ "$(cat "$dir/$RECORD" 2>/dev/null)" = "$want" ]; then
+      log "$label: scored already ($dir), skipped"
+      return
+    fi
+    log "$label: $dir scored another $run/result.json (trained again since), scoring it again"
   fi
   rm -rf "$dir.partial"
   local start
@@ -66,14 +77,17 @@ score() { # score LABEL WORDS...: one model's report into OUT/eval/LABEL, unless
   log "$label: scoring on book test and movie test"
   "${TF[@]}" eval "$RECIPE" "$@" --output "$dir.partial" >"$OUT/logs/eval-$label.log" 2>&1 \
     || fail "scoring $label" "$OUT/logs/eval-$label.log"
+  if [ -n "$run" ]; then echo "$want" >"$dir.partial/$RECORD"; fi
+  rm -rf "$dir"
   mv "$dir.partial" "$dir"
   log "$label: scored in $(($(date +%s) - start)) s"
 }
 
 # The base alone: a name with no run folder, so the config's own run is not picked up.
-score base name=tallrec-study-base output.dir="$OUT/runs" "${EXTRA[@]}"
+score base "" name=tallrec-study-base output.dir="$OUT/runs" "${EXTRA[@]}"
 for n in $ARMS; do
-  score "tallrec-book-$n" eval.base=false output.dir="$OUT/runs" "${EXTRA[@]}" --run "$OUT/runs/tallrec-book-$n"
+  run=$OUT/runs/tallrec-book-$n
+  score "tallrec-book-$n" "$run" eval.base=false output.dir="$OUT/runs" "${EXTRA[@]}" --run "$run"
 done
 
 "$PYTHON" -m tuneforge.bench.tallrec_table "$OUT" | tee -a "$OUT/study.log"

@@ -15,7 +15,7 @@ import pytest
 
 from tests.conftest import SHARED_DATA
 from tuneforge.config import DataConfig, TaskSpec
-from tuneforge.data.build import build_sft
+from tuneforge.data.build import build_sft, mix
 from tuneforge.data.formats import format_record, make_format_spec
 from tuneforge.data.schema import Conversation, DataError, Message
 from tuneforge.eval import EvalError, read_split
@@ -23,6 +23,7 @@ from tuneforge.eval import metrics as m
 from tuneforge.eval.lm import Scored
 from tuneforge.eval.prompts import Item
 from tuneforge.eval.stats import bootstrap, paired_bootstrap, resample_indices
+from tuneforge.eval.tallrec_task import label_metrics, p_yes
 from tuneforge.eval.tasks import Response, build_task
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -112,32 +113,38 @@ def test_a_folder_is_refused_for_training_it_would_train_on_test(tmp_path: Path,
         build_sft(_data(folder), chatml_tokenizer)
 
 
-def _drawn(folder: Path, tokenizer: Any, n: int, seed: int, rows: int = 300) -> list[str]:
-    """The items (split-item-i) of the training rows build_sft makes with data.mix_size=n, data.seed=seed."""
-    data = build_sft(_data(folder / "valid.json", mix_size=n, seed=seed), tokenizer)
-    texts = [tokenizer.decode(ids) for ids in data.train["input_ids"]]
-    items = [t.split('target book "')[1].split('"')[0] for t in texts]
-    assert data.stats["datasets"][str(folder / "valid.json")]["read"] == rows
-    return items
+def _draw(n: int, seed: int, rows: int = 300) -> list[int]:
+    """The rows of one dataset of `rows` rows that data.mix_size=n, data.seed=seed draws (data.build.mix), in
+    training order."""
+    counts, pool = mix([list(range(rows))], [None], DataConfig(mix_size=n, seed=seed))
+    assert counts == [n] and {i for i, _ in pool} == {0}
+    return [j for _, j in pool]
 
 
-def test_sample_counts_are_seeded_draws_from_valid_only(tmp_path: Path, chatml_tokenizer: Any) -> None:
-    folder = write_tallrec(tmp_path / "book")
-    d16 = _drawn(folder, chatml_tokenizer, 16, 42)
+def test_sample_counts_are_seeded_draws() -> None:
+    d16 = _draw(16, 42)
     assert len(d16) == 16 == len(set(d16))  # 16 distinct samples, no copies
-    assert all(i.startswith("valid-item-") for i in d16)
-    assert d16 == _drawn(folder, chatml_tokenizer, 16, 42)  # same seed, same draw, same order
-    assert set(d16) != set(_drawn(folder, chatml_tokenizer, 16, 7))  # another seed, another draw
-    d256 = _drawn(folder, chatml_tokenizer, 256, 42)
-    assert len(set(d256)) == 256 and all(i.startswith("valid-item-") for i in d256)
+    assert d16 == _draw(16, 42)  # same seed, same draw, same order
+    assert set(d16) != set(_draw(16, 7))  # another seed, another draw
+    d256 = _draw(256, 42)
+    assert len(set(d256)) == 256 and all(0 <= j < 300 for j in d256)
 
 
-def test_the_arms_are_nested_on_a_split_the_size_of_tallrecs(tmp_path: Path, chatml_tokenizer: Any) -> None:
+def test_the_arms_are_nested_on_a_split_the_size_of_tallrecs() -> None:
     # Not a promise of data.mix_size in general: random.sample draws a small sample from a large population
     # (k <= 256 of n = 2,427, TALLRec's book valid split) so that a larger k extends a smaller one's draw.
-    folder = write_tallrec(tmp_path / "book", n_valid=2427, n_test=4)
-    d16, d64, d256 = (set(_drawn(folder, chatml_tokenizer, n, 42, 2427)) for n in (16, 64, 256))
+    d16, d64, d256 = (set(_draw(n, 42, 2427)) for n in (16, 64, 256))
     assert d16 < d64 < d256
+
+
+def test_training_rows_are_the_draw_from_valid_only(tmp_path: Path, chatml_tokenizer: Any) -> None:
+    folder = write_tallrec(tmp_path / "book")
+    data = build_sft(_data(folder / "valid.json", mix_size=16, seed=42), chatml_tokenizer)
+    texts = [chatml_tokenizer.decode(ids) for ids in data.train["input_ids"]]
+    items = [t.split('target book "')[1].split('"')[0] for t in texts]
+    assert items == [f"valid-item-{j}" for j in _draw(16, 42)]  # mix's draw, the valid file's rows, in order
+    ds = data.stats["datasets"][str(folder / "valid.json")]
+    assert (data.stats["train"], ds["read"], ds["mixed"], ds["train"]) == (16, 300, 16, 16)
 
 
 # ---- the eval reader --------------------------------------------------------------------------------------
@@ -180,11 +187,47 @@ def test_auc_by_hand_with_a_tie() -> None:
     assert m.roc_auc([0.3, 0.3, 0.3, 0.3], [1, 0, 1, 0]) == pytest.approx(0.5)
 
 
-def test_auc_agrees_with_scikit_learn() -> None:
-    sklearn_metrics = pytest.importorskip("sklearn.metrics")
-    rng = np.random.default_rng(0)
-    scores, labels = np.round(rng.random(500), 2), rng.random(500) < 0.4  # rounded: many ties
-    assert m.roc_auc(scores, labels) == pytest.approx(sklearn_metrics.roc_auc_score(labels, scores))
+def pairwise_auc(scores: list[float], labels: list[int]) -> float:
+    """The definition, O(n²): over every (positive, negative) pair, 1 if the positive scores higher, ½ if tied."""
+    pos = [s for s, y in zip(scores, labels, strict=True) if y]
+    neg = [s for s, y in zip(scores, labels, strict=True) if not y]
+    wins = sum(1.0 if p > n else 0.5 if p == n else 0.0 for p in pos for n in neg)
+    return wins / (len(pos) * len(neg))
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_auc_agrees_with_the_pairwise_definition_on_tied_data(seed: int) -> None:
+    rng = random.Random(seed)
+    n = rng.randint(50, 300)
+    scores = [rng.randint(0, 9) / 10 for _ in range(n)]  # 10 distinct values: many ties within and across classes
+    labels = [int(rng.random() < 0.4) for _ in range(n)]
+    want = pairwise_auc(scores, labels)
+    assert m.roc_auc(scores, labels) == pytest.approx(want, abs=1e-12)
+    assert m.auc_rows(scores, labels).value() == pytest.approx(want, abs=1e-12)
+    assert label_metrics(scores, labels)["auc"].value() == pytest.approx(want, abs=1e-12)
+
+
+def test_p_yes_is_the_two_label_softmax_and_never_overflows() -> None:
+    for lp_no, lp_yes in ((-2.0, -0.5), (-0.1, -3.0), (-1.0, -1.0)):
+        softmax = math.exp(lp_yes) / (math.exp(lp_yes) + math.exp(lp_no))
+        assert p_yes(lp_no, lp_yes) == pytest.approx(softmax, rel=1e-12)
+    assert p_yes(-800.0, -0.0) == 1.0 and p_yes(-0.0, -800.0) == 0.0  # exp(800) overflows a float
+    assert p_yes(-1e4, -5e3) == 1.0 and p_yes(-5e3, -1e4) == 0.0
+    assert p_yes(-760.0, -50.0) == pytest.approx(1.0) and 0.0 <= p_yes(-50.0, -760.0) < 1e-300
+
+
+def test_scores_of_a_model_certain_of_its_label(tmp_path: Path) -> None:
+    task, items = _task(tmp_path, ["Yes.", "No."])
+    lps = [(-900.0, -0.0), (-0.0, -720.0)]  # log P(Yes) - log P(No) beyond ±709: math.exp overflowed here
+    scored = task.score(items, [Response((Scored(no, 1), Scored(yes, 1))) for no, yes in lps])
+    assert [p["p_yes"] for p in scored.predictions] == pytest.approx([1.0, 0.0], abs=1e-300)
+    assert scored.metrics["auc"].value() == 1.0 and scored.metrics["accuracy"].value() == 1.0
+    assert [p["correct"] for p in scored.predictions] == [True, True]
+
+
+def test_accuracy_says_yes_only_above_one_half() -> None:
+    got = label_metrics([0.5, 0.5000001, 0.4999999, 0.5], [1, 1, 0, 0])
+    assert got["accuracy"].rows[:, 0].tolist() == [0.0, 1.0, 1.0, 1.0]  # exactly 0.5 says No
 
 
 def test_bootstrap_and_paired_intervals_of_auc() -> None:

@@ -16,6 +16,8 @@ import yaml
 from tests.test_recipe_tallrec import write_tallrec
 from tuneforge.cli import load_config
 from tuneforge.config import ModelConfig, TaskSpec
+from tuneforge.data.render import IGNORE_INDEX, render_conversation
+from tuneforge.data.schema import Conversation, Message
 from tuneforge.eval import evaluate, read_split
 from tuneforge.eval.lm import LM
 from tuneforge.eval.prompts import Item
@@ -50,6 +52,17 @@ def _by_hand(model: Any, tok: Any, user: str, system: str | None) -> float:
     return 1.0 / (1.0 + math.exp(no - yes))
 
 
+def _trained_label(tok: Any, user: str, system: str | None, said: str) -> tuple[list[int], int]:
+    """What training sees for this item answered `said`: the tokens before the first labelled one (the context)
+    and that token, from render_conversation's labels."""
+    msgs = ([Message("system", system)] if system else []) + [Message("user", user), Message("assistant", said)]
+    rendered = render_conversation(tok, Conversation(tuple(msgs)), cutoff_len=4096)
+    assert rendered is not None
+    first = next(i for i, label in enumerate(rendered.labels) if label != IGNORE_INDEX)
+    assert rendered.labels[first] == rendered.input_ids[first]
+    return rendered.input_ids[:first], rendered.labels[first]
+
+
 @pytest.mark.parametrize("which", ["tiny_model_dir", "tiny_llama3_dir"], ids=["chatml", "llama3"])
 @pytest.mark.parametrize("system", [None, "You recommend books."], ids=["no_system", "system"])
 def test_p_yes_is_read_at_the_answer_position(
@@ -65,7 +78,15 @@ def test_p_yes_is_read_at_the_answer_position(
     model = load_model(cfg, tok)
     lm = LM(model, tok, batch_size=4, progress=False)
     items = [Item(e) for e in examples]
-    scored = task.score(items, answer(lm, task.prepare(items, lm), "t", 0))
+    requests = task.prepare(items, lm)
+    for e, req in zip(examples, requests, strict=True):
+        (ctx, (no,)), (ctx_yes, (yes,)) = req.pairs
+        assert ctx == ctx_yes
+        trained = _trained_label(tok, e.question, system, e.reference)  # the item's own "Yes." or "No."
+        assert trained == (ctx, yes if e.target == "Yes" else no)  # training's first labelled token, same place
+        other = _trained_label(tok, e.question, system, "No." if e.target == "Yes" else "Yes.")
+        assert other == (ctx, no if e.target == "Yes" else yes)
+    scored = task.score(items, answer(lm, requests, "t", 0))
     got = [p["p_yes"] for p in scored.predictions]
     want = [_by_hand(model, tok, e.question, system) for e in examples]
     assert got == pytest.approx(want, abs=1e-5)

@@ -21,8 +21,9 @@ from typing import Any
 import yaml
 
 from tuneforge.eval.example import EvalError
-from tuneforge.eval.metrics import MetricRows, auc_rows, mean_rows
+from tuneforge.eval.metrics import MetricRows
 from tuneforge.eval.stats import Interval, bootstrap, paired_bootstrap, resample_indices
+from tuneforge.eval.tallrec_task import label_metrics
 
 REFERENCE = "base"
 
@@ -99,9 +100,7 @@ def _same_items(ref: Evaluated, other: Evaluated) -> None:
 
 
 def _rows(rows: list[dict[str, Any]]) -> dict[str, MetricRows]:
-    gold = [int(r["gold"] == "Yes") for r in rows]
-    right = [float((r["p_yes"] > 0.5) == bool(g)) for r, g in zip(rows, gold, strict=True)]
-    return {"auc": auc_rows([float(r["p_yes"]) for r in rows], gold), "accuracy": mean_rows(right)}
+    return label_metrics([float(r["p_yes"]) for r in rows], [int(r["gold"] == "Yes") for r in rows])
 
 
 def _seconds(model: Evaluated, task: str) -> float | None:

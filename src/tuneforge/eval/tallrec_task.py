@@ -26,6 +26,23 @@ from tuneforge.eval.tasks import COMMON, Request, Response, TaskScores, _Base
 NO, YES = LABELS.index("No"), LABELS.index("Yes")
 
 
+def p_yes(lp_no: float, lp_yes: float) -> float:
+    """P(Yes) = softmax over the two label tokens' log-probabilities: the logistic of their difference, in the
+    form that never overflows (math.exp of a difference above ~709 would: a model sure of one label)."""
+    d = lp_yes - lp_no
+    if d >= 0:
+        return 1.0 / (1.0 + math.exp(-d))
+    e = math.exp(d)
+    return e / (1.0 + e)
+
+
+def label_metrics(p: Sequence[float], gold: Sequence[int]) -> dict[str, m.MetricRows]:
+    """`auc` of P(Yes) against gold (1 = Yes) and `accuracy` (P(Yes) > 0.5 said Yes): the task's scores, and the
+    ones tuneforge.bench.tallrec_table recomputes from the predictions files."""
+    right = [float((x > 0.5) == bool(g)) for x, g in zip(p, gold, strict=True)]
+    return {"auc": m.auc_rows(list(p), list(gold)), "accuracy": m.mean_rows(right)}
+
+
 class TallrecTask(_Base):
     """P(Yes) vs P(No) at the answer position: `auc` (primary), `accuracy` (P(Yes) > 0.5 said Yes), and
     `label_mass` (P(Yes) + P(No) among all tokens there: whether the model answers in the format at all)."""
@@ -68,27 +85,20 @@ class TallrecTask(_Base):
         return out
 
     def score(self, items: Sequence[Item], responses: Sequence[Response]) -> TaskScores:
-        p_yes, gold, right, mass = [], [], [], []
+        probs, gold, mass = [], [], []
         preds: list[dict[str, Any]] = []
         for item, r in zip(items, responses, strict=True):
             lp_no, lp_yes = r.scores[NO].logprob, r.scores[YES].logprob
-            p = 1.0 / (1.0 + math.exp(lp_no - lp_yes))  # softmax over the two label tokens
+            p = p_yes(lp_no, lp_yes)
             g = int(item.example.gold == YES)
-            p_yes.append(p)
+            probs.append(p)
             gold.append(g)
-            right.append(float((p > 0.5) == bool(g)))
             mass.append(math.exp(lp_yes) + math.exp(lp_no))
-            preds.append(
-                {
-                    "id": item.example.id,
-                    "gold": LABELS[g],
-                    "p_yes": p,
-                    "label_mass": mass[-1],
-                    "correct": bool(right[-1]),
-                }
-            )
-        metrics = {"auc": m.auc_rows(p_yes, gold), "accuracy": m.mean_rows(right), "label_mass": m.mean_rows(mass)}
-        return TaskScores(metrics, preds)
+            preds.append({"id": item.example.id, "gold": LABELS[g], "p_yes": p, "label_mass": mass[-1]})
+        metrics = label_metrics(probs, gold)
+        for pred, right in zip(preds, metrics["accuracy"].rows[:, 0], strict=True):
+            pred["correct"] = bool(right)
+        return TaskScores({**metrics, "label_mass": m.mean_rows(mass)}, preds)
 
 
-__all__ = ["TallrecTask"]
+__all__ = ["TallrecTask", "label_metrics", "p_yes"]
