@@ -121,4 +121,8 @@ def test_fsdp_dpo_killed_after_a_checkpoint_resumes_to_the_uninterrupted_losses(
     single = load_file(str(tmp_path / "runs" / "one" / "adapter" / "adapter_model.safetensors"))
     assert sharded.keys() == single.keys()  # no reference adapter, nothing missing
     for name, tensor in single.items():
-        torch.testing.assert_close(sharded[name], tensor, rtol=1e-3, atol=1e-5, msg=name)
+        # Per tensor, not per element: 2 ranks × batch 2 reduce the gradient in another order than 1 × 4, and Adam
+        # turns a sign flip of a near-zero gradient into an lr-sized step of that element (seen on Zen 3, not on
+        # Zen 4); a wrong or missing gather differs by the tensor's whole size.
+        rel = float((sharded[name] - tensor).norm() / tensor.norm().clamp_min(1e-12))
+        assert rel < 1e-2, (name, rel)

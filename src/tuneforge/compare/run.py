@@ -25,7 +25,7 @@ from tuneforge.compare.plan import Arm, ComparePlan, compare_out, identity, plan
 from tuneforge.compare.report import arm_row, finish_rows, write_outputs
 from tuneforge.compare.source import CompareError
 from tuneforge.config import RunConfig
-from tuneforge.sweep.folder import SweepFolder, reusable
+from tuneforge.sweep.folder import SweepFolder, read_record, reusable
 from tuneforge.sweep.local import run_worker
 from tuneforge.utils.progress import progress_bar
 
@@ -162,7 +162,7 @@ def _answer(plan: ComparePlan, folder: SweepFolder, arm: Arm, prompts: Path | No
     """The arm's answers: read back when the same, else answered in a child process (compare.worker)."""
     record_path = plan.out / ANSWERS / f"{arm.label}.json"
     fingerprint = _fingerprint(plan, arm, prompts)
-    old = _read(record_path)
+    old = read_record(record_path)
     if old.get("status") == "ok" and old.get("fingerprint") == fingerprint:
         return {**old, "how": "read back"}
     spec = {
@@ -188,7 +188,7 @@ def _answer(plan: ComparePlan, folder: SweepFolder, arm: Arm, prompts: Path | No
             ).returncode
         except subprocess.TimeoutExpired:
             code = f"timed out after {timeout:.0f} s (compare.timeout_s)"
-    record = _read(record_path)
+    record = read_record(record_path)
     if code != 0 and record.get("status") != "failed":
         reason = code if isinstance(code, str) else f"worker exit {code}"
         record = {"status": "failed", "error": f"{reason}; see {log_path}"}
@@ -196,13 +196,6 @@ def _answer(plan: ComparePlan, folder: SweepFolder, arm: Arm, prompts: Path | No
         record["error"] = f"{record.get('error')}; see {log_path}"
     record.setdefault("wall_s", round(time.perf_counter() - started, 1))
     return record
-
-
-def _read(path: Path) -> dict[str, Any]:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError):
-        return {}
 
 
 def _write(plan: ComparePlan, trained: dict[str, Any], answers: dict[str, Any]) -> dict[str, Any]:

@@ -17,7 +17,7 @@ import traceback
 from pathlib import Path
 from typing import Any
 
-from tuneforge.sweep.folder import write_record
+from tuneforge.sweep.folder import spec_main, write_record
 from tuneforge.utils.memory import cuda_peak_mb, peak_rss_mb
 
 
@@ -111,17 +111,7 @@ def failure(spec: dict[str, Any], error: BaseException) -> dict[str, Any]:
 
 
 def main(argv: list[str]) -> int:
-    from tuneforge.utils.logs import offline_env, setup_logging
-
-    offline_env()
-    setup_logging(False)
-    spec = json.loads(Path(argv[0]).read_text(encoding="utf-8"))
-    try:
-        answer_arm(spec)
-    except Exception as e:  # any failure is this arm's failed row; the comparison goes on
-        failure(spec, e)
-        return 1
-    return 0
+    return spec_main(argv, answer_arm, failure)
 
 
 if __name__ == "__main__":

@@ -14,6 +14,7 @@ last checkpoint and restarts one that has none; a folder holding another sweep's
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -73,6 +74,35 @@ def write_record(path: Path, record: dict[str, Any]) -> None:
     tmp = path.with_suffix(".tmp")
     tmp.write_text(json.dumps(record, indent=2), encoding="utf-8")
     tmp.replace(path)  # never a half-written record
+
+
+def read_record(path: Path) -> dict[str, Any]:
+    """A worker's record, or {} when there is none yet (or it is unreadable: the work is redone)."""
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError):
+        return {}
+
+
+def spec_main(
+    argv: list[str],
+    work: Callable[[dict[str, Any]], Any],
+    failure: Callable[[dict[str, Any], BaseException], Any],
+) -> int:
+    """The worker-process protocol shared by sweep points and compare arms: the spec file named by argv[0] in,
+    `work(spec)` writes the record; any exception becomes the failed record (`failure`) and exit status 1, so the
+    parent goes on with the next point or arm."""
+    from tuneforge.utils.logs import offline_env, setup_logging
+
+    offline_env()
+    setup_logging(False)
+    spec = json.loads(Path(argv[0]).read_text(encoding="utf-8"))
+    try:
+        work(spec)
+    except Exception as e:
+        failure(spec, e)
+        return 1
+    return 0
 
 
 def open_folder(plan: Plan) -> SweepFolder:

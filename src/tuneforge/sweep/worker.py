@@ -19,7 +19,7 @@ from typing import Any
 
 from transformers import TrainerCallback
 
-from tuneforge.sweep.folder import STATE_HOW, STATE_OVERRIDES, point_state, write_record
+from tuneforge.sweep.folder import STATE_HOW, STATE_OVERRIDES, point_state, read_record, spec_main, write_record
 from tuneforge.utils.memory import peak_rss_mb
 
 log = logging.getLogger("tuneforge.sweep")
@@ -54,7 +54,7 @@ def run_point(spec: dict[str, Any], callbacks: Sequence[TrainerCallback] = ()) -
     cfg = load_config(spec["config"])
     run = RunDir(cfg.run_dir)
     state = point_state(run)
-    old = _read(Path(spec["record"])) if state == "done" else {}
+    old = read_record(Path(spec["record"])) if state == "done" else {}
     record: dict[str, Any] = {"name": cfg.name, "run_dir": str(run.root), "how": STATE_HOW[state]}
     if state == "done":
         summary = json.loads(run.result.read_text(encoding="utf-8"))
@@ -109,25 +109,8 @@ def failure(spec: dict[str, Any], error: BaseException) -> dict[str, Any]:
     return record
 
 
-def _read(path: Path) -> dict[str, Any]:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError):
-        return {}
-
-
 def main(argv: list[str]) -> int:
-    from tuneforge.utils.logs import offline_env, setup_logging
-
-    offline_env()
-    setup_logging(False)
-    spec = json.loads(Path(argv[0]).read_text(encoding="utf-8"))
-    try:
-        run_point(spec)
-    except Exception as e:  # any failure is this point's failed row; the sweep goes on
-        failure(spec, e)
-        return 1
-    return 0
+    return spec_main(argv, run_point, failure)
 
 
 if __name__ == "__main__":
