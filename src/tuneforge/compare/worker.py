@@ -13,11 +13,10 @@ from __future__ import annotations
 import json
 import sys
 import time
-import traceback
 from pathlib import Path
 from typing import Any
 
-from tuneforge.sweep.folder import spec_main, write_record
+from tuneforge.sweep.folder import spec_main, write_failure, write_record
 from tuneforge.utils.memory import cuda_peak_mb, peak_rss_mb
 
 
@@ -99,15 +98,8 @@ def _round(mb: float | None) -> float | None:
 
 
 def failure(spec: dict[str, Any], error: BaseException) -> dict[str, Any]:
-    record = {
-        "arm": spec.get("arm"),
-        "status": "failed",
-        "error": f"{type(error).__name__}: {error}".strip()[:500],
-        "traceback": traceback.format_exc()[-4000:],
-        "peak_rss_mb": round(peak_rss_mb(), 1),
-    }
-    write_record(Path(spec["record"]), record)
-    return record
+    """The record of an arm that failed, written where its record goes."""
+    return write_failure(spec, error, "arm")
 
 
 def main(argv: list[str]) -> int:

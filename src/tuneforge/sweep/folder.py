@@ -84,6 +84,24 @@ def read_record(path: Path) -> dict[str, Any]:
         return {}
 
 
+def write_failure(spec: dict[str, Any], error: BaseException, key: str) -> dict[str, Any]:
+    """The record of a worker whose work raised (`key`: the spec field naming the point or arm), written where its
+    record goes, with the error, the traceback's end and the process's peak RSS so far."""
+    import traceback
+
+    from tuneforge.utils.memory import peak_rss_mb
+
+    record = {
+        key: spec.get(key),
+        "status": "failed",
+        "error": f"{type(error).__name__}: {error}".strip()[:500],
+        "traceback": traceback.format_exc()[-4000:],
+        "peak_rss_mb": round(peak_rss_mb(), 1),
+    }
+    write_record(Path(spec["record"]), record)
+    return record
+
+
 def spec_main(
     argv: list[str],
     work: Callable[[dict[str, Any]], Any],

@@ -12,14 +12,21 @@ import json
 import logging
 import sys
 import time
-import traceback
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from transformers import TrainerCallback
 
-from tuneforge.sweep.folder import STATE_HOW, STATE_OVERRIDES, point_state, read_record, spec_main, write_record
+from tuneforge.sweep.folder import (
+    STATE_HOW,
+    STATE_OVERRIDES,
+    point_state,
+    read_record,
+    spec_main,
+    write_failure,
+    write_record,
+)
 from tuneforge.utils.memory import peak_rss_mb
 
 log = logging.getLogger("tuneforge.sweep")
@@ -98,15 +105,7 @@ def score(cfg: Any, run_dir: Path) -> dict[str, Any]:
 
 def failure(spec: dict[str, Any], error: BaseException) -> dict[str, Any]:
     """The record of a point that failed, written where its record goes."""
-    record = {
-        "name": spec.get("name"),
-        "status": "failed",
-        "error": f"{type(error).__name__}: {error}".strip()[:500],
-        "traceback": traceback.format_exc()[-4000:],
-        "peak_rss_mb": round(peak_rss_mb(), 1),
-    }
-    write_record(Path(spec["record"]), record)
-    return record
+    return write_failure(spec, error, "name")
 
 
 def main(argv: list[str]) -> int:
