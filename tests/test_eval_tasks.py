@@ -24,13 +24,7 @@ from tuneforge.models.loader import load_model, load_tokenizer
 NEW = {"max_new_tokens": 4}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    # The tiny model runs faster on one thread, and on a shared machine two threads spin-wait on busy cores.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 @pytest.fixture(scope="module")

@@ -28,13 +28,7 @@ from tuneforge.models.loader import load_model, load_tokenizer
 from tuneforge.runs import RunDir, RunFolderError
 from tuneforge.stages import run_stage
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 def write_arc(path: Path, n: int) -> Path:

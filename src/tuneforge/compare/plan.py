@@ -6,7 +6,6 @@ you mean 'lora'?)`); arms that train the same method on the same set with the sa
 
 from __future__ import annotations
 
-import difflib
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +16,7 @@ from tuneforge.compare.source import CompareError, Prepared, prepare_source
 from tuneforge.config import ARM_KINDS, ArmKind, ArmSpec, DataConfig, RunConfig, SweepConfig, arm_run_name
 from tuneforge.errors import TuneforgeError
 from tuneforge.sweep.plan import Plan, Point, value_overrides
+from tuneforge.utils.names import did_you_mean
 
 # Task types whose few-shot answer is the training sample's answer text (generation, worked answers, the cloze
 # style's choice text); the others score against labels or letters a training sample does not carry.
@@ -153,8 +153,7 @@ def _check_method(method: str, where: str) -> None:
     from tuneforge.methods import METHOD_PARAMS
 
     if method not in METHOD_PARAMS:
-        close = difflib.get_close_matches(method, list(METHOD_PARAMS), n=1, cutoff=0.5)
-        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        hint = did_you_mean(method, METHOD_PARAMS)
         raise CompareError(f"{where}: method {method!r} is not in the method table{hint}; see docs/methods.md")
 
 

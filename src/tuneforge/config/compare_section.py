@@ -12,7 +12,6 @@ lives above the config).
 
 from __future__ import annotations
 
-import difflib
 import hashlib
 import json
 import re
@@ -22,6 +21,7 @@ from typing import Any, Literal
 from pydantic import Field, field_validator, model_validator
 
 from tuneforge.config.sections import Section
+from tuneforge.utils.names import did_you_mean
 
 PromptKind = Literal["plain", "few_shot", "rag"]
 FewShotSelect = Literal["random", "similar"]
@@ -80,9 +80,7 @@ class ArmSpec(Section):
     @classmethod
     def _known_kind(cls, v: str) -> str:
         if v not in ARM_KINDS:
-            close = difflib.get_close_matches(v, list(ARM_KINDS), n=1, cutoff=0.5)
-            hint = f" (did you mean {close[0]!r}?)" if close else ""
-            raise ValueError(f"unknown arm kind {v!r}{hint}; allowed: {', '.join(ARM_KINDS)}")
+            raise ValueError(f"unknown arm kind {v!r}{did_you_mean(v, ARM_KINDS)}; allowed: {', '.join(ARM_KINDS)}")
         return v
 
     @model_validator(mode="after")

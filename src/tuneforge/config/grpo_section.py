@@ -7,7 +7,6 @@ apply to which reward is said once, in `REWARD_PARAMS`. docs/rl.md explains each
 
 from __future__ import annotations
 
-import difflib
 import re
 from pathlib import Path
 from typing import Any, Literal, Self
@@ -15,6 +14,7 @@ from typing import Any, Literal, Self
 from pydantic import Field, field_validator, model_validator
 
 from tuneforge.config.sections import DataConfig, Section, TrainConfig
+from tuneforge.utils.names import did_you_mean
 
 # reward name -> the settings it reads besides `name` and `weight` (the REWARDS table's rows; kept equal by a test)
 REWARD_PARAMS: dict[str, tuple[str, ...]] = {
@@ -67,9 +67,7 @@ class RewardSpec(Section):
     @classmethod
     def _known(cls, v: str) -> str:
         if v not in REWARD_PARAMS:
-            close = difflib.get_close_matches(v, REWARD_NAMES, n=1, cutoff=0.5)
-            hint = f" (did you mean {close[0]!r}?)" if close else ""
-            raise ValueError(f"unknown reward {v!r}{hint}; allowed: {', '.join(REWARD_NAMES)}")
+            raise ValueError(f"unknown reward {v!r}{did_you_mean(v, REWARD_NAMES)}; allowed: {', '.join(REWARD_NAMES)}")
         return v
 
     @field_validator("pattern")

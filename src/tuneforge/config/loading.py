@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import difflib
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -12,6 +11,7 @@ from pydantic import BaseModel, ValidationError
 
 from tuneforge.config.run import MethodTable, RunConfig, StageTable
 from tuneforge.config.sections import ConfigError, MethodSection
+from tuneforge.utils.names import did_you_mean
 
 
 def load(
@@ -177,8 +177,7 @@ def _suggest(word: str, known: Sequence[str]) -> str:
     familiar = FAMILIAR_NAMES.get(word)
     if familiar in known:
         return f" (did you mean {familiar!r}?)"
-    close = difflib.get_close_matches(word, list(known), n=1, cutoff=0.5)
-    return f" (did you mean {close[0]!r}?)" if close else ""
+    return did_you_mean(word, known)
 
 
 def _allowed(known: Sequence[str]) -> str:

@@ -6,7 +6,6 @@ folder under `<out>/runs/`. Every bad grid key and every bad point is named in o
 
 from __future__ import annotations
 
-import difflib
 import hashlib
 import itertools
 import json
@@ -19,6 +18,7 @@ from pydantic import BaseModel
 
 from tuneforge.config import ConfigError, RunConfig, SweepConfig, is_set
 from tuneforge.errors import TuneforgeError
+from tuneforge.utils.names import did_you_mean
 
 LOSSES = ("eval_loss", "train_loss")
 # Keys the sweep sets per point itself: a grid over one of them would be overwritten or meaningless.
@@ -168,8 +168,7 @@ def _known(node: Any, parts: list[str]) -> bool:
 
 
 def _top_level_hint(key: str) -> str:
-    close = difflib.get_close_matches(key.split(".")[0], list(RunConfig.model_fields), n=1, cutoff=0.5)
-    return f" (did you mean {close[0]!r}?)" if close else ""
+    return did_you_mean(key.split(".")[0], RunConfig.model_fields)
 
 
 def _get(cfg: BaseModel, key: str) -> Any:
@@ -201,8 +200,7 @@ def resolve_metric(cfg: RunConfig) -> tuple[str, str | None]:
     task = metric.partition(":")[0]
     if task not in tasks:
         allowed = [*LOSSES, *tasks]
-        close = difflib.get_close_matches(task, allowed, n=1, cutoff=0.5)
-        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        hint = did_you_mean(task, allowed)
         raise SweepError(
             f"sweep.metric={metric!r} is neither a loss nor an eval task of this config{hint}; "
             f"allowed: {', '.join(allowed)} (a task's other metric: task:metric)"
