@@ -211,13 +211,24 @@ def test_cli_base_vs_runs_side_by_side(tmp_path: Path, tiny_model_dir: Path, lay
     ]
     path = tmp_path / "eval.yaml"
     path.write_text(yaml.safe_dump(config(tmp_path, tiny_model_dir, tasks)))
-    assert main(["eval", str(path), "eval.bootstrap=100", "--run", str(noop), "--run", str(rand)]) == 0
+    runs = ["--run", str(noop), "--run", str(rand)]
+    assert main(["eval", str(path), "eval.bootstrap=100", "eval.contrasts=[[random,noop]]", *runs]) == 0
     md = capsys.readouterr().out
     assert "| task | n | metric | base | noop | random | noop - base [95% CI] | random - base [95% CI] |" in md
+    assert "## Contrasts (eval.contrasts, primary metric)" in md and "| random - noop [95% CI] |" in md
     data = json.loads((noop / "eval" / "ev" / "report.json").read_text())  # the first run's eval folder
     assert [m["label"] for m in data["models"]] == ["base", "noop", "random"]
     same = [c for t in data["tasks"] for c in t["comparisons"] if c["model"] == "noop"]
     assert same and all((c["value"], c["ci95_low"], c["ci95_high"]) == (0, 0, 0) for c in same)
+    for t in data["tasks"]:  # noop is the base model, so random - noop is random - base on the same resamples
+        vs_base = {c["metric"]: c for c in t["comparisons"] if c["model"] == "random"}
+        assert {c["metric"] for c in t["contrasts"]} == set(vs_base) and t["contrasts"]
+        for c in t["contrasts"]:
+            assert (c["model"], c["reference"]) == ("random", "noop")
+            assert all(c[k] == pytest.approx(vs_base[c["metric"]][k], nan_ok=True) for k in ("value", "ci95_low"))
+    assert main(["eval", str(path), "eval.contrasts=[[randm,noop]]", *runs]) == 2
+    err = capsys.readouterr().err
+    assert "eval.contrasts[0] = ['randm', 'noop']: 'randm' is not an evaluated model (did you mean 'random'?)" in err
     logps = [json.loads(line)["logprobs"] for line in (noop / "eval/ev/predictions/random/arc.jsonl").open()]
     base = [json.loads(line)["logprobs"] for line in (noop / "eval/ev/predictions/base/arc.jsonl").open()]
     assert logps != base  # the random adapter does change the model

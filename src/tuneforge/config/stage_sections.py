@@ -82,6 +82,11 @@ class EvalConfig(Section):
     batch_size: int = Field(8, gt=0, description="Sequences per forward pass.")
     bootstrap: int = Field(1000, ge=0, description="Paired bootstrap resamples for the 95% intervals.")
     output_dir: str | None = Field(None, description="Report folder (default: <run>/eval/<name>).")
+    contrasts: list[tuple[str, str]] = Field(
+        default_factory=list,
+        description="Extra paired differences [model, reference] between evaluated models, by label (a run "
+        "folder's name, or base), beside every model - reference; e.g. [[a_then_b, a]].",
+    )
 
 
 DpoLoss = Literal["sigmoid", "ipo", "hinge", "robust", "orpo", "simpo"]

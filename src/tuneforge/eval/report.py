@@ -80,6 +80,11 @@ def build_report(
                 comparisons.append({"model": label, "reference": ref, "metric": mt, **_iv(diff)})
                 if mt == task.primary and counted:
                     overall_diff[label].append(diff)
+        contrasts = [
+            {"model": a, "reference": b, "metric": mt, **_iv(paired_bootstrap(got[b].scores.metrics[mt], rows, idx))}
+            for a, b in cfg.eval.contrasts
+            for mt, rows in got[a].scores.metrics.items()
+        ]
         if counted:
             for label in labels:
                 overall[label].append(bootstrap(got[label].scores.metrics[task.primary], idx))
@@ -94,6 +99,7 @@ def build_report(
                 "in_overall": counted,
                 "scores": scores,
                 "comparisons": comparisons,
+                "contrasts": contrasts,  # eval.contrasts: model - another model, the same resamples
                 "seconds": {label: round(got[label].seconds, 2) for label in labels},
             }
         )
@@ -190,10 +196,26 @@ def markdown(report: EvalReport) -> str:
             diffs = [c for o in others for c in t["comparisons"] if c["model"] == o and c["metric"] == mt]
             cells += [_fmt(c["value"], True) + _ci(c) for c in diffs]
             lines.append(f"| {t['name']} | {mt} | " + " | ".join(cells) + " |")
+    lines += contrast_lines(d)
     lines += ["", "## Time (seconds)", "", "| task | " + " | ".join(labels) + " |", "|" + "---|" * (len(labels) + 1)]
     for t in d["tasks"]:
         lines.append(f"| {t['name']} | " + " | ".join(f"{t['seconds'][label]:.1f}" for label in labels) + " |")
     return "\n".join(lines) + "\n"
+
+
+def contrast_lines(d: dict[str, Any]) -> list[str]:
+    """The eval.contrasts table (primary metric): one column per pair, model - its own reference."""
+    pairs = list(dict.fromkeys((c["model"], c["reference"]) for t in d["tasks"] for c in t.get("contrasts", [])))
+    if not pairs:
+        return []
+    head = ["task", "metric", *[f"{a} - {b} [95% CI]" for a, b in pairs]]
+    lines = ["", "## Contrasts (eval.contrasts, primary metric)", "", "| " + " | ".join(head) + " |"]
+    lines.append("|" + "---|" * len(head))
+    for t in d["tasks"]:
+        got = {(c["model"], c["reference"]): c for c in t.get("contrasts", []) if c["metric"] == t["primary"]}
+        cells = [_fmt(got[p]["value"], True) + _ci(got[p]) if p in got else "" for p in pairs]
+        lines.append(f"| {t['name']} | {t['primary']}{direction(t)} | " + " | ".join(cells) + " |")
+    return lines
 
 
 def plot(report: EvalReport, out: Path) -> Path | None:

@@ -36,6 +36,7 @@ from tuneforge.eval.readers import SPLIT_ARCHIVES, EvalError, Example, read_spli
 from tuneforge.eval.report import EvalReport, TaskResult, build_report, write_report
 from tuneforge.eval.tasks import Request, Response, Task, build_task, check_spec
 from tuneforge.runs import RunDir
+from tuneforge.utils.names import did_you_mean
 
 log = logging.getLogger("tuneforge.eval")
 
@@ -182,9 +183,23 @@ def resolve_models(cfg: RunConfig, runs: Sequence[str | Path] = ()) -> list[Mode
         refs = [
             ModelRef(str(r.adapter.parent) if r.adapter else r.label, r.model, r.adapter, r.tool_format) for r in refs
         ]
+    check_contrasts(cfg.eval.contrasts, [r.label for r in refs])
     for r in refs:
         resolve_model_path(r.model)  # a missing model folder fails now, not after the first model's tasks
     return refs
+
+
+def check_contrasts(contrasts: Sequence[tuple[str, str]], labels: Sequence[str]) -> None:
+    """Every eval.contrasts pair names two different evaluated models, by label; checked before any scoring."""
+    for i, pair in enumerate(contrasts):
+        for name in pair:
+            if name not in labels:
+                raise EvalError(
+                    f"eval.contrasts[{i}] = {list(pair)}: {name!r} is not an evaluated model"
+                    f"{did_you_mean(name, labels)}; the models are {', '.join(labels)}"
+                )
+        if pair[0] == pair[1]:
+            raise EvalError(f"eval.contrasts[{i}] = {list(pair)}: a model minus itself is 0; name two models")
 
 
 def output_folder(cfg: RunConfig, models: Sequence[ModelRef]) -> Path:
@@ -280,4 +295,4 @@ def evaluate(
     return report
 
 
-__all__ = ["LoadedTask", "ModelRef", "evaluate", "load_tasks", "output_folder", "resolve_models", "run_task"]
+__all__ = ["LoadedTask", "ModelRef", "check_contrasts", "evaluate", "load_tasks", "output_folder", "resolve_models", "run_task"]
