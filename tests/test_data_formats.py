@@ -33,6 +33,7 @@ def test_formats_table_is_explicit() -> None:
         *("alpaca", "sharegpt", "openai", "text", "preference"),
         *("glaive", "xlam", "toolbench", "lf_v1"),
         "tallrec",
+        "classification",
     ]
 
 
@@ -114,7 +115,7 @@ def test_tags_are_refused_for_formats_without_messages() -> None:
 
 
 def test_unknown_format_lists_formats() -> None:
-    known = "alpaca, sharegpt, openai, text, preference, glaive, xlam, toolbench, lf_v1, tallrec"
+    known = "alpaca, sharegpt, openai, text, preference, glaive, xlam, toolbench, lf_v1, tallrec, classification"
     with pytest.raises(DataError, match=rf"^unknown format 'chatml'; known formats: {known}$"):
         make_format_spec("chatml")
 

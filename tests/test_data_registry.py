@@ -195,7 +195,7 @@ def test_unknown_name_mentions_a_dataset_dir_without_registry(tmp_path: Path, da
 
 
 def test_unknown_format_lists_formats(data_dir: Path) -> None:
-    known = "alpaca, sharegpt, openai, text, preference, glaive, xlam, toolbench, lf_v1, tallrec"
+    known = "alpaca, sharegpt, openai, text, preference, glaive, xlam, toolbench, lf_v1, tallrec, classification"
     with pytest.raises(DataError, match=rf"unknown format 'chatml'; known formats: {known}$"):
         resolve(DatasetSpec(name="odd_format"), str(data_dir))
 

@@ -105,7 +105,7 @@ def test_unknown_extension_lists_supported_ones(tmp_path: Path) -> None:
     p.write_text("x", encoding="utf-8")
     with pytest.raises(DataError) as e:
         list(read_records(p))
-    assert str(e.value) == f"{p}: unsupported file type '.xlsx'; supported: .json, .jsonl, .csv, .parquet, .txt"
+    assert str(e.value) == f"{p}: unsupported file type '.xlsx'; supported: .json, .jsonl, .csv, .tsv, .parquet, .txt"
 
 
 def test_folder_without_data_files(tmp_path: Path) -> None:

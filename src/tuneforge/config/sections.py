@@ -73,12 +73,25 @@ class DatasetSpec(Section):
 
     name: str | None = None
     path: str | None = None
-    format: str | None = Field(None, description="alpaca | sharegpt | openai | text (default: from registry)")
+    format: str | None = Field(
+        None,
+        description="alpaca, sharegpt, openai, text, preference, classification, tallrec, or a tool layout (glaive, "
+        "xlam, toolbench, lf_v1); default: the registry's, else text for .txt files, else alpaca.",
+    )
     columns: dict[str, str] = Field(default_factory=dict, description="Format field -> column name in the file.")
     tags: dict[str, str] = Field(default_factory=dict, description="sharegpt role/content tag names.")
     ratio: float | None = Field(None, gt=0, description="Mixing weight against the other datasets.")
     max_samples: int | None = Field(None, gt=0, description="Read at most this many rows of the dataset.")
     system: str | None = Field(None, description="System prompt for samples that have none.")
+    labels: list[str] = Field(
+        default_factory=list,
+        description="format classification: label words; integer labels in the data index them (as eval's `labels`).",
+    )
+    instruction: str | None = Field(
+        None,
+        description="format classification: text before each record's text (default: 'Answer with one of: "
+        "<labels joined by / >.', as eval's classification task).",
+    )
 
     @field_validator("path")
     @classmethod

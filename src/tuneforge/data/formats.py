@@ -15,10 +15,12 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from tuneforge.data.classification import COLUMNS as CLASSIFICATION_COLUMNS
+from tuneforge.data.classification import check_settings, classification
 from tuneforge.data.schema import Conversation, DataError, Message, Preference, Sample, Text
 from tuneforge.data.tallrec import COLUMNS as TALLREC_COLUMNS
 from tuneforge.data.tallrec import tallrec
@@ -47,7 +49,13 @@ DEFAULT_COLUMNS: dict[str, dict[str, str | None]] = {
     "toolbench": {},
     "lf_v1": {"messages": "messages", "tools": "tools"},
     "tallrec": dict(TALLREC_COLUMNS),  # TALLRec's yes/no recommendation records (data/tallrec.py)
+    "classification": dict(CLASSIFICATION_COLUMNS),  # text + label: SST-2, AG News (data/classification.py)
 }
+
+# The dataset settings (DatasetSpec keys beyond columns/tags/system) each format reads, and the check of them;
+# a setting given to a format that does not read it is an error, never silently ignored.
+SETTINGS: dict[str, tuple[str, ...]] = {"classification": ("labels", "instruction")}
+CHECK_SETTINGS: dict[str, Callable[[tuple[str, ...], str | None], None]] = {"classification": check_settings}
 
 # Tag -> default key or value in the message objects, for the formats that hold a list of messages.
 DEFAULT_TAGS: dict[str, dict[str, str | None]] = {
@@ -77,11 +85,14 @@ _FORMAT_HINTS = {"conversations": "sharegpt", "messages": "openai", "instruction
 
 @dataclass(frozen=True)
 class FormatSpec:
-    """Where a format finds its fields: columns, message tags, and the dataset's default system prompt."""
+    """Where a format finds its fields: columns, message tags, the dataset's default system prompt, and the
+    settings of the formats that read them (SETTINGS: classification's label words and instruction)."""
 
     columns: Mapping[str, str | None] = field(default_factory=dict)
     tags: Mapping[str, str | None] = field(default_factory=dict)
     system: str | None = None
+    labels: tuple[str, ...] = ()
+    instruction: str | None = None
 
 
 def make_format_spec(
@@ -89,13 +100,23 @@ def make_format_spec(
     columns: Mapping[str, str | None] | None = None,
     tags: Mapping[str, str | None] | None = None,
     system: str | None = None,
+    labels: Sequence[str] = (),
+    instruction: str | None = None,
 ) -> FormatSpec:
-    """The defaults of `fmt` with `columns`/`tags` laid over them; unknown names are errors (typos)."""
+    """The defaults of `fmt` with `columns`/`tags` laid over them; unknown names are errors (typos), and so are
+    settings (`labels`, `instruction`) given to a format that does not read them."""
     if fmt not in FORMATS:
         raise DataError(f"unknown format {fmt!r}; known formats: {', '.join(FORMATS)}")
     cols = _overlay("columns", fmt, DEFAULT_COLUMNS[fmt], columns or {})
     tag_map = _overlay("tags", fmt, DEFAULT_TAGS.get(fmt, {}), tags or {})
-    return FormatSpec(columns=cols, tags=tag_map, system=system)
+    given = {"labels": bool(labels), "instruction": instruction is not None}
+    stray = [key for key, set_ in given.items() if set_ and key not in SETTINGS.get(fmt, ())]
+    if stray:
+        readers = ", ".join(f for f, keys in SETTINGS.items() if stray[0] in keys)
+        raise DataError(f"`{stray[0]}` is read only by format {readers}; format {fmt!r} does not read it")
+    if fmt in CHECK_SETTINGS:
+        CHECK_SETTINGS[fmt](tuple(labels), instruction)
+    return FormatSpec(cols, tag_map, system, tuple(labels), instruction)
 
 
 def _overlay(
@@ -366,6 +387,7 @@ FORMATS: dict[str, Callable[[dict[str, Any], FormatSpec], Sample]] = {
     "toolbench": toolbench,
     "lf_v1": lf_v1,
     "tallrec": tallrec,
+    "classification": classification,
 }
 
 __all__ = ["DEFAULT_COLUMNS", "DEFAULT_TAGS", "FORMATS", "FormatSpec", "format_record", "make_format_spec"]

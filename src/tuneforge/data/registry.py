@@ -9,6 +9,7 @@ list, so `{"columns": {"prompt": "text"}}` reads only the text column.
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import json
 from dataclasses import dataclass
@@ -25,6 +26,7 @@ SHIPPED_DIR = Path(__file__).resolve().parent / "synthetic"
 # Entries that load from somewhere other than a local file; tuneforge never downloads or runs scripts.
 REMOTE_KEYS = ("hf_hub_url", "ms_hub_url", "om_hub_url", "script_url", "cloud_file_name")
 MEDIA_COLUMNS = ("images", "videos", "audios")
+HELD_OUT_SPLITS = ("dev", "test", "val", "valid", "validation")  # split files eval scores (eval.readers.split_file)
 
 
 @dataclass(frozen=True)
@@ -44,6 +46,14 @@ class ResolvedDataset:
 
 def resolve(spec: DatasetSpec, dataset_dir: str | None) -> ResolvedDataset:
     resolved = _resolve(spec, dataset_dir)
+    held_out = [f.name for f in resolved.files if f.stem.lower() in HELD_OUT_SPLITS]
+    if resolved.format == "classification" and len(resolved.files) > 1 and held_out:
+        # SST-2's and AG News' folders hold dev/test beside train: reading the folder would train on what eval scores
+        raise DataError(
+            f"dataset {resolved.name!r} is a folder of {len(resolved.files)} files, among them {', '.join(held_out)}; "
+            "format classification would train on the splits eval scores: name the training file (e.g. "
+            ".../SST-2/train.tsv)"
+        )
     if resolved.format == "tallrec" and len(resolved.files) > 1:
         # TALLRec's folders hold valid.json and test.json side by side: reading the folder would train on test
         raise DataError(
@@ -59,7 +69,10 @@ def _resolve(spec: DatasetSpec, dataset_dir: str | None) -> ResolvedDataset:
         files = data_files(Path(spec.path).expanduser())
         # .txt holds only text; anything else defaults to alpaca, as in LLaMA-Factory
         fmt = spec.format or ("text" if all(f.suffix.lower() == ".txt" for f in files) else "alpaca")
-        fs = make_format_spec(fmt, spec.columns, spec.tags, spec.system)
+        try:
+            fs = make_format_spec(fmt, spec.columns, spec.tags, spec.system, spec.labels, spec.instruction)
+        except DataError as e:
+            raise DataError(f"dataset {spec.path!r}: {e}") from None
         return ResolvedDataset(spec.path, files, fmt, fs, defined_in="path")
     info_path, entry = find_entry(str(spec.name), dataset_dir)  # DatasetSpec guarantees name or path
     return _from_entry(spec, info_path, entry)
@@ -125,11 +138,12 @@ def _from_entry(spec: DatasetSpec, info_path: Path, entry: dict[str, Any]) -> Re
     merged_cols = _listed_only(columns, DEFAULT_COLUMNS[fmt]) if "columns" in entry else {}
     merged_tags = _listed_only(entry.get("tags") or {}, DEFAULT_TAGS.get(fmt, {})) if "tags" in entry else {}
     try:
-        fs = make_format_spec(fmt, {**merged_cols, **spec.columns}, {**merged_tags, **spec.tags}, spec.system)
+        cols, tags = {**merged_cols, **spec.columns}, {**merged_tags, **spec.tags}
+        fs = make_format_spec(fmt, cols, tags, spec.system, spec.labels, spec.instruction)
     except DataError as e:
         raise DataError(f"{where}: {e}") from None
     if columns.get("kto_tag"):  # kept so callers can tell a KTO dataset from an SFT one
-        fs = FormatSpec({**fs.columns, "kto_tag": columns["kto_tag"]}, fs.tags, fs.system)
+        fs = dataclasses.replace(fs, columns={**fs.columns, "kto_tag": columns["kto_tag"]})
     num_samples = entry.get("num_samples")
     if num_samples is not None and not (isinstance(num_samples, int) and num_samples > 0):
         raise DataError(f"{where}: num_samples must be a positive integer, got {num_samples!r}")

@@ -1,4 +1,4 @@
-"""Read records from local files: .json, .jsonl, .csv, .parquet, .txt, or a folder of them.
+"""Read records from local files: .json, .jsonl, .csv, .tsv, .parquet, .txt, or a folder of them.
 
 Each record comes with its source ("file:line" for line-based files, "file:row N" for the others, both
 1-based) so every later error can point at the exact place to fix. Only local files: tuneforge never
@@ -87,6 +87,34 @@ def _read_csv(path: Path) -> Iterator[tuple[str, Record]]:
             start = reader.line_num + 1
 
 
+TSV_COLUMNS = ("text", "label")  # a .tsv without a header row (AG News): its two columns
+
+
+@_names_the_file
+def _read_tsv(path: Path) -> Iterator[tuple[str, Record]]:
+    """SST-2 (header `sentence<TAB>label`) and AG News (no header: text<TAB>label); the first row is a header
+    when its last field is `label`, as eval's tsv reader decides. No quoting (SST-2 has stray quotes), so each
+    row is one line; a row with another number of fields than the header (or two) names its line."""
+    with path.open(encoding="utf-8-sig", newline="") as f:
+        reader = csv.reader(f, delimiter="\t", quoting=csv.QUOTE_NONE)
+        names: list[str] | None = None
+        what = "the header"
+        for row in reader:
+            if not any(field.strip() for field in row):
+                continue
+            if names is None:
+                if row[-1].strip().lower() == "label":
+                    names = [c.strip() for c in row]
+                    continue
+                names, what = list(TSV_COLUMNS), "a file without header (text, label)"
+            if len(row) != len(names):
+                raise DataError(
+                    f"{path}:{reader.line_num}: {len(row)} tab-separated fields where {what} has {len(names)} "
+                    f"({', '.join(names)}): {chr(9).join(row)!r:.80}"
+                )
+            yield f"{path}:{reader.line_num}", dict(zip(names, row, strict=True))
+
+
 def _read_parquet(path: Path) -> Iterator[tuple[str, Record]]:
     import pyarrow.parquet as pq  # lazy: pyarrow is slow to import and only parquet needs it
 
@@ -110,6 +138,7 @@ READERS: dict[str, Reader] = {
     ".json": _read_json,
     ".jsonl": read_jsonl,
     ".csv": _read_csv,
+    ".tsv": _read_tsv,
     ".parquet": _read_parquet,
     ".txt": _read_txt,
 }

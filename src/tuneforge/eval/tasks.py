@@ -14,6 +14,7 @@ from typing import Any, ClassVar, Protocol
 import numpy as np
 
 from tuneforge.config import TaskSpec
+from tuneforge.data.classification import default_instruction, label_index
 from tuneforge.data.toolcalls import parse_calls
 from tuneforge.eval import metrics as m
 from tuneforge.eval.lm import LM, Scored
@@ -147,10 +148,6 @@ class MultipleChoiceTask(_Base):
         return TaskScores({"acc": m.mean_rows(raw), "acc_norm": m.mean_rows(norm)}, preds)
 
 
-def _clean_label(text: str) -> str:
-    return text.strip().strip(".!?\"'").strip().lower()
-
-
 class ClassificationTask(_Base):
     """Label by log-likelihood of each label word, or by generating and finding a label in the text.
 
@@ -185,17 +182,14 @@ class ClassificationTask(_Base):
         return found
 
     def _gold(self, ex: Example) -> int:
-        target = ex.target.strip()
-        if target.isdigit() and not any(label.isdigit() for label in self.labels):
-            k = int(target)
-        else:
-            k = next((i for i, label in enumerate(self.labels) if _clean_label(label) == _clean_label(target)), -1)
-        if not 0 <= k < len(self.labels):
+        k = label_index(ex.target, self.labels)  # as the `classification` training format reads labels
+        if k is None:
             raise EvalError(f"item {ex.id}: label {ex.target!r} is not one of {self.labels}")
         return k
 
     def _question(self, ex: Example) -> str:
-        return user_text(self.spec, ex, f"Answer with one of: {' / '.join(self.labels)}.")
+        # the instruction training's `classification` format uses too (data.classification), so prompts agree
+        return user_text(self.spec, ex, default_instruction(self.labels))
 
     def prepare(self, items: Sequence[Item], lm: LM) -> list[Request]:
         out = []
