@@ -18,7 +18,8 @@ def cmd_compare(args: argparse.Namespace) -> int:
     outcome = run_compare(load_config(args.config, extra))
     out = outcome.plan.out
     print((out / "compare.md").read_text(encoding="utf-8"), end="")
-    print(f"written to {out} (compare.md, compare.csv, compare.json, compare.png, runs/)")
+    more = ", forgetting/" if outcome.plan.general is not None else ""  # compare.forgetting's report
+    print(f"written to {out} (compare.md, compare.csv, compare.json, compare.png, runs/{more})")
     return 0 if outcome.ok else 1
 
 

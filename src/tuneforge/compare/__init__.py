@@ -12,7 +12,8 @@ paired difference to the best arm has a 95% interval containing 0 (pick.py).
 `source.py` is where the task comes from (SOURCES: the user's task, or the knowledge lab's facts); `plan.py`
 checks every arm before anything runs; `context.py` chooses the few-shot examples and passages; the trained
 arms train through tuneforge.sweep's local worker (a process and a run folder each); `worker.py` answers the
-task with one arm in its own process; `report.py` and `pick.py` score, compare and write.
+task with one arm in its own process; `report.py` and `pick.py` score, compare and write; `forgetting.py` runs
+the forgetting report of the trained arms' runs (compare.forgetting) and puts it into the table per arm.
 """
 
 from tuneforge.compare.plan import Arm, ComparePlan, plan_compare

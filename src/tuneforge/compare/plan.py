@@ -11,9 +11,19 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from tuneforge.compare.forgetting import check_bases, load_general
 from tuneforge.compare.leaks import refuse_leaks
 from tuneforge.compare.source import CompareError, Prepared, prepare_source
-from tuneforge.config import ARM_KINDS, ArmKind, ArmSpec, DataConfig, RunConfig, SweepConfig, arm_run_name
+from tuneforge.config import (
+    ARM_KINDS,
+    ArmKind,
+    ArmSpec,
+    DataConfig,
+    ModelConfig,
+    RunConfig,
+    SweepConfig,
+    arm_run_name,
+)
 from tuneforge.errors import TuneforgeError
 from tuneforge.sweep.plan import Plan, Point, value_overrides
 from tuneforge.utils.names import did_you_mean
@@ -65,6 +75,7 @@ class ComparePlan:
     arms: list[Arm]
     training: Plan  # the trained arms' runs, as sweep points (one process each, resumable: tuneforge.sweep)
     identity: dict[str, Any]  # what makes two comparisons share their folder (the config but arms and output)
+    general: RunConfig | None = None  # compare.forgetting's eval config, loaded and checked
 
     def run_of(self, arm: Arm) -> Point | None:
         return next((p for p in self.training.points if p.name == arm.run), None)
@@ -76,9 +87,11 @@ def plan_compare(cfg: RunConfig) -> ComparePlan:
     if not c.arms:
         raise CompareError("compare.arms is empty: list the arms to compare (kinds: " + ", ".join(ARM_KINDS) + ")")
     _refuse_own(cfg)
+    general = load_general(cfg)  # a bad compare.forgetting before the source writes anything
     out = compare_out(cfg)
     source = prepare_source(cfg, out)
     arms, errors, points = [], [], {}
+    bases: dict[str, ModelConfig] = {}  # each trained run's base model (one forgetting report: one base)
     datas: list[tuple[str, DataConfig]] = [("", cfg.data)]  # what the arms learn from: the leak check's input
     for i, spec in enumerate(c.arms):
         where = f"compare.arms[{i}] ({spec.label})"
@@ -87,18 +100,20 @@ def plan_compare(cfg: RunConfig) -> ComparePlan:
             if run is not None and run not in points:
                 points[run], run_cfg = _run_point(cfg, spec, source, run, out)
                 datas.append((f"{where}: its run's ", run_cfg.data))
+                bases[run] = run_cfg.model
         except TuneforgeError as e:
             errors.append(str(e) if str(e).startswith(where) else f"{where}: {_one_line(str(e))}")
             continue
         arms.append(Arm(i, spec, run))
     if errors:
         raise CompareError(f"{len(errors)} of {len(c.arms)} arms cannot run:\n" + "\n".join(errors))
+    check_bases(cfg, bases)
     few_shot = any(a.kind.prompt == "few_shot" for a in arms)
     if few_shot or points:  # the training data is read only by few-shot and trained arms
         refuse_leaks(source, datas, few_shot or (cfg.stage == "sft" and any(a.kind.trains for a in arms)))
     settings = SweepConfig(evaluate=False, timeout_s=c.timeout_s)
     training = Plan(cfg, settings, {}, list(points.values()), "train_loss", "min", out, {})
-    return ComparePlan(cfg, out, source, arms, training, identity(cfg))
+    return ComparePlan(cfg, out, source, arms, training, identity(cfg), general)
 
 
 def compare_out(cfg: RunConfig) -> Path:
@@ -176,9 +191,9 @@ def _run_point(cfg: RunConfig, spec: ArmSpec, source: Prepared, run: str, out: P
 
 def identity(cfg: RunConfig) -> dict[str, Any]:
     """The resolved config less what may change between reruns of one comparison: the arms (add or drop some),
-    the output folder, the timeout."""
+    the output folder, the timeout, the forgetting report's config (its own inputs.json tells when to redo it)."""
     ident = json.loads(json.dumps(cfg.model_dump(mode="json")))
-    for key in ("arms", "out", "timeout_s"):
+    for key in ("arms", "out", "timeout_s", "forgetting"):
         ident["compare"].pop(key, None)
     ident.pop("output", None)
     ident.pop("sweep", None)

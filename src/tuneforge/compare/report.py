@@ -17,6 +17,7 @@ import math
 from pathlib import Path
 from typing import Any
 
+from tuneforge.compare.forgetting import columns
 from tuneforge.compare.pick import best_arm, pareto_front, recommend, recommendation_text, rule_of
 from tuneforge.compare.plan import Arm, ComparePlan
 from tuneforge.eval.lm import Scored
@@ -130,8 +131,39 @@ def _ci(lo: Any, hi: Any, signed: bool = False) -> str:
     return "" if lo is None else f" [{_f(lo, signed=signed)}, {_f(hi, signed=signed)}]"
 
 
+def _general(r: dict[str, Any], task: str) -> str:
+    """A general task's cell: run - base [95% CI] and the verdict, `base` for an arm on the base model."""
+    diff, low, high, verdict = columns(task)
+    if r.get(diff) is None:
+        return r.get(verdict) or ""
+    return f"{_f(r[diff], signed=True)}{_ci(r[low], r[high], True)} {r[verdict]}"
+
+
+def _general_note(f: dict[str, Any]) -> str:
+    """What the general columns are, or why they are empty."""
+    head = f"General benchmarks (compare.forgetting: {f['config']}; the forgetting report in {f['folder']}): "
+    if f["status"] == "ok":
+        metrics = ", ".join(
+            f"{t} {m['metric']}{'' if m['higher_is_better'] else ' (lower is better)'} on {m['n']} items, base "
+            f"{_f(m['base'])}"
+            for t, m in f["tasks"].items()
+        )
+        return (
+            head + f"each trained arm's run - the base model on the task's primary metric ({metrics}), paired "
+            f"bootstrap 95% intervals ({f['bootstrap']} resamples, seed {f['seed']}); forgot / no measurable change / "
+            "improved: the interval wholly on the bad side of 0, holding it, wholly on the good side. `base`: the arm "
+            f"answers with the base model, no change by construction ({f['how']})."
+        )
+    if f["status"] == "failed":
+        return head + f"failed: {f['error']}"
+    if f["status"] == "skipped":
+        return head + f"not made: {f['why']}."
+    return head + "pending (made once every arm is scored)."
+
+
 def markdown(summary: dict[str, Any]) -> str:
     s, rows = summary["settings"], summary["rows"]
+    general = (summary.get("forgetting") or {}).get("general_tasks", [])
     lines = [
         f"# Compare: {s['name']}",
         "",
@@ -143,13 +175,15 @@ def markdown(summary: dict[str, Any]) -> str:
         "",
         "| arm | score [95% CI] | vs best [95% CI] | answer s / 1k answers, wall (CPU) | tokens / 1k answers | "
         "trainable params | "
-        "wall s (train + answer) | peak RSS MB (train / answer) | Pareto |",
-        "|---|---|---|---:|---:|---:|---:|---|---|",
+        "wall s (train + answer) | peak RSS MB (train / answer) | Pareto |"
+        + "".join(f" {t}: run - base [95% CI] |" for t in general),
+        "|---|---|---|---:|---:|---:|---:|---|---|" + "---|" * len(general),
     ]
     for r in rows:
+        extra = "".join(f" {_general(r, t)} |" for t in general)
         if r["status"] != "ok":
             why = f"{r['status']}" + (f": {r['error']}" if r["error"] else "")
-            lines.append(f"| {r['arm']} | {why} | | | | | {_f(r['wall_s'], '.1f')} | | |")
+            lines.append(f"| {r['arm']} | {why} | | | | | {_f(r['wall_s'], '.1f')} | | |{extra}")
             continue
         name = f"**{r['arm']}**" if r["recommended"] else r["arm"]
         wall = f"{_f(r['wall_s'], '.1f')} ({_f(r['train_s'] or 0, '.1f')} + {_f(r['answer_s'], '.1f')})"
@@ -158,9 +192,10 @@ def markdown(summary: dict[str, Any]) -> str:
             f"| {name} | {_f(r['score'])}{_ci(r['ci95_low'], r['ci95_high'])} | "
             f"{_f(r['vs_best'], signed=True)}{_ci(r['vs_best_low'], r['vs_best_high'], True)} | "
             f"{_f(r['answer_s_per_1k'], '.1f')} ({_f(r['answer_cpu_s_per_1k'], '.1f')}) | {r['tokens_per_1k']:,} | "
-            f"{r['trainable_params'] or 0:,} | {wall} | {peak} | {'yes' if r['pareto'] else ''} |"
+            f"{r['trainable_params'] or 0:,} | {wall} | {peak} | {'yes' if r['pareto'] else ''} |{extra}"
         )
-    lines += ["", f"Recommendation: {summary['recommendation']}", ""]
+    lines += [""] + ([_general_note(summary["forgetting"]), ""] if general else [])
+    lines += [f"Recommendation: {summary['recommendation']}", ""]
     if summary.get("chance") is not None:
         lines += [f"Chance: {summary['chance']:.3f}.", ""]
     runs = sorted({r["run_dir"] for r in rows if r["run_dir"]})
@@ -172,8 +207,10 @@ def markdown(summary: dict[str, Any]) -> str:
 def write_outputs(out: Path, summary: dict[str, Any]) -> None:
     (out / "compare.json").write_text(json.dumps(summary, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
     (out / "compare.md").write_text(markdown(summary), encoding="utf-8")
+    general = (summary.get("forgetting") or {}).get("general_tasks", [])
+    fields = list(COLUMNS) + [c for t in general for c in columns(t)]
     with (out / "compare.csv").open("w", encoding="utf-8", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(COLUMNS), extrasaction="ignore")
+        writer = csv.DictWriter(f, fieldnames=fields, extrasaction="ignore")
         writer.writeheader()
         writer.writerows(summary["rows"])
     plot(summary, out / "compare.png")

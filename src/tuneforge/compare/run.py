@@ -1,10 +1,12 @@
 """run_compare: plan and check every arm, choose the prompts, train the trained arms' runs (tuneforge.sweep's
 local worker: one process and one ordinary run folder each, resumable), answer the held-out task with every arm
-(compare.worker: one process each), score and write the table after every step.
+(compare.worker: one process each), score and write the table after every step; with compare.forgetting, the
+forgetting report of the trained runs last (tuneforge.compare.forgetting, in this process).
 
 A rerun reads back what is finished: a run with result.json is not trained again, an arm whose answers were
 given with the same prompts by the same model is not answered again; a folder holding another comparison is
-refused. Deleting an arm's answers/<arm>.json (or its run's result.json) makes that one run again.
+refused. Deleting an arm's answers/<arm>.json (or its run's result.json) makes that one run again. The forgetting
+report is read back when its runs and general config are the same (forgetting/inputs.json), else made again.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from tuneforge.compare.context import build_contexts
+from tuneforge.compare.forgetting import FOLDER, add_columns, pending, run_forgetting
 from tuneforge.compare.plan import Arm, ComparePlan, compare_out, identity, plan_compare
 from tuneforge.compare.report import arm_row, finish_rows, write_outputs
 from tuneforge.compare.source import CompareError
@@ -36,7 +39,7 @@ ANSWERS = "answers"
 # What a comparison writes into its folder; a folder holding anything else is not one.
 OWN_ENTRIES = frozenset(
     {SUMMARY, "compare.md", "compare.csv", "compare.png", ANSWERS, "data", "prompts", "fewshot", "index"}
-    | {"runs", "points", "specs", "logs"}
+    | {"runs", "points", "specs", "logs", FOLDER}
 )
 
 
@@ -47,7 +50,8 @@ class CompareOutcome:
 
     @property
     def ok(self) -> bool:
-        return all(r["status"] == "ok" for r in self.summary["rows"])
+        forgetting = self.summary.get("forgetting") or {}
+        return all(r["status"] == "ok" for r in self.summary["rows"]) and forgetting.get("status") != "failed"
 
 
 def check_folder(out: Path, ident: dict[str, Any]) -> None:
@@ -144,6 +148,8 @@ def run_compare(cfg: RunConfig) -> CompareOutcome:
                 "compare %d/%d %s: %s%s (%s%s)%s", i, len(plan.arms), arm.label, row["status"], shown, how, cost, error
             )
             bar.update(1)
+    if plan.general is not None:  # after every arm is scored: the table stands whatever the report does
+        summary = _write(plan, trained, answers, run_forgetting(plan, trained))
     return CompareOutcome(plan, summary)
 
 
@@ -198,7 +204,9 @@ def _answer(plan: ComparePlan, folder: SweepFolder, arm: Arm, prompts: Path | No
     return record
 
 
-def _write(plan: ComparePlan, trained: dict[str, Any], answers: dict[str, Any]) -> dict[str, Any]:
+def _write(
+    plan: ComparePlan, trained: dict[str, Any], answers: dict[str, Any], forgetting: dict[str, Any] | None = None
+) -> dict[str, Any]:
     import torch
 
     from tuneforge.utils.cpu import cpu_name
@@ -206,6 +214,9 @@ def _write(plan: ComparePlan, trained: dict[str, Any], answers: dict[str, Any]) 
     rows = [arm_row(plan, a, trained.get(a.run) if a.run else None, answers.get(a.label)) for a in plan.arms]
     ok = {a.label: answers[a.label] for a in plan.arms if answers.get(a.label, {}).get("status") == "ok"}
     picked = finish_rows(plan, rows, ok)
+    if plan.general is not None:
+        forgetting = forgetting or pending(plan)
+        add_columns(plan, rows, picked, forgetting)
     cfg, task = plan.cfg, plan.source.task
     settings = {
         "name": cfg.name,
@@ -223,6 +234,8 @@ def _write(plan: ComparePlan, trained: dict[str, Any], answers: dict[str, Any]) 
     }
     summary = {"settings": settings, "identity": identity(cfg), **picked, "chance": plan.source.chance}
     summary["retrieval"] = _retrieval(plan)
+    if plan.general is not None:
+        summary["forgetting"] = forgetting
     summary["rows"] = rows
     write_outputs(plan.out, summary)
     return summary

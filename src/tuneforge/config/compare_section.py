@@ -129,6 +129,12 @@ class CompareConfig(Section):
     timeout_s: float | None = Field(
         None, gt=0, description="An arm's training or answering process running longer fails that arm (default: none)."
     )
+    forgetting: str | None = Field(
+        None,
+        description="An eval config of general benchmarks without a model: section (e.g. examples/forgetting.yaml): "
+        "after the arms are scored, the forgetting report of the trained arms' runs against the base, a column per "
+        "general task in the table (default: none, off).",
+    )
 
     @field_validator("arms")
     @classmethod

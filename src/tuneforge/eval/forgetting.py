@@ -143,7 +143,7 @@ def _where(p: str | None) -> str | None:
     return str(Path(p).expanduser().resolve()) if p and Path(p).expanduser().exists() else p
 
 
-def _base_key(m: ModelConfig) -> tuple[Any, ...]:
+def base_key(m: ModelConfig) -> tuple[Any, ...]:
     """What makes two base models the same weights: the folder (resolved), tokenizer and any adapter under it."""
     return _where(m.path), _where(m.tokenizer), _where(m.adapter), m.merge_adapter
 
@@ -167,7 +167,7 @@ def check_runs(runs: Sequence[str | Path]) -> tuple[ModelConfig, list[tuple[Path
         found.append((run, output, base))
     first_run, _, first = found[0]
     for run, _, base in found[1:]:
-        if _base_key(base) != _base_key(first):
+        if base_key(base) != base_key(first):
             raise EvalError(
                 f"one base model per forgetting report: {first_run} was trained from {_describe(first)}, {run} from "
                 f"{_describe(base)}; make one report per base"
@@ -175,8 +175,10 @@ def check_runs(runs: Sequence[str | Path]) -> tuple[ModelConfig, list[tuple[Path
     return first, [(run, output) for run, output, _ in found]
 
 
-def _check_config(cfg: RunConfig, base: ModelConfig, role: str, hint: str | None) -> None:
-    if "model" in cfg.model_fields_set and _base_key(cfg.model) != _base_key(base):
+def check_config(cfg: RunConfig, base: ModelConfig, role: str, hint: str | None) -> None:
+    """A general (or target) config `base` can be evaluated on: no model: section naming another model, tasks
+    given, every task's file there (`hint`: what to say of a missing one)."""
+    if "model" in cfg.model_fields_set and base_key(cfg.model) != base_key(base):
         raise EvalError(
             f"the {role} config {cfg.name!r} names {_describe(cfg.model)}, but the runs were trained from "
             f"{_describe(base)}: drop its model: section (the runs' base is evaluated) or make them match"
@@ -237,9 +239,9 @@ def forgetting_report(
     if limit is not None and limit < 1:
         raise EvalError(f"limit={limit}: give a positive number of items per general task")
     base, found = check_runs(runs)
-    _check_config(general, base, "general", SHARED_DATA_HINT)
+    check_config(general, base, "general", SHARED_DATA_HINT)
     if target is not None:
-        _check_config(target, base, "target", None)
+        check_config(target, base, "target", None)
         load_tasks(_for_runs(target, base, None))  # a bad target task fails now, not after the general benchmarks
     out = Path(output_dir) if output_dir else RunDir(found[0][0]).forgetting
     dirs = [run for run, _ in found]
@@ -264,11 +266,14 @@ __all__ = [
     "IMPROVED",
     "NO_INTERVAL",
     "SAME",
+    "SHARED_DATA_HINT",
     "WORSE",
     "ForgettingReport",
     "RunRef",
     "TaskChange",
+    "base_key",
     "changes_from_report",
+    "check_config",
     "check_runs",
     "forgetting_report",
     "verdict",
