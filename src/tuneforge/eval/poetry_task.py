@@ -45,7 +45,7 @@ class PoetryTask(_Generating):
             s = score_poem(r.text, ex.target, ex.meta.get("title"))
             scored.append(s)
             pred: dict[str, Any] = {"id": ex.id, "title": ex.meta.get("title"), "form": ex.target, "text": r.text}
-            pred |= {k: v for k, v in s.items() if k != "bigrams"}
+            pred |= {("form_ok" if k == "form" else k): v for k, v in s.items() if k != "bigrams"}
             preds.append(pred)
         return TaskScores(poetry_rows(scored), preds)
 
