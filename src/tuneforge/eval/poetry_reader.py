@@ -1,5 +1,6 @@
 """The `poetry` reader: chinese-poetry JSON (tuneforge.data.poetry owns the layout), e.g. the test.json that
-`tuneforge data poetry` writes with the held-out titles, or any file or folder of poems in that layout.
+`tuneforge data poetry` writes with the held-out titles, or any other poem file of that layout (a folder is
+read for its `<split>.json`, as for the other readers).
 
 One Example per poem of a regular form (五言/七言 绝句/律诗, tagged or read from its lines), one per (title,
 form): the question is the prompt training uses (data.poetry.prompt), the target the form, the reference the
