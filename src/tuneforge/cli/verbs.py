@@ -273,6 +273,10 @@ def cmd_data(args: argparse.Namespace) -> int:
         return data_scrub(args)
     if args.action == "select":
         return data_select(args)
+    if args.action == "poetry":
+        from tuneforge.cli.poetry_verb import data_poetry
+
+        return data_poetry(args)
 
     flags = [f"prepare.{k}={json.dumps(v)}" for k, v in (("out", args.out), ("name", args.name)) if v]
     words = [*args.sources, *flags]  # --out and --name: short for prepare.out and prepare.name

@@ -13,11 +13,11 @@ from tuneforge.config.sections import Section
 # the eval layer, so it names them here to reject a typo before anything loads.
 _BENCHMARK_TYPES = Literal[
     "perplexity", "answer_perplexity", "multiple_choice", "generation", "classification", "math", "tool_call",
-    "piqa", "siqa", "hellaswag", "winogrande", "tallrec",
+    "piqa", "siqa", "hellaswag", "winogrande", "tallrec", "poetry",
 ]  # fmt: skip
 _BENCHMARK_FORMATS = Literal[
     "mmlu", "ceval", "cmmlu", "llm_adapters", "hellaswag", "csqa", "tsv", "alpaca", "tallrec", "gsm8k", "bfcl",
-    "text",
+    "text", "poetry",
 ]  # fmt: skip
 # ... and the trust types (tuneforge.eval.trust_tasks)
 TaskType = Literal[_BENCHMARK_TYPES, "crows_pairs", "bbq", "refusal"]

@@ -295,4 +295,13 @@ def evaluate(
     return report
 
 
-__all__ = ["LoadedTask", "ModelRef", "check_contrasts", "evaluate", "load_tasks", "output_folder", "resolve_models", "run_task"]
+__all__ = [
+    "LoadedTask",
+    "ModelRef",
+    "check_contrasts",
+    "evaluate",
+    "load_tasks",
+    "output_folder",
+    "resolve_models",
+    "run_task",
+]
