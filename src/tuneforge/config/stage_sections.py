@@ -22,6 +22,8 @@ _BENCHMARK_FORMATS = Literal[
 # ... and the trust types (tuneforge.eval.trust_tasks)
 TaskType = Literal[_BENCHMARK_TYPES, "crows_pairs", "bbq", "refusal"]
 TaskFormat = Literal[_BENCHMARK_FORMATS, "crows_pairs", "bbq", "refusal"]
+# The code-review prompt layouts (tuneforge.data.code_review): prepare.input_style, eval.tasks[].input_style
+InputStyle = Literal["instruction", "raw"]
 GenerationMetric = Literal["exact_match", "f1", "bleu", "rouge1", "rouge2", "rougeL"]
 
 
