@@ -12,6 +12,7 @@ name and returns examples in file order. Users point a task at their own files i
   tsv                   SST-2 (header `sentence<TAB>label`) and AG News (no header, text<TAB>label)
   alpaca                instruction/input/output JSON or JSONL (generation sets)
   tallrec               TALLRec's yes/no recommendation JSON (instruction/input/output "Yes."/"No."), checked
+  codereviewer          CodeReviewer's JSONL (patch/y/msg; old/new/comment), also the code_review recipe's test files
   gsm8k                 GSM8K JSONL (question, answer ending in `#### N`)
   bfcl                  BFCL JSON lines; answers from possible_answer/<same file name> beside it
   text                  .txt (one document per line) or JSON/JSONL with a `text` field
@@ -32,6 +33,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from tuneforge.eval.code_review_reader import read_codereviewer
 from tuneforge.eval.example import LETTERS, EvalError, Example, Reader, field_of, json_lines, records
 from tuneforge.eval.tallrec_reader import read_tallrec
 from tuneforge.eval.trust_readers import read_bbq, read_crows_pairs, read_refusal
@@ -350,6 +352,7 @@ READERS: dict[str, Reader] = {
     "tsv": read_tsv,
     "alpaca": read_alpaca,
     "tallrec": read_tallrec,
+    "codereviewer": read_codereviewer,
     "gsm8k": read_gsm8k,
     "bfcl": read_bfcl,
     "text": read_text,

@@ -349,9 +349,10 @@ class ToolCallTask(_Base):
         return TaskScores(metrics | {"format_valid": m.mean_rows(valid)}, preds)
 
 
-# The commonsense, TALLRec and trust types build on the classes above (BBQ is multiple choice with bias scores), so they
-# are imported here, after them; tuneforge.eval's __init__ imports this module first.
+# The commonsense, TALLRec, code-review and trust types build on the classes above (BBQ is multiple choice with bias
+# scores), so they are imported here, after them; tuneforge.eval's __init__ imports this module first.
 from tuneforge.eval.answer_task import AnswerPerplexityTask  # noqa: E402
+from tuneforge.eval.code_review_task import CodeRefinementTask, ReviewCommentTask, ReviewNecessityTask  # noqa: E402
 from tuneforge.eval.commonsense_tasks import HellaswagTask, PiqaTask, SiqaTask, WinograndeTask  # noqa: E402
 from tuneforge.eval.tallrec_task import TallrecTask  # noqa: E402
 from tuneforge.eval.trust_tasks import BbqTask, CrowsPairsTask, RefusalTask  # noqa: E402
@@ -370,6 +371,9 @@ TASK_TYPES: dict[str, type[_Base]] = {
     "hellaswag": HellaswagTask,
     "winogrande": WinograndeTask,
     "tallrec": TallrecTask,
+    "review_necessity": ReviewNecessityTask,
+    "review_comment": ReviewCommentTask,
+    "code_refinement": CodeRefinementTask,
     "crows_pairs": CrowsPairsTask,
     "bbq": BbqTask,
     "refusal": RefusalTask,
