@@ -10,8 +10,8 @@ docs/recipes/code_review.md; in short:
   the last follow-up are left out (nothing could have followed them up yet), and the `no` hunks are thinned to
   `negative_ratio` per `yes` hunk by a fixed hash order;
 - **comment**: a `yes` hunk -> the follow-up's text (its trailer, else the clause of its message, its leading
-  review phrase cut, that shares the most identifiers with the two hunks), source `review`; and every hunk -> its own commit's subject, source
-  `message` (`comment_source` picks);
+  review phrase cut, that shares the most identifiers with the two hunks), source `review`; and every hunk ->
+  its own commit's subject, source `message` (`comment_source` picks);
 - **refinement**: the code a hunk covers before the change + that comment -> the code after it: the follow-up's
   own hunks (source `review`) and every other commit's hunks with its subject (source `message`); not for a
   hunk with no code before it (a new file) or one that changes whitespace only.
