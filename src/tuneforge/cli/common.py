@@ -5,13 +5,14 @@ from __future__ import annotations
 import argparse
 import re
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 from tuneforge.config import RunConfig
 
 
-def load_config(path: str | Path | None, overrides: Sequence[str]) -> RunConfig:
+def load_config(path: str | Path | Mapping[str, Any] | None, overrides: Sequence[str]) -> RunConfig:
     from tuneforge.stages import load_config as load_with_tables
 
     return load_with_tables(path or {}, overrides)
@@ -27,7 +28,11 @@ def run_overrides(args: argparse.Namespace) -> list[str]:
 
 
 def verb_config(
-    verb: str, config: str | None, words: Sequence[str], args: argparse.Namespace, presets: dict[str, object]
+    verb: str,
+    config: str | Mapping[str, Any] | None,
+    words: Sequence[str],
+    args: argparse.Namespace,
+    presets: dict[str, object],
 ) -> RunConfig:
     """A workflow verb's config: CONFIG (or the defaults), the verb's presets where it leaves a key unset, then
     the old flags (each printing its keys) and the key=value words."""
@@ -50,6 +55,22 @@ def verb_config(
     cfg = build(extra)
     preset = preset_overrides(cfg, presets)
     return build([*preset, *extra]) if preset else cfg
+
+
+def prepare_sections(path: str) -> dict[str, Any]:
+    """The `prepare:` and `rag:` sections of a config file, the only ones `data prepare` reads: a training
+    config's other sections may name what prepare is about to write (data.dataset_dir must exist to load)."""
+    import yaml
+
+    from tuneforge.config import ConfigError
+
+    try:
+        raw = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
+    except (OSError, yaml.YAMLError) as e:
+        raise ConfigError(f"{path}: cannot read the config ({e})") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: a config is a mapping of sections, got {type(raw).__name__}")
+    return {k: raw[k] for k in ("prepare", "rag") if k in raw}
 
 
 def is_override(word: str) -> bool:

@@ -8,7 +8,7 @@ import re
 import sys
 from pathlib import Path
 
-from tuneforge.cli.common import is_override, load_config, run_overrides, verb_config
+from tuneforge.cli.common import is_override, load_config, prepare_sections, run_overrides, verb_config
 from tuneforge.config import ConfigError, RunConfig
 from tuneforge.errors import TuneforgeError
 
@@ -280,10 +280,14 @@ def cmd_data(args: argparse.Namespace) -> int:
 
     flags = [f"prepare.{k}={json.dumps(v)}" for k, v in (("out", args.out), ("name", args.name)) if v]
     words = [*args.sources, *flags]  # --out and --name: short for prepare.out and prepare.name
-    cfg = verb_config("prepare", args.config, [w for w in words if is_override(w)], args, {})
+    config = prepare_sections(args.config) if args.config else None
+    cfg = verb_config("prepare", config, [w for w in words if is_override(w)], args, {})
     sources = [w for w in words if not is_override(w)]
     if not sources or not cfg.prepare.out:
-        raise DataError("tuneforge data prepare needs documents and an output folder: DOCS... --out DIR --name NAME")
+        raise DataError(
+            "tuneforge data prepare needs documents (a git repository for prepare.recipes=code_review) and an "
+            "output folder: DOCS... --out DIR --name NAME"
+        )
     settings = PrepareSettings.from_config(cfg)
     generate = None
     if args.model or args.run:

@@ -19,9 +19,12 @@ _BENCHMARK_FORMATS = Literal[
     "mmlu", "ceval", "cmmlu", "llm_adapters", "hellaswag", "csqa", "tsv", "alpaca", "tallrec", "gsm8k", "bfcl",
     "text", "poetry",
 ]  # fmt: skip
-# ... and the trust types (tuneforge.eval.trust_tasks)
-TaskType = Literal[_BENCHMARK_TYPES, "crows_pairs", "bbq", "refusal"]
-TaskFormat = Literal[_BENCHMARK_FORMATS, "crows_pairs", "bbq", "refusal"]
+# ... the code-review types (tuneforge.eval.code_review_task) and the trust types (tuneforge.eval.trust_tasks)
+_CODE_REVIEW_TYPES = Literal["review_necessity", "review_comment", "code_refinement"]
+TaskType = Literal[_BENCHMARK_TYPES, _CODE_REVIEW_TYPES, "crows_pairs", "bbq", "refusal"]
+TaskFormat = Literal[_BENCHMARK_FORMATS, "codereviewer", "crows_pairs", "bbq", "refusal"]
+# The code-review prompt layouts (tuneforge.data.code_review): prepare.input_style, eval.tasks[].input_style
+InputStyle = Literal["instruction", "raw"]
 GenerationMetric = Literal["exact_match", "f1", "bleu", "rouge1", "rouge2", "rougeL"]
 
 
@@ -68,6 +71,11 @@ class TaskSpec(Section):
     max_new_tokens: int | None = Field(None, gt=0, description="Generation length (default: by task type).")
     max_length: int | None = Field(None, gt=8, description="perplexity: tokens per window (default: 1024).")
     perturb: PerturbSpec | None = Field(None, description="Character noise on the questions (robustness check).")
+    input_style: InputStyle | None = Field(
+        None,
+        description="review_necessity, review_comment, code_refinement: the prompt layout the run trained on, the "
+        "task's instruction and the input or the raw input alone (default: prepare.input_style).",
+    )
 
 
 class EvalConfig(Section):

@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field, field_validator
 
 from tuneforge.config.sections import ConfigError, Section
+from tuneforge.config.stage_sections import InputStyle
 
 
 def _comma_list(v: Any) -> Any:
@@ -92,10 +93,28 @@ class PrepareConfig(Section):
         None, pattern=r"^[A-Za-z0-9_.\-]+$", description="Dataset name prefix (required): <name>_chunks, <name>_qa."
     )
     recipes: list[str] = Field(
-        ["chunks", "qa", "keywords", "code"], description="Recipes run: chunks, qa, keywords, code (also 'qa,code')."
+        ["chunks", "qa", "keywords", "code"],
+        description="Recipes run: chunks, qa, keywords, code (also 'qa,code'); code_review mines git repositories.",
     )
     max_new_tokens: int = Field(128, gt=0, description="Length of model-written pairs (with --model or --run).")
     overwrite: bool = Field(False, description="Replace this name's files in prepare.out.")
+    # the code_review recipe (docs/recipes/code_review.md)
+    input_style: InputStyle = Field(
+        "instruction",
+        description="code_review: each task's instruction before the input, or the raw input alone (also the "
+        "code-review eval tasks' default input_style).",
+    )
+    comment_source: Literal["review", "message", "both"] = Field(
+        "both",
+        description="code_review: comments from review follow-up commits, from each commit's own subject, or both.",
+    )
+    holdout: float = Field(
+        0.1, ge=0, lt=1, description="code_review: share of the newest commits written to <name>_<task>_test.jsonl."
+    )
+    negative_ratio: float = Field(
+        1.0, ge=0, description="code_review: necessity hunks labelled no kept per hunk labelled yes (0: all)."
+    )
+    max_hunk_lines: int = Field(40, gt=0, description="code_review: longer hunks (lines of the diff body) are skipped.")
 
     @field_validator("recipes", mode="before")
     @classmethod

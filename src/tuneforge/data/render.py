@@ -104,6 +104,15 @@ def answer_ids(tokenizer: Any, messages: Sequence[Message], answer: str) -> list
     return _encode(tokenizer, full[len(prompt) :])
 
 
+def trained_answer_ids(tokenizer: Any, messages: Sequence[Message], answer: str) -> list[int]:
+    """`answer_ids` up to and including its end-of-turn token: the tokens training's loss covers (what a template
+    adds after the turn's end, e.g. a newline, is never labelled)."""
+    ids = answer_ids(tokenizer, messages, answer)
+    stop = end_of_turn_ids(tokenizer)
+    end = next((k for k, t in enumerate(ids) if t in stop), len(ids) - 1)
+    return ids[: end + 1]
+
+
 def chat_dicts(
     tokenizer: Any,
     messages: Sequence[Message],
@@ -329,4 +338,5 @@ __all__ = [
     "template_tool_support",
     "tool_rendering",
     "tools_shown",
+    "trained_answer_ids",
 ]

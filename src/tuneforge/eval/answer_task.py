@@ -15,7 +15,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from tuneforge.config import TaskSpec
-from tuneforge.data.render import answer_ids, end_of_turn_ids
+from tuneforge.data.render import trained_answer_ids
 from tuneforge.eval import metrics as m
 from tuneforge.eval.lm import LM
 from tuneforge.eval.prompts import Item, chat, prompt_ids, user_text
@@ -58,14 +58,11 @@ class AnswerPerplexityTask(_Base):
         return (ex.reference or "").strip()
 
     def prepare(self, items: Sequence[Item], lm: LM) -> list[Request]:
-        stop = end_of_turn_ids(lm.tokenizer)
         out = []
         for item in items:
             messages = chat(self.spec, item, self._question, self._answer)
-            answer = answer_ids(lm.tokenizer, messages, self._answer(item.example))
-            # As training labels the turn: up to its end-of-turn token; what a template adds after it is not said.
-            end = next((k for k, t in enumerate(answer) if t in stop), len(answer) - 1)
-            out.append(Request(((prompt_ids(lm.tokenizer, messages, tool_format=lm.tool_format), answer[: end + 1]),)))
+            answer = trained_answer_ids(lm.tokenizer, messages, self._answer(item.example))
+            out.append(Request(((prompt_ids(lm.tokenizer, messages, tool_format=lm.tool_format), answer),)))
         return out
 
     def score(self, items: Sequence[Item], responses: Sequence[Response]) -> TaskScores:

@@ -15,6 +15,7 @@ import logging
 import math
 import re
 import string
+import sys
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -112,6 +113,44 @@ def _bleu_reduce(rows: np.ndarray) -> float:
     return float(BLEU.compute_bleu(correct, total, int(s[0]), int(s[1]), smooth_method="exp").score)
 
 
+# --- CodeReviewer's BLEU-4 (smoothed, per sentence, averaged) ------------------------------------------
+# Written here because neither sacrebleu nor nltk computes it: CodeReviewer (Li et al. 2022) and the code-review
+# papers after it, LLaMA-Reviewer among them, score with CodeXGLUE's smooth_bleu.py: each prediction against its
+# reference on lower-cased word/punctuation tokens, n-gram precisions 1-4 with add-one smoothing for n >= 2
+# (Lin & Och 2004), a brevity penalty with +1 in both lengths, the geometric mean; the corpus score is the mean
+# of these sentence scores x 100. CodeReviewer's comment score also drops a stop-word list first (its
+# run_test_msg.py logs both); this one keeps every word (its "WithStop BLEU"), see docs/recipes/code_review.md.
+
+_REVIEW_TOKEN = re.compile(r"[^\W_]+|[^\w\s]|_")
+_TINY = sys.float_info.min  # smooth_bleu.py adds it inside each log so that log(0) is finite
+
+
+def review_tokens(text: str) -> list[str]:
+    """The tokens smooth_bleu.py ends up comparing, lower-cased: runs of letters and digits, and each other
+    character but spaces alone (its wordpunct and punctuation splits, then the NIST rules, which split `_` too)."""
+    return _REVIEW_TOKEN.findall(text.lower())
+
+
+def smooth_bleu4(prediction: str, reference: str) -> float:
+    """One sentence's smoothed BLEU-4 in [0, 1], as smooth_bleu.py's bleu([reference], prediction)[0]."""
+    pred, ref = review_tokens(prediction), review_tokens(reference)
+    ref_counts = Counter(tuple(ref[i : i + k]) for k in range(1, 5) for i in range(len(ref) - k + 1))
+    log_bleu = 0.0
+    for k in range(1, 5):
+        grams = Counter(tuple(pred[i : i + k]) for i in range(len(pred) - k + 1))
+        correct = sum(min(c, ref_counts[g]) for g, c in grams.items())
+        guess = max(len(pred) - k + 1, 0)
+        add = 1 if k > 1 else 0
+        log_bleu += math.log(correct + add + _TINY) - math.log(guess + add + _TINY)
+    brevity = min(0.0, 1 - (len(ref) + 1) / (len(pred) + 1))
+    return math.exp(log_bleu / 4 + brevity)
+
+
+def bleu4_rows(predictions: Sequence[str], references: Sequence[str]) -> MetricRows:
+    """Per-item smoothed BLEU-4 x 100; the score is their mean (CodeReviewer's BLEU-4)."""
+    return mean_rows([100 * smooth_bleu4(p, r) for p, r in zip(predictions, references, strict=True)])
+
+
 # --- ROUGE -------------------------------------------------------------------------------------------
 
 
@@ -178,6 +217,33 @@ def macro_f1(predicted: Any, gold: Any, n_classes: int) -> float:
             continue  # a class absent from both sides has no defined F1 and does not count
         scores.append(2 * tp / (2 * tp + fp + fn))
     return float(np.mean(scores)) if scores else 0.0
+
+
+def binary_rows(predicted: Sequence[bool], gold: Sequence[bool]) -> dict[str, MetricRows]:
+    """`f1`, `precision` and `recall` of the positive class over rows [predicted, gold] (0/1); each is 0 where
+    its denominator is (no positive predicted, or none in gold), as scikit-learn's zero_division=0."""
+    rows = np.stack([np.asarray(predicted, dtype=float), np.asarray(gold, dtype=float)], axis=1).reshape(-1, 2)
+
+    def counts(r: np.ndarray) -> tuple[float, float, float]:
+        p, g = r[:, 0] > 0.5, r[:, 1] > 0.5
+        return float(np.sum(p & g)), float(np.sum(p & ~g)), float(np.sum(~p & g))
+
+    def ratio(num: float, den: float) -> float:
+        return num / den if den else 0.0
+
+    def f1(r: np.ndarray) -> float:
+        tp, fp, fn = counts(r)
+        return ratio(2 * tp, 2 * tp + fp + fn)
+
+    def precision(r: np.ndarray) -> float:
+        tp, fp, _ = counts(r)
+        return ratio(tp, tp + fp)
+
+    def recall(r: np.ndarray) -> float:
+        tp, _, fn = counts(r)
+        return ratio(tp, tp + fn)
+
+    return {"f1": MetricRows(rows, f1), "precision": MetricRows(rows, precision), "recall": MetricRows(rows, recall)}
 
 
 def auc_rows(scores: Sequence[float], positive: Sequence[int]) -> MetricRows:
@@ -247,6 +313,8 @@ __all__ = [
     "ROUGE_TYPES",
     "MetricRows",
     "auc_rows",
+    "binary_rows",
+    "bleu4_rows",
     "bleu_rows",
     "exact_match",
     "extract_answer",
@@ -257,9 +325,11 @@ __all__ = [
     "mean_rows",
     "normalize_answer",
     "parse_number",
+    "review_tokens",
     "roc_auc",
     "rouge_rows",
     "same_number",
+    "smooth_bleu4",
     "token_f1",
     "tokens",
 ]

@@ -13,6 +13,7 @@ name and returns examples in file order. Users point a task at their own files i
   alpaca                instruction/input/output JSON or JSONL (generation sets)
   tallrec               TALLRec's yes/no recommendation JSON (instruction/input/output "Yes."/"No."), checked
   poetry                chinese-poetry JSON (author, title, paragraphs, tags): the poems of a regular form
+  codereviewer          CodeReviewer's JSONL (patch/y/msg; old/new/comment), also the code_review recipe's test files
   gsm8k                 GSM8K JSONL (question, answer ending in `#### N`)
   bfcl                  BFCL JSON lines; answers from possible_answer/<same file name> beside it
   text                  .txt (one document per line) or JSON/JSONL with a `text` field
@@ -33,6 +34,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from tuneforge.eval.code_review_reader import read_codereviewer
 from tuneforge.eval.example import LETTERS, EvalError, Example, Reader, field_of, json_lines, records
 from tuneforge.eval.poetry_reader import read_poetry
 from tuneforge.eval.tallrec_reader import read_tallrec
@@ -353,6 +355,7 @@ READERS: dict[str, Reader] = {
     "alpaca": read_alpaca,
     "tallrec": read_tallrec,
     "poetry": read_poetry,
+    "codereviewer": read_codereviewer,
     "gsm8k": read_gsm8k,
     "bfcl": read_bfcl,
     "text": read_text,

@@ -34,7 +34,7 @@ from tuneforge.eval.perturb import perturb_examples
 from tuneforge.eval.prompts import Item
 from tuneforge.eval.readers import SPLIT_ARCHIVES, EvalError, Example, read_split
 from tuneforge.eval.report import EvalReport, TaskResult, build_report, write_report
-from tuneforge.eval.tasks import Request, Response, Task, build_task, check_spec
+from tuneforge.eval.tasks import TASK_TYPES, Request, Response, Task, build_task, check_spec
 from tuneforge.runs import RunDir
 from tuneforge.utils.names import did_you_mean
 
@@ -134,6 +134,9 @@ def load_tasks(cfg: RunConfig) -> list[LoadedTask]:
             raise EvalError(f"{where}: a second task is named {name!r}; give each task its own `name`")
         names.add(name)
         check_spec(spec, where)
+        if spec.input_style is None and "input_style" in TASK_TYPES[spec.type].settings:
+            # the code-review types: the layout this config's data was prepared in (tuneforge.data.code_review)
+            spec = spec.model_copy(update={"input_style": cfg.prepare.input_style})
         path = _local_path(spec, where)
         examples = _pick_subjects(read_split(spec.format, path, spec.split), spec, where)
         if not examples:

@@ -343,9 +343,10 @@ class ToolCallTask(_Base):
         return TaskScores(metrics | {"format_valid": m.mean_rows(valid)}, preds)
 
 
-# The commonsense, TALLRec, poetry and trust types build on the classes above (BBQ is multiple choice with bias
-# scores), so they are imported here, after them; tuneforge.eval's __init__ imports this module first.
+# The commonsense, TALLRec, poetry, code-review and trust types build on the classes above (BBQ is multiple
+# choice with bias scores), so they are imported here, after them; tuneforge.eval's __init__ imports this module first.
 from tuneforge.eval.answer_task import AnswerPerplexityTask  # noqa: E402
+from tuneforge.eval.code_review_task import CodeRefinementTask, ReviewCommentTask, ReviewNecessityTask  # noqa: E402
 from tuneforge.eval.commonsense_tasks import HellaswagTask, PiqaTask, SiqaTask, WinograndeTask  # noqa: E402
 from tuneforge.eval.poetry_task import PoetryTask  # noqa: E402
 from tuneforge.eval.tallrec_task import TallrecTask  # noqa: E402
@@ -366,6 +367,9 @@ TASK_TYPES: dict[str, type[_Base]] = {
     "winogrande": WinograndeTask,
     "tallrec": TallrecTask,
     "poetry": PoetryTask,
+    "review_necessity": ReviewNecessityTask,
+    "review_comment": ReviewCommentTask,
+    "code_refinement": CodeRefinementTask,
     "crows_pairs": CrowsPairsTask,
     "bbq": BbqTask,
     "refusal": RefusalTask,
