@@ -156,6 +156,12 @@ def test_a_bad_general_config_is_refused_before_anything_trains(
         CompareError, match=r"compare\.forgetting=.*eval\.tasks\[0\] \(arc\) of 'general': .*a\.json does not exist"
     ):
         plan_compare(cfg)
+    general = yaml.safe_load(general_config(tmp_path).read_text())
+    general["eval"]["contrasts"] = [["lora", "bsae"]]  # labels are base and the trained arms' run names
+    (tmp_path / "general.yaml").write_text(yaml.safe_dump(general), encoding="utf-8")
+    cfg = cfg_of(tmp_path, tiny_model_dir, ARMS, [f"compare.forgetting={tmp_path / 'general.yaml'}"])
+    with pytest.raises(CompareError, match=r"compare\.forgetting=.*'bsae' is not an evaluated model \(did you mean"):
+        plan_compare(cfg)
     raw = compare_raw(tmp_path, tiny_model_dir, ARMS, compare={"forgetting": str(gone)})
     assert main(["compare", str(cfg_file(tmp_path, raw))]) == 2
     assert f"compare.forgetting='{gone}'" in capsys.readouterr().err

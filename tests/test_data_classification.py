@@ -98,6 +98,7 @@ def test_a_row_with_the_wrong_number_of_fields_names_file_and_line(
         (" Positive. ", LABELS, "positive"),  # text: case and punctuation aside, written as `labels` spells it
         ("sci/tech", AG_LABELS, "Sci/Tech"),
         ("1", ["1", "2", "3", "4"], "1"),  # digit labels are matched as text, not as an index
+        (3, ["1", "2", "3", "4"], "3"),  # a JSON integer the same way: eval reads the label as its digits
         ("Sports", [], "Sports"),  # without `labels`, text labels are used as they are
     ],
 )

@@ -216,6 +216,11 @@ def test_missing_general_file_and_a_config_naming_another_base(tmp_path: Path) -
     bad_target = eval_config(tmp_path, "t", [{**task, "format": "csqa", "path": str(tmp_path / "arc.json")}])
     with pytest.raises(EvalError, match=r"arc\.json"):  # the target's data fails before the general tasks run
         forgetting_report(fine, [run], bad_target, progress=False)
+    typo = bad_target.model_copy(update={"eval": bad_target.eval.model_copy(update={"contrasts": [("rr", "base")]})})
+    fine_target = typo.model_copy(update={"eval": typo.eval.model_copy(update={"tasks": fine.eval.tasks})})
+    with pytest.raises(EvalError, match=r"eval.contrasts\[0\] = \['rr', 'base'\]: 'rr' is not an evaluated model "
+                       r"\(did you mean 'r'\?\); the models are base, r"):  # fmt: skip
+        forgetting_report(fine, [run], fine_target, progress=False)  # before the general tasks run
     other = cfg.model_copy(update={"model": ModelConfig(path=str(tmp_path / "m"))})
     with pytest.raises(EvalError, match=r"names model\.path=.*but the runs were trained from model\.path='embedded'"):
         forgetting_report(other, [run], progress=False)

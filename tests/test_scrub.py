@@ -22,6 +22,7 @@ from tuneforge.data.pii import PERSON, Finding, Rules, find_all
 from tuneforge.data.pii_eval import evaluate, format_table
 from tuneforge.data.schema import DataError
 from tuneforge.data.scrub import META_DIR, Scrubber, ScrubSettings, report_table, scrub_files
+from tuneforge.data.sources import read_records
 
 RULES_ONLY = Scrubber(ScrubSettings())
 
@@ -234,6 +235,21 @@ def test_csv_txt_and_wrapped_json(tmp_path: Path) -> None:
         ]
     assert (tmp_path / "out" / "notes.txt").read_text(encoding="utf-8") == "ip <IP_ADDRESS_1>\n\nplain\n"
     assert json.loads((tmp_path / "out" / "w.json").read_text()) == {"version": 2, "data": [{"text": "<EMAIL_1>"}]}
+
+
+def test_tsv_keeps_its_layout_with_and_without_a_header(tmp_path: Path) -> None:
+    inp = tmp_path / "in"
+    inp.mkdir()
+    (inp / "sst.tsv").write_text("sentence\tlabel\nmail ann@x.org now \t1\nplain \t0\n", encoding="utf-8")
+    (inp / "news.tsv").write_text("call +1 415-555-2671 today\tWorld\n", encoding="utf-8")
+    scrub_files([inp], tmp_path / "out", ScrubSettings())
+    out = tmp_path / "out"
+    assert (out / "sst.tsv").read_text(encoding="utf-8") == "sentence\tlabel\nmail <EMAIL_1> now \t1\nplain \t0\n"
+    assert (out / "news.tsv").read_text(encoding="utf-8") == "call <PHONE_1> today\tWorld\n"
+    assert [r for _, r in read_records(out / "sst.tsv")] == [
+        {"sentence": "mail <EMAIL_1> now ", "label": "1"},  # SST-2's trailing spaces kept
+        {"sentence": "plain ", "label": "0"},
+    ]
 
 
 def test_mapping_is_written_beside_the_output_never_in_it(tmp_path: Path) -> None:

@@ -269,7 +269,8 @@ def open_run(cfg: RunConfig) -> RunDir:
 
 
 def _check_same_config(run: RunDir, cfg: RunConfig) -> None:
-    """A resumed run must train the same thing; only the resume flag itself may differ."""
+    """A resumed run must train the same thing; only the resume flag itself and the CPU thread count (how fast,
+    not what: a study stopped at 1 thread may resume at 2) may differ."""
     import yaml
 
     if not run.config.exists():
@@ -278,6 +279,7 @@ def _check_same_config(run: RunDir, cfg: RunConfig) -> None:
     new = cfg.model_dump(mode="json")
     for d in (old, new):
         d.get("train", {}).pop("resume", None)
+        d.get("train", {}).pop("threads", None)
         d.get("output", {}).pop("overwrite", None)
     diff = sorted(_diff(old, new))
     if diff:

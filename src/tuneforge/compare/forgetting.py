@@ -76,6 +76,17 @@ def load_general(cfg: RunConfig) -> RunConfig | None:
     return general
 
 
+def check_general_contrasts(cfg: RunConfig, general: RunConfig, runs: list[str]) -> None:
+    """The general config's eval.contrasts name the report's models: base and the trained arms' runs (by run
+    name, e.g. lora); checked with the arms, before anything trains."""
+    from tuneforge.eval.run import check_contrasts
+
+    try:
+        check_contrasts(general.eval.contrasts, ["base", *runs])
+    except TuneforgeError as e:
+        raise CompareError(f"{KEY}={cfg.compare.forgetting!r}: {e}") from e
+
+
 def check_bases(cfg: RunConfig, bases: dict[str, ModelConfig]) -> None:
     """One base per forgetting report: a trained arm's run whose model.* overrides make another base is refused."""
     from tuneforge.eval.forgetting import base_key
@@ -222,6 +233,7 @@ __all__ = [
     "INPUTS",
     "add_columns",
     "check_bases",
+    "check_general_contrasts",
     "columns",
     "load_general",
     "note",

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tuneforge.compare.forgetting import check_bases, load_general
+from tuneforge.compare.forgetting import check_bases, check_general_contrasts, load_general
 from tuneforge.compare.leaks import refuse_leaks
 from tuneforge.compare.source import CompareError, Prepared, prepare_source
 from tuneforge.config import (
@@ -108,6 +108,8 @@ def plan_compare(cfg: RunConfig) -> ComparePlan:
     if errors:
         raise CompareError(f"{len(errors)} of {len(c.arms)} arms cannot run:\n" + "\n".join(errors))
     check_bases(cfg, bases)
+    if general is not None:
+        check_general_contrasts(cfg, general, list(points))
     few_shot = any(a.kind.prompt == "few_shot" for a in arms)
     if few_shot or points:  # the training data is read only by few-shot and trained arms
         refuse_leaks(source, datas, few_shot or (cfg.stage == "sft" and any(a.kind.trains for a in arms)))

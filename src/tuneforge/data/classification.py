@@ -47,9 +47,7 @@ def clean_label(text: str) -> str:
 def label_index(value: str | int, labels: Sequence[str]) -> int | None:
     """The index in `labels` that a label names, or None: an integer (or digits, unless the labels are digits
     themselves) is an index, text matches a label by clean_label."""
-    if isinstance(value, int):
-        return value if 0 <= value < len(labels) else None
-    target = value.strip()
+    target = str(value).strip()  # a JSON integer reads as eval reads the same label in a TSV: as its digits
     if target.isdigit() and not any(label.isdigit() for label in labels):
         k = int(target)
         return k if k < len(labels) else None

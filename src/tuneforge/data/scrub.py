@@ -42,7 +42,7 @@ from tuneforge.data.pii import (
 from tuneforge.data.pii import parse_types as parse_types
 from tuneforge.data.pii_ner import NerBackend, load_ner
 from tuneforge.data.schema import DataError
-from tuneforge.data.sources import READERS, Record, data_files
+from tuneforge.data.sources import READERS, TSV_COLUMNS, Record, data_files
 from tuneforge.errors import unreadable_text
 from tuneforge.utils.progress import progress_bar
 
@@ -264,6 +264,8 @@ def _scrub_file(path: Path, dest: Path, scrubber: Scrubber, mapping: Any) -> Non
     records = _rows(path, scrubber, mapping)
     if suffix == ".csv":
         return _write_csv(path, dest, records)
+    if suffix == ".tsv":
+        return _write_tsv(path, dest, records)
     layout, key, obj = _json_layout(path) if suffix == ".json" else ("lines", None, None)
     with dest.open("w", encoding="utf-8") as w:
         if layout == "lines":
@@ -316,6 +318,26 @@ def _write_csv(path: Path, dest: Path, records: Iterator[Record]) -> None:
         writer = csv.DictWriter(w, fieldnames=header, restval="", extrasaction="ignore")
         writer.writeheader()
         writer.writerows(records)
+
+
+def _write_tsv(path: Path, dest: Path, records: Iterator[Record]) -> None:
+    """The scrubbed rows in the file's own layout: its header row if it had one (SST-2), none if not (AG News);
+    tab-separated, unquoted, as sources.py reads it back."""
+    import csv
+
+    with path.open(encoding="utf-8-sig", newline="") as f:
+        first = next((row for row in csv.reader(f, delimiter="\t", quoting=csv.QUOTE_NONE) if any(row)), [])
+    header = bool(first) and first[-1].strip().lower() == "label"
+    names = [c.strip() for c in first] if header else list(TSV_COLUMNS)
+    with dest.open("w", encoding="utf-8", newline="") as w:
+        if header:
+            w.write("\t".join(first) + "\n")
+        for n, rec in enumerate(records, start=1):
+            cells = [str(rec.get(k, "")) for k in names]
+            bad = next((c for c in cells if "\t" in c or "\n" in c or "\r" in c), None)
+            if bad is not None:
+                raise DataError(f"{path}: record {n}: a scrubbed value holds a tab or line break: {bad!r:.80}")
+            w.write("\t".join(cells) + "\n")
 
 
 def _scrub_parquet(path: Path, dest: Path, scrubber: Scrubber, mapping: Any) -> None:

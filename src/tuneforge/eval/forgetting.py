@@ -23,7 +23,7 @@ from typing import Any
 from tuneforge.config import ModelConfig, RunConfig
 from tuneforge.eval.readers import EvalError
 from tuneforge.eval.report import EvalReport
-from tuneforge.eval.run import evaluate, load_tasks, task_name
+from tuneforge.eval.run import evaluate, load_tasks, model_refs, task_name
 from tuneforge.runs import RunDir, RunFolderError, model_config_of_run
 
 FORGOT, SAME, IMPROVED, WORSE, NO_INTERVAL = "forgot", "no measurable change", "improved", "worse", "no interval"
@@ -239,12 +239,14 @@ def forgetting_report(
     if limit is not None and limit < 1:
         raise EvalError(f"limit={limit}: give a positive number of items per general task")
     base, found = check_runs(runs)
+    dirs = [run for run, _ in found]
     check_config(general, base, "general", SHARED_DATA_HINT)
+    model_refs(_for_runs(general, base, limit), dirs)  # bad eval.contrasts labels fail before any model loads
     if target is not None:
         check_config(target, base, "target", None)
         load_tasks(_for_runs(target, base, None))  # a bad target task fails now, not after the general benchmarks
+        model_refs(_for_runs(target, base, None), dirs)
     out = Path(output_dir) if output_dir else RunDir(found[0][0]).forgetting
-    dirs = [run for run, _ in found]
     report = evaluate(_for_runs(general, base, limit), runs=dirs, output_dir=out / "general", progress=progress)
     labels = [m["label"] for m in report.data["models"][1:]]  # evaluate's names for the runs, in the same order
     refs = [RunRef(label, str(run), str(output)) for label, (run, output) in zip(labels, found, strict=True)]

@@ -83,6 +83,7 @@ def build_report(
         contrasts = [
             {"model": a, "reference": b, "metric": mt, **_iv(paired_bootstrap(got[b].scores.metrics[mt], rows, idx))}
             for a, b in cfg.eval.contrasts
+            if a in got and b in got  # evaluate checks the labels first; a partial report lacks some models
             for mt, rows in got[a].scores.metrics.items()
         ]
         if counted:

@@ -162,8 +162,19 @@ def load_tasks(cfg: RunConfig) -> list[LoadedTask]:
 
 
 def resolve_models(cfg: RunConfig, runs: Sequence[str | Path] = ()) -> list[ModelRef]:
-    """Base model first (the reference of every comparison), then each run's trained output."""
+    """Base model first (the reference of every comparison), then each run's trained output; each model's
+    folder checked (a missing one fails now, not after the first model's tasks)."""
     from tuneforge.models.loader import resolve_model_path
+
+    refs = model_refs(cfg, runs)
+    for r in refs:
+        resolve_model_path(r.model)
+    return refs
+
+
+def model_refs(cfg: RunConfig, runs: Sequence[str | Path] = ()) -> list[ModelRef]:
+    """The models an evaluation scores, labelled as its report names them, and eval.contrasts checked against
+    those labels; nothing is loaded or converted."""
     from tuneforge.runs import model_config_of_run
 
     run_dirs = list(dict.fromkeys(Path(r) for r in (*cfg.eval.runs, *runs)))  # each run once
@@ -187,8 +198,6 @@ def resolve_models(cfg: RunConfig, runs: Sequence[str | Path] = ()) -> list[Mode
             ModelRef(str(r.adapter.parent) if r.adapter else r.label, r.model, r.adapter, r.tool_format) for r in refs
         ]
     check_contrasts(cfg.eval.contrasts, [r.label for r in refs])
-    for r in refs:
-        resolve_model_path(r.model)  # a missing model folder fails now, not after the first model's tasks
     return refs
 
 
@@ -304,6 +313,7 @@ __all__ = [
     "check_contrasts",
     "evaluate",
     "load_tasks",
+    "model_refs",
     "output_folder",
     "resolve_models",
     "run_task",
