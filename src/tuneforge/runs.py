@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from tuneforge.config import ModelConfig, RunConfig
+from tuneforge.config.diff import config_diff
 from tuneforge.config.sections import TOOL_FORMATS
 from tuneforge.errors import TuneforgeError
 
@@ -281,17 +282,8 @@ def _check_same_config(run: RunDir, cfg: RunConfig) -> None:
         d.get("train", {}).pop("resume", None)
         d.get("train", {}).pop("threads", None)
         d.get("output", {}).pop("overwrite", None)
-    diff = sorted(_diff(old, new))
+    diff = sorted(config_diff(old, new))
     if diff:
         raise RunExistsError(
             f"cannot resume {run.root}: the configuration differs from the saved one at {', '.join(diff)}"
         )
-
-
-def _diff(a: Any, b: Any, prefix: str = "") -> list[str]:
-    if isinstance(a, dict) and isinstance(b, dict):
-        out: list[str] = []
-        for k in set(a) | set(b):
-            out += _diff(a.get(k), b.get(k), f"{prefix}.{k}" if prefix else str(k))
-        return out
-    return [] if a == b else [prefix]

@@ -28,6 +28,7 @@ from tuneforge.compare.plan import Arm, ComparePlan, compare_out, identity, plan
 from tuneforge.compare.report import arm_row, finish_rows, write_outputs
 from tuneforge.compare.source import CompareError
 from tuneforge.config import RunConfig
+from tuneforge.config.diff import config_diff
 from tuneforge.sweep.folder import SweepFolder, read_record, reusable
 from tuneforge.sweep.local import run_worker
 from tuneforge.utils.progress import progress_bar
@@ -70,19 +71,13 @@ def check_folder(out: Path, ident: dict[str, Any]) -> None:
         saved = json.loads(summary.read_text(encoding="utf-8")).get("identity")
     except json.JSONDecodeError as e:
         raise CompareError(f"{summary}: not valid JSON ({e}); delete it or choose another compare.out") from e
-    diff = _diff(saved, ident)
+    diff = config_diff(saved, ident)
     if diff:
         raise CompareError(
             f"{out} holds another comparison: its config differs from this one at {', '.join(diff[:8])}"
             f"{' …' if len(diff) > 8 else ''}; choose another compare.out, or delete the folder to start over "
             "(adding or removing arms is allowed)"
         )
-
-
-def _diff(a: Any, b: Any, prefix: str = "") -> list[str]:
-    if isinstance(a, dict) and isinstance(b, dict):
-        return [d for k in dict.fromkeys([*a, *b]) for d in _diff(a.get(k), b.get(k), f"{prefix}.{k}".strip("."))]
-    return [] if a == b else [prefix or "(the whole config)"]
 
 
 def run_compare(cfg: RunConfig) -> CompareOutcome:

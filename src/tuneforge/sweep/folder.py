@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from tuneforge.config.diff import config_diff
 from tuneforge.runs import RunDir
 from tuneforge.sweep.plan import Plan, Point, SweepError
 
@@ -138,7 +139,7 @@ def open_folder(plan: Plan) -> SweepFolder:
             saved = json.loads(folder.summary.read_text(encoding="utf-8")).get("identity")
         except json.JSONDecodeError as e:
             raise SweepError(f"{folder.summary}: not valid JSON ({e}); delete it or choose another --out") from e
-        diff = sorted(_diff(saved, plan.identity))
+        diff = sorted(config_diff(saved, plan.identity))
         if diff:
             raise SweepError(
                 f"{root} holds another sweep's runs: its config differs from this one at {', '.join(diff[:8])}"
@@ -148,15 +149,6 @@ def open_folder(plan: Plan) -> SweepFolder:
     for sub in (folder.runs, folder.points, folder.specs, folder.logs):
         sub.mkdir(parents=True, exist_ok=True)
     return folder
-
-
-def _diff(a: Any, b: Any, prefix: str = "") -> list[str]:
-    if isinstance(a, dict) and isinstance(b, dict):
-        out: list[str] = []
-        for k in dict.fromkeys([*a, *b]):
-            out += _diff(a.get(k), b.get(k), f"{prefix}.{k}" if prefix else str(k))
-        return out
-    return [] if a == b else [prefix or "(the whole config)"]
 
 
 def point_state(run: RunDir) -> str:
