@@ -16,7 +16,8 @@ from typing import Any
 
 import torch
 
-from tuneforge.inference import GenerationParams
+from tuneforge.inference import GenerationParams, prompt_learning
+from tuneforge.inference.prompt_learning import lead_in
 from tuneforge.utils.progress import progress_bar
 
 
@@ -91,14 +92,11 @@ class LM:
         ctxs = [ctx[-max(1, self.max_length - n) :] for (ctx, _), n in zip(groups, longest, strict=True)]
         width = max(len(c) for c in ctxs)
         ids = torch.tensor([[self.pad_id] * (width - len(c)) + c for c in ctxs])
-        ctx_mask = torch.tensor([[0] * (width - len(c)) + [1] * len(c) for c in ctxs])
-        first = self.model(
-            input_ids=ids,
-            attention_mask=ctx_mask,
-            position_ids=(ctx_mask.cumsum(-1) - 1).clamp(min=0),
-            use_cache=True,
-            logits_to_keep=1,
-        )
+        # a prompt-learning adapter's virtual tokens go in front of each context once, and both passes run on the
+        # base model: PeftModel.forward would put them again before the continuation (inference.prompt_learning)
+        lead = lead_in(self.model)
+        inputs, ctx_mask = lead.prefill(ids, torch.tensor([[0] * (width - len(c)) + [1] * len(c) for c in ctxs]))
+        first = lead(**inputs, use_cache=True, logits_to_keep=1)
         first_logp = torch.log_softmax(first.logits[:, -1, :].float(), dim=-1)
         rows = [(g, cont[: self.max_length]) for g, (_, conts) in enumerate(groups) for cont in conts]
         scores = [float(first_logp[g, cont[0]]) for g, cont in rows]
@@ -107,17 +105,16 @@ class LM:
         if rest_width > 0:
             index = torch.tensor([g for g, _ in rows])
             # transformers >= 5.24 names the cache `cache` (past_key_values is deprecated); older 5.x: past_key_values
-            new_api = hasattr(first, "cache")
-            cache = first.cache if new_api else first.past_key_values
+            cache = first.cache if hasattr(first, "cache") else first.past_key_values
             cache.batch_select_indices(index)
             rest = [cont[:-1] + [self.pad_id] * (rest_width - len(cont) + 1) for _, cont in rows]
             rest_mask = torch.tensor([[1] * (len(cont) - 1) + [0] * (rest_width - len(cont) + 1) for _, cont in rows])
-            lengths = torch.tensor([len(c) for c in ctxs])[index]
-            logits = self.model(
+            lengths = ctx_mask.sum(-1)[index]  # the tokens before each continuation, virtual ones included
+            logits = lead(
                 input_ids=torch.tensor(rest),
                 attention_mask=torch.cat([ctx_mask[index], rest_mask], dim=1),
                 position_ids=lengths[:, None] + torch.arange(rest_width)[None, :],
-                **({"cache": cache} if new_api else {"past_key_values": cache}),
+                cache=cache,
                 use_cache=True,
             ).logits
             logp = torch.log_softmax(logits.float(), dim=-1)
@@ -142,7 +139,7 @@ class LM:
                 width = max(len(r) for r in rows)
                 ids = torch.tensor([[self.pad_id] * (width - len(r)) + r for r in rows])
                 mask = torch.tensor([[0] * (width - len(r)) + [1] * len(r) for r in rows])
-                gen = self.model.generate(input_ids=ids, attention_mask=mask, **kwargs)
+                gen = prompt_learning.generate(self.model, ids, mask, **kwargs)
                 for i, row in zip(chunk, gen, strict=True):
                     out[i] = self.tokenizer.decode(row[width:], skip_special_tokens=True).strip()
                 bar.update(len(chunk))

@@ -17,7 +17,6 @@ is a plain batched decode loop over transformers' own pieces: `DynamicCache`, `T
 from __future__ import annotations
 
 import contextlib
-import inspect
 import logging
 import threading
 from collections import deque
@@ -29,6 +28,7 @@ import torch
 import torch.nn.functional as F
 
 from tuneforge.inference.params import GenerationParams
+from tuneforge.inference.prompt_learning import lead_in
 
 log = logging.getLogger("tuneforge.engine")
 
@@ -138,7 +138,6 @@ class BatchScheduler:
         self._cond = threading.Condition()
         self._closed = False
         self._thread: threading.Thread | None = None
-        self._cache_kw = _cache_keyword(model)
         self.steps = 0  # decode steps run, and rows in them: a mean batch size for logs and tests
         self.rows = 0
 
@@ -208,12 +207,6 @@ class BatchScheduler:
                     job._finish(error=e)
                 batch = None
 
-    def _forward(self, adapter: str | None, **inputs: Any) -> torch.Tensor:
-        inputs[self._cache_kw] = inputs.pop("cache")
-        with self.adapter_context(adapter):
-            out = self.model(**inputs, use_cache=True)
-        return out.logits[:, -1].float()
-
     def _prefill(self, jobs: list[Job]) -> _Batch | None:
         from transformers import DynamicCache
 
@@ -221,21 +214,27 @@ class BatchScheduler:
         pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
         ids = torch.tensor([[pad] * (width - len(j.prompt)) + j.prompt for j in jobs])
         mask = torch.tensor([[0] * (width - len(j.prompt)) + [1] * len(j.prompt) for j in jobs])
-        positions = (mask.cumsum(1) - 1).clamp(min=0)
-        cache = DynamicCache()  # no config: plain layers on every model, so rows can be joined and cut
-        logits = self._forward(jobs[0].adapter, input_ids=ids, attention_mask=mask, position_ids=positions, cache=cache)
-        batch = _Batch(jobs, jobs[0].adapter, cache, mask, self._sample(jobs, logits), mask.sum(1))
+        with self.adapter_context(jobs[0].adapter):
+            # a prompt-learning adapter's virtual tokens lead the rows: in the mask, and in the cache (a prefix)
+            # or the first pass's embeddings; every pass then runs on the base model (inference.prompt_learning)
+            lead = lead_in(self.model)
+            inputs, mask = lead.prefill(ids, mask)
+            inputs.setdefault("cache", DynamicCache())  # no config: plain layers on every model, so rows join and cut
+            logits = lead(**inputs, use_cache=True).logits[:, -1].float()
+        batch = _Batch(jobs, jobs[0].adapter, inputs["cache"], mask, self._sample(jobs, logits), mask.sum(1))
         return self._emit(batch)
 
     def _step(self, batch: _Batch) -> _Batch | None:
         mask = torch.cat([batch.mask, torch.ones(len(batch.jobs), 1, dtype=batch.mask.dtype)], dim=1)
-        logits = self._forward(
-            batch.adapter,
-            input_ids=batch.next_ids[:, None],
-            attention_mask=mask,
-            position_ids=batch.positions[:, None],
-            cache=batch.cache,
-        )
+        with self.adapter_context(batch.adapter):
+            out = lead_in(self.model)(
+                input_ids=batch.next_ids[:, None],
+                attention_mask=mask,
+                position_ids=batch.positions[:, None],
+                cache=batch.cache,
+                use_cache=True,
+            )
+        logits = out.logits[:, -1].float()
         self.steps, self.rows = self.steps + 1, self.rows + len(batch.jobs)
         batch.mask, batch.positions = mask, batch.positions + 1
         batch.next_ids = self._sample(batch.jobs, logits)
@@ -278,12 +277,3 @@ class BatchScheduler:
         if len(keep) < len(batch.jobs):
             batch.select(keep)
         return batch
-
-
-def _cache_keyword(model: Any) -> str:
-    """`cache` since transformers 5.24 renamed `past_key_values` (the old name warns until 5.40)."""
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model
-    try:
-        return "cache" if "cache" in inspect.signature(base.forward).parameters else "past_key_values"
-    except (TypeError, ValueError):
-        return "past_key_values"

@@ -22,6 +22,7 @@ from tuneforge.config import ModelConfig
 from tuneforge.data.render import end_of_turn_ids, render_prompt
 from tuneforge.data.schema import Message
 from tuneforge.errors import TuneforgeError
+from tuneforge.inference import prompt_learning
 from tuneforge.inference.base import adapter_tokenizer, load_base
 from tuneforge.inference.batching import BatchScheduler
 from tuneforge.inference.params import GenerationParams
@@ -132,9 +133,7 @@ class LocalEngine:
         with self._lock:
             if params.seed is not None:
                 torch.manual_seed(params.seed)
-            out = self.model.generate(
-                input_ids=ids, attention_mask=torch.ones_like(ids), **params.kwargs(self.tokenizer)
-            )
+            out = prompt_learning.generate(self.model, ids, torch.ones_like(ids), **params.kwargs(self.tokenizer))
         return str(self.tokenizer.decode(out[0, ids.shape[1] :], skip_special_tokens=True)).strip()
 
     @torch.inference_mode()
@@ -156,7 +155,7 @@ class LocalEngine:
         with self._lock:
             if params.seed is not None:
                 torch.manual_seed(params.seed)
-            out = self.model.generate(input_ids=ids, attention_mask=mask, **params.kwargs(self.tokenizer))
+            out = prompt_learning.generate(self.model, ids, mask, **params.kwargs(self.tokenizer))
         return [str(self.tokenizer.decode(row[width:], skip_special_tokens=True)).strip() for row in out]
 
     def generate_many(
@@ -195,7 +194,7 @@ class LocalEngine:
 
     def _generate_no_grad(self, **kwargs: Any) -> None:
         with torch.inference_mode():
-            self.model.generate(**kwargs)
+            prompt_learning.generate(self.model, **kwargs)
 
 
 def _merged_for_inference(model: Any, params: Any, adapter: Path) -> tuple[Any, bool]:
